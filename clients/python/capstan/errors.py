@@ -1,0 +1,142 @@
+"""One error hierarchy for Capstan, each class carrying its gRPC status code.
+
+Servers raise these and one decorator at the gRPC edge turns them into a
+status; the SDK turns a status back into the same class, so users catch
+`capstan.NotFound`, never a gRPC type.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class CapstanError(Exception):
+    """Base of every error Capstan raises on purpose."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidSpec(CapstanError):
+    """A deployment spec or request is malformed; the message names the field."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(CapstanError):
+    """The named deployment (or method, or route) does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(CapstanError):
+    """Something unique is taken, such as a route prefix."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class VersionConflict(CapstanError):
+    """prev_version does not match the stored version; nothing was changed."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class DeployFailed(CapstanError):
+    """A rollout failed (user code raised); the previous version keeps serving."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class Unavailable(CapstanError):
+    """No live replica (or server) can take the request now; retrying may help."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class BackPressure(CapstanError):
+    """Every replica is at max_concurrent_queries and the wait queue is full."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class DeadlineExceeded(CapstanError):
+    """The call did not finish in the time allowed."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Cancelled(CapstanError):
+    """The call was cancelled before it finished."""
+
+    code = grpc.StatusCode.CANCELLED
+
+
+class Unauthenticated(CapstanError):
+    """No bearer token, or a wrong one."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class UserCodeError(CapstanError):
+    """The deployment's own code raised while handling a call.
+
+    `exception_type` is the user exception's class name and `remote_traceback`
+    its traceback as the replica saw it.
+    """
+
+    code = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str, exception_type: str = "", remote_traceback: str = "") -> None:
+        super().__init__(message)
+        self.exception_type = exception_type
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        if self.remote_traceback:
+            return f"{self.message}\n\nTraceback in the replica:\n{self.remote_traceback}"
+        return self.message
+
+
+class InternalError(CapstanError):
+    """Capstan itself failed; the server log has the details."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[CapstanError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidSpec,
+        NotFound,
+        AlreadyExists,
+        VersionConflict,
+        DeployFailed,
+        Unavailable,
+        BackPressure,
+        DeadlineExceeded,
+        Cancelled,
+        Unauthenticated,
+        UserCodeError,
+        InternalError,
+    )
+}
+
+
+def error_for_code(code: grpc.StatusCode | int, message: str) -> CapstanError:
+    """The Capstan error for a gRPC status code (given as enum or number)."""
+    if isinstance(code, int):
+        code = _STATUS_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
+    return _BY_CODE.get(code, InternalError)(message)
+
+
+def from_rpc_error(error: grpc.RpcError) -> CapstanError:
+    """The Capstan error a failed gRPC call stands for."""
+    code = error.code()  # type: ignore[attr-defined]
+    details = error.details() or code.name  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details.lower():
+        details = f"cannot reach the Capstan server: {details}"
+    return error_for_code(code, details)
+
+
+_STATUS_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}

@@ -1,0 +1,1 @@
+"""Generated from protos/capstan/v1 by scripts/gen_protos.py."""

@@ -1,0 +1,318 @@
+"""The deployment spec: frozen, validated in its constructor, filled with
+defaults. The gRPC edge and the store both build it through `from_proto`, so
+everything inside the control plane is valid."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+
+from capstan.errors import InvalidSpec
+from capstan.v1 import deployment_pb2
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+_ROUTE_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%-]+")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidSpec(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class Autoscaling:
+    """Ray Serve 1.x autoscaling options and defaults."""
+
+    min_replicas: int = 1
+    max_replicas: int = 1
+    initial_replicas: int | None = None
+    target_num_ongoing_requests_per_replica: float = 1.0
+    upscale_delay_s: float = 30.0
+    downscale_delay_s: float = 600.0
+    metrics_interval_s: float = 10.0
+    look_back_period_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        prefix = "autoscaling_config"
+        _require(self.min_replicas >= 0, f"{prefix}.min_replicas must be >= 0")
+        _require(self.max_replicas >= 1, f"{prefix}.max_replicas must be >= 1")
+        _require(
+            self.min_replicas <= self.max_replicas,
+            f"{prefix}.min_replicas ({self.min_replicas}) must not exceed "
+            f"max_replicas ({self.max_replicas})",
+        )
+        if self.initial_replicas is not None:
+            _require(
+                self.min_replicas <= self.initial_replicas <= self.max_replicas,
+                f"{prefix}.initial_replicas must lie between min_replicas and max_replicas",
+            )
+        _require(
+            self.target_num_ongoing_requests_per_replica > 0,
+            f"{prefix}.target_num_ongoing_requests_per_replica must be > 0",
+        )
+        for field in ("upscale_delay_s", "downscale_delay_s", "look_back_period_s"):
+            _require(getattr(self, field) >= 0, f"{prefix}.{field} must be >= 0")
+        _require(self.metrics_interval_s > 0, f"{prefix}.metrics_interval_s must be > 0")
+
+    @classmethod
+    def from_proto(cls, msg: deployment_pb2.AutoscalingConfig) -> Autoscaling:
+        present = {f.name: v for f, v in msg.ListFields()}
+        return cls(**present)
+
+    def to_proto(self) -> deployment_pb2.AutoscalingConfig:
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return deployment_pb2.AutoscalingConfig(**fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaOptions:
+    """What each replica reserves and the environment it runs in."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    resources: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    env_vars: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    working_dir: str = ""
+    pip: tuple[str, ...] = ()
+    conda: str = ""
+
+    def __post_init__(self) -> None:
+        prefix = "ray_actor_options"
+        _require(self.num_cpus >= 0, f"{prefix}.num_cpus must be >= 0, got {self.num_cpus}")
+        _require(self.num_gpus >= 0, f"{prefix}.num_gpus must be >= 0, got {self.num_gpus}")
+        _require(
+            self.num_gpus <= 1 or self.num_gpus == int(self.num_gpus),
+            f"{prefix}.num_gpus above 1 must be a whole number, got {self.num_gpus}",
+        )
+        for name, amount in self.resources.items():
+            _require(bool(name), f"{prefix}.resources has an empty resource name")
+            _require(amount >= 0, f"{prefix}.resources[{name!r}] must be >= 0")
+        for key in self.env_vars:
+            _require(
+                bool(key) and "=" not in key and "\0" not in key,
+                f"runtime_env.env_vars has an invalid variable name {key!r}",
+            )
+        _require(all(self.pip), "runtime_env.pip has an empty requirement")
+        _require(
+            not (self.pip and self.conda), "runtime_env may set pip or conda, not both"
+        )
+
+    @classmethod
+    def from_proto(cls, msg: deployment_pb2.ReplicaOptions) -> ReplicaOptions:
+        env = msg.runtime_env
+        return cls(
+            num_cpus=msg.num_cpus if msg.HasField("num_cpus") else 1.0,
+            num_gpus=msg.num_gpus,
+            resources=dict(msg.resources),
+            env_vars=dict(env.env_vars),
+            working_dir=env.working_dir,
+            pip=tuple(env.pip),
+            conda=env.conda,
+        )
+
+    def to_proto(self) -> deployment_pb2.ReplicaOptions:
+        return deployment_pb2.ReplicaOptions(
+            num_cpus=self.num_cpus,
+            num_gpus=self.num_gpus,
+            resources=dict(self.resources),
+            runtime_env=deployment_pb2.RuntimeEnv(
+                env_vars=dict(self.env_vars),
+                working_dir=self.working_dir,
+                pip=list(self.pip),
+                conda=self.conda,
+            ),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DeploymentSpec:
+    """A deployment as the user asked for it, with defaults filled in.
+
+    `version` None means "a new version on every apply"; the store records
+    the generated one. `route_prefix` None means "not on HTTP".
+    """
+
+    name: str
+    import_path: str = ""
+    pickled_code: bytes = b""
+    version: str | None = None
+    prev_version: str | None = None
+    num_replicas: int = 1
+    autoscaling: Autoscaling | None = None
+    route_prefix: str | None = None
+    init_arguments: deployment_pb2.Arguments = dataclasses.field(
+        default_factory=deployment_pb2.Arguments
+    )
+    user_config: str | None = None
+    max_concurrent_queries: int = 100
+    max_queued_requests: int = 1000
+    health_check_period_s: float = 10.0
+    health_check_timeout_s: float = 30.0
+    graceful_shutdown_wait_loop_s: float = 2.0
+    graceful_shutdown_timeout_s: float = 20.0
+    replica: ReplicaOptions = dataclasses.field(default_factory=ReplicaOptions)
+    executor: str = ""
+
+    def __post_init__(self) -> None:
+        _require(
+            bool(_NAME.fullmatch(self.name)),
+            f"name {self.name!r} must be 1-64 letters, digits, '_' or '-'",
+        )
+        self._check_code()
+        self._check_route_prefix()
+        _require(self.num_replicas >= 0, f"num_replicas must be >= 0, got {self.num_replicas}")
+        _require(
+            self.max_concurrent_queries >= 1,
+            f"max_concurrent_queries must be >= 1, got {self.max_concurrent_queries}",
+        )
+        _require(
+            self.max_queued_requests >= 0,
+            f"max_queued_requests must be >= 0, got {self.max_queued_requests}",
+        )
+        for field in ("health_check_period_s", "health_check_timeout_s"):
+            _require(getattr(self, field) > 0, f"{field} must be > 0")
+        for field in ("graceful_shutdown_wait_loop_s", "graceful_shutdown_timeout_s"):
+            _require(getattr(self, field) >= 0, f"{field} must be >= 0")
+        if self.user_config is not None:
+            _check_json(self.user_config, "user_config")
+        self._check_init_arguments()
+
+    def _check_code(self) -> None:
+        _require(
+            bool(self.import_path) != bool(self.pickled_code),
+            "code must give exactly one of import_path or pickled",
+        )
+        if self.import_path:
+            _require(
+                bool(_IMPORT_PATH.fullmatch(self.import_path)),
+                f"code.import_path {self.import_path!r} must look like 'package.module:attribute'",
+            )
+
+    def _check_route_prefix(self) -> None:
+        prefix = self.route_prefix
+        if prefix is None:
+            return
+        _require(prefix.startswith("/"), f'route_prefix "{prefix}" must start with "/"')
+        if prefix != "/":
+            _require(
+                not prefix.endswith("/"),
+                f'route_prefix "{prefix}" must not end with "/" (use "{prefix.rstrip("/")}")',
+            )
+            segments = prefix[1:].split("/")
+            _require(
+                all(_ROUTE_SEGMENT.fullmatch(s) for s in segments),
+                f'route_prefix "{prefix}" has an empty or invalid path segment',
+            )
+
+    def _check_init_arguments(self) -> None:
+        args = self.init_arguments
+        if args.encoding == deployment_pb2.ENCODING_PICKLE:
+            return  # only the replica can unpickle: it may need the user's packages
+        if args.args:
+            _require(
+                isinstance(_check_json(args.args, "init_args"), list),
+                "init_args must be a JSON array",
+            )
+        if args.kwargs:
+            _require(
+                isinstance(_check_json(args.kwargs, "init_kwargs"), dict),
+                "init_kwargs must be a JSON object",
+            )
+
+    @property
+    def target_replicas(self) -> int:
+        """Replicas to start with: num_replicas, or the autoscaler's start."""
+        if self.autoscaling is None:
+            return self.num_replicas
+        scaling = self.autoscaling
+        return scaling.initial_replicas if scaling.initial_replicas is not None else scaling.min_replicas
+
+    def code_hash(self) -> str:
+        """A digest of what needs new replica processes to change: the code
+        when no version is given, and always the constructor arguments,
+        the replica options and the executor."""
+        parts = self.replica.to_proto().SerializeToString(deterministic=True)
+        parts += self.init_arguments.SerializeToString(deterministic=True)
+        parts += self.executor.encode() + b"\0" + self.import_path.encode() + self.pickled_code
+        return hashlib.sha256(parts).hexdigest()[:16]
+
+    @classmethod
+    def from_proto(cls, msg: deployment_pb2.DeploymentSpec) -> DeploymentSpec:
+        has = msg.HasField
+        _require(
+            not (has("num_replicas") and has("autoscaling_config")),
+            "num_replicas and autoscaling_config cannot both be set: "
+            "autoscaling decides the number of replicas",
+        )
+        optional = {
+            name: getattr(msg, name)
+            for name in (
+                "version",
+                "prev_version",
+                "num_replicas",
+                "user_config",
+                "max_concurrent_queries",
+                "max_queued_requests",
+                "health_check_period_s",
+                "health_check_timeout_s",
+                "graceful_shutdown_wait_loop_s",
+                "graceful_shutdown_timeout_s",
+            )
+            if has(name)
+        }
+        if has("route_prefix"):
+            optional["route_prefix"] = msg.route_prefix or None
+        else:
+            optional["route_prefix"] = f"/{msg.name}"
+        return cls(
+            name=msg.name,
+            import_path=msg.code.import_path,
+            pickled_code=msg.code.pickled,
+            autoscaling=(
+                Autoscaling.from_proto(msg.autoscaling_config)
+                if has("autoscaling_config")
+                else None
+            ),
+            init_arguments=msg.init_arguments,
+            replica=ReplicaOptions.from_proto(msg.replica_options),
+            executor=msg.executor,
+            **optional,
+        )
+
+    def to_proto(self) -> deployment_pb2.DeploymentSpec:
+        msg = deployment_pb2.DeploymentSpec(
+            name=self.name,
+            route_prefix=self.route_prefix or "",
+            init_arguments=self.init_arguments,
+            max_concurrent_queries=self.max_concurrent_queries,
+            max_queued_requests=self.max_queued_requests,
+            health_check_period_s=self.health_check_period_s,
+            health_check_timeout_s=self.health_check_timeout_s,
+            graceful_shutdown_wait_loop_s=self.graceful_shutdown_wait_loop_s,
+            graceful_shutdown_timeout_s=self.graceful_shutdown_timeout_s,
+            replica_options=self.replica.to_proto(),
+            executor=self.executor,
+        )
+        if self.import_path:
+            msg.code.import_path = self.import_path
+        else:
+            msg.code.pickled = self.pickled_code
+        for name in ("version", "prev_version", "user_config"):
+            if getattr(self, name) is not None:
+                setattr(msg, name, getattr(self, name))
+        if self.autoscaling is None:
+            msg.num_replicas = self.num_replicas
+        else:
+            msg.autoscaling_config.CopyFrom(self.autoscaling.to_proto())
+        return msg
+
+
+def _check_json(text: str | bytes, field: str) -> object:
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidSpec(f"{field} is not valid JSON: {error}") from None

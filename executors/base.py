@@ -1,0 +1,185 @@
+"""The Executor interface: the one contract between the control plane and
+every way of running replicas (local processes, Ray actors, SSH hosts).
+
+Modelled on Nomad's task drivers: a small lifecycle (launch, stop, observe,
+close), static capabilities beside a dynamic capacity fingerprint, and a
+serialisable, versioned `ReplicaRef` that the control plane stores so that a
+restarted control plane can adopt what is still running.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import grpc
+
+from capstan.errors import CapstanError
+from capstan.v1 import replica_pb2
+
+
+class ExecutorError(CapstanError):
+    """An executor could not do what was asked.
+
+    `retryable` says whether trying the same thing again later can help
+    (a host that is down) or not (user code that raises in its constructor).
+    """
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class ReplicaStartError(ExecutorError):
+    """The replica's process started but the user's code failed to load or
+    construct; the message carries the user's exception."""
+
+    code = grpc.StatusCode.ABORTED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
+class NotSupported(ExecutorError):
+    """The executor lacks an optional ability (see `Capabilities`)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What an executor can do, fixed for the plugin (not per node)."""
+
+    # Places replicas itself (Ray); otherwise Capstan's scheduler picks a node.
+    schedules_itself: bool = False
+    # Replicas survive a control-plane restart and `observe` finds them.
+    adopts_replicas: bool = True
+    # runtime_env abilities.
+    supports_working_dir: bool = False
+    supports_pip: bool = False
+    supports_conda: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    """A place replicas can run and what it offers, in whole units.
+
+    `gpu_ids` names the devices so that fractional requests can be packed
+    onto them and given to replicas through CUDA_VISIBLE_DEVICES.
+    """
+
+    name: str
+    num_cpus: float
+    gpu_ids: tuple[str, ...] = ()
+    resources: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    is_alive: bool = True
+
+    @property
+    def num_gpus(self) -> int:
+        return len(self.gpu_ids)
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchSpec:
+    """Everything an executor needs to start one replica.
+
+    `config` is handed to the worker unchanged. `node` is where Capstan's
+    scheduler placed it (ignored by executors that schedule themselves);
+    `env` holds the variables the placement implies (CUDA_VISIBLE_DEVICES,
+    OMP_NUM_THREADS), to be merged over the runtime_env's own.
+    """
+
+    config: replica_pb2.ReplicaConfig
+    node: str = ""
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def replica_id(self) -> str:
+        return self.config.replica_id
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaRef:
+    """Where a launched replica runs: stored by the control plane, given back
+    to the executor that made it. `data` is the executor's own (pid, actor
+    name, ...), strings only so that the ref serialises to JSON."""
+
+    FORMAT: ClassVar[int] = 1
+
+    replica_id: str
+    executor: str
+    address: str
+    node: str = ""
+    nonce: str = ""
+    data: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"format": self.FORMAT, **dataclasses.asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ReplicaRef:
+        fields = json.loads(text)
+        if fields.pop("format", None) != cls.FORMAT:
+            raise ValueError(f"unknown ReplicaRef format in {text[:80]!r}")
+        return cls(**fields)
+
+
+class Executor(abc.ABC):
+    """Runs replica workers somewhere. One instance per control plane.
+
+    Call order: construct, then any number of `capacity`/`launch`/`stop`/
+    `observe` calls (concurrently, from one event loop), then `close` once.
+    Every method is a coroutine and must not block the loop.
+    """
+
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, config: Mapping[str, Any], state_dir: pathlib.Path) -> None:
+        """`config` is this executor's section of the control plane's settings,
+        validated here (raise `ValueError` naming the key). `state_dir` is a
+        folder the executor owns for logs and bookkeeping; it survives
+        restarts of the control plane."""
+        self.config = config
+        self.state_dir = state_dir
+
+    @abc.abstractmethod
+    async def capacity(self) -> Sequence[Node]:
+        """The nodes this executor can place replicas on and their total
+        (not free) capacity. A node that cannot be reached is returned with
+        `is_alive=False`. Cheap enough to call every reconcile pass."""
+
+    @abc.abstractmethod
+    async def launch(self, spec: LaunchSpec) -> ReplicaRef:
+        """Starts one replica worker and returns once its ReplicaService
+        answers, with the user's class constructed and reconfigured.
+
+        Raises `ReplicaStartError` when the user's code fails (not retried),
+        `ExecutorError(retryable=True)` for infrastructure failures. On any
+        error nothing is left running. Not idempotent: each call starts a
+        process; the replica_id in `spec` must be new."""
+
+    @abc.abstractmethod
+    async def stop(self, ref: ReplicaRef, timeout_s: float) -> None:
+        """Stops a replica: asks it to exit, then forces it after `timeout_s`
+        seconds. Draining is the caller's job and happens before. Idempotent:
+        stopping a replica that is already gone succeeds."""
+
+    @abc.abstractmethod
+    async def observe(self) -> Sequence[ReplicaRef]:
+        """Every replica of this executor that is running now, including ones
+        launched before a control-plane restart (adoption). A replica missing
+        from the answer is dead."""
+
+    async def close(self) -> None:  # noqa: B027 - most executors hold nothing to release
+        """Releases connections and background tasks. Replicas keep running:
+        shutting them down is done with `stop`."""

@@ -97,9 +97,7 @@ class ReplicaOptions:
                 f"runtime_env.env_vars has an invalid variable name {key!r}",
             )
         _require(all(self.pip), "runtime_env.pip has an empty requirement")
-        _require(
-            not (self.pip and self.conda), "runtime_env may set pip or conda, not both"
-        )
+        _require(not (self.pip and self.conda), "runtime_env may set pip or conda, not both")
 
     @classmethod
     def from_proto(cls, msg: deployment_pb2.ReplicaOptions) -> ReplicaOptions:
@@ -228,8 +226,8 @@ class DeploymentSpec:
         """Replicas to start with: num_replicas, or the autoscaler's start."""
         if self.autoscaling is None:
             return self.num_replicas
-        scaling = self.autoscaling
-        return scaling.initial_replicas if scaling.initial_replicas is not None else scaling.min_replicas
+        initial = self.autoscaling.initial_replicas
+        return self.autoscaling.min_replicas if initial is None else initial
 
     def code_hash(self) -> str:
         """A digest of what needs new replica processes to change: the code

@@ -37,7 +37,8 @@ def main() -> None:
         check=True,
         cwd=PROTOS,
     )
-    (PACKAGE / "__init__.py").write_text('"""Generated from protos/capstan/v1 by scripts/gen_protos.py."""\n')
+    docstring = '"""Generated from protos/capstan/v1 by scripts/gen_protos.py."""\n'
+    (PACKAGE / "__init__.py").write_text(docstring)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Capstan: run Python code as scalable services. Start with `from capstan import serve`."""
 
+from capstan import serve
 from capstan.errors import (
     AlreadyExists,
     BackPressure,
@@ -22,4 +23,5 @@ __all__ = [
     "Unavailable",
     "UserCodeError",
     "VersionConflict",
+    "serve",
 ]

@@ -1,0 +1,69 @@
+"""A blocking client for the ControlPlaneService, with errors mapped to
+capstan.errors. The SDK and the CLI use it; any gRPC client may do the same."""
+
+from __future__ import annotations
+
+import os
+
+import grpc
+
+from capstan.errors import from_rpc_error
+from capstan.v1 import controlplane_pb2 as cp
+from capstan.v1 import controlplane_pb2_grpc, deployment_pb2
+
+DEFAULT_ADDRESS = "127.0.0.1:8765"
+
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+]
+
+
+def default_address() -> str:
+    """The control plane to talk to: $CAPSTAN_ADDRESS, else the local default."""
+    return os.environ.get("CAPSTAN_ADDRESS", DEFAULT_ADDRESS)
+
+
+class ControlPlaneClient:
+    """One channel to one control plane; methods block and raise CapstanError."""
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address or default_address()
+        self._channel = grpc.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
+        self._stub = controlplane_pb2_grpc.ControlPlaneServiceStub(self._channel)
+
+    def is_reachable(self, timeout_s: float = 0.5) -> bool:
+        """Whether a control plane answers at the address within the timeout."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
+        except grpc.FutureTimeoutError:
+            return False
+        return True
+
+    def apply(
+        self, spec: deployment_pb2.DeploymentSpec, *, wait: bool = True, timeout_s: float = 0
+    ) -> cp.Deployment:
+        request = cp.ApplyDeploymentRequest(spec=spec, wait=wait, timeout_s=timeout_s)
+        return self._call(self._stub.ApplyDeployment, request).deployment
+
+    def delete(self, name: str, *, wait: bool = True) -> None:
+        self._call(self._stub.DeleteDeployment, cp.DeleteDeploymentRequest(name=name, wait=wait))
+
+    def get(self, name: str) -> cp.Deployment:
+        return self._call(self._stub.GetDeployment, cp.GetDeploymentRequest(name=name)).deployment
+
+    def list(self) -> list[cp.Deployment]:
+        return list(self._call(self._stub.ListDeployments, cp.ListDeploymentsRequest()).deployments)
+
+    def shutdown(self) -> None:
+        self._call(self._stub.Shutdown, cp.ShutdownRequest())
+
+    def close(self) -> None:
+        self._channel.close()
+
+    @staticmethod
+    def _call(method, request):
+        try:
+            return method(request)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None

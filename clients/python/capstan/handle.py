@@ -1,0 +1,126 @@
+"""Handles: call a deployment from Python, routed in-process by the same
+least-loaded Router the HTTP proxy uses (no hop through the proxy).
+
+`handle.remote(*args)` returns a `DeploymentResponse` at once; `.result()`
+blocks for the value, and `await response` works inside async code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import cloudpickle
+
+from capstan.errors import DeadlineExceeded
+from capstan.v1 import deployment_pb2
+
+
+class DeploymentResponse:
+    """The pending result of one call. Await it, or call `.result()`."""
+
+    def __init__(self, future: concurrent.futures.Future) -> None:
+        self._future = future
+
+    def result(self, timeout_s: float | None = None) -> Any:
+        """Blocks until the call finishes and returns its value, or raises
+        what the call raised (user exceptions as capstan.UserCodeError)."""
+        try:
+            return self._future.result(timeout=timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise DeadlineExceeded(f"no result within {timeout_s} s") from None
+
+    def cancel(self) -> bool:
+        """Cancels the call; the replica is told to stop working on it."""
+        return self._future.cancel()
+
+    def __await__(self):
+        return asyncio.wrap_future(self._future).__await__()
+
+
+class DeploymentResponseGenerator:
+    """The items of a call whose method returns a generator (`stream=True`).
+    Iterate it with `for` or `async for`."""
+
+    def __init__(self, items: AsyncIterator[Any], runtime) -> None:
+        self._items = items
+        self._runtime = runtime
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            try:
+                yield self._runtime.run(self._items.__anext__())
+            except StopAsyncIteration:
+                return
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        while True:
+            try:
+                yield await asyncio.wrap_future(self._runtime.submit(self._items.__anext__()))
+            except StopAsyncIteration:
+                return
+
+
+class DeploymentHandle:
+    """Calls one deployment's methods. Cheap to create, safe to share between
+    threads, and picklable, so handles may be passed to other deployments."""
+
+    def __init__(
+        self, deployment_name: str, method_name: str = "__call__", *, stream: bool = False
+    ) -> None:
+        self.deployment_name = deployment_name
+        self.method_name = method_name
+        self.stream = stream
+
+    def options(
+        self, *, method_name: str | None = None, stream: bool | None = None
+    ) -> DeploymentHandle:
+        """A handle with some options changed."""
+        return DeploymentHandle(
+            self.deployment_name,
+            self.method_name if method_name is None else method_name,
+            stream=self.stream if stream is None else stream,
+        )
+
+    def __getattr__(self, name: str) -> DeploymentHandle:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.options(method_name=name)
+
+    def remote(self, *args: Any, **kwargs: Any) -> DeploymentResponse | DeploymentResponseGenerator:
+        """Sends a call to the least-loaded replica and returns at once."""
+        from capstan.runtime import get_runtime
+
+        runtime = get_runtime()
+        invocation = _invocation(self.method_name, args, kwargs)
+        if self.stream:
+            return DeploymentResponseGenerator(
+                runtime.stream(self.deployment_name, invocation), runtime
+            )
+        return DeploymentResponse(runtime.submit(runtime.call(self.deployment_name, invocation)))
+
+    def __reduce__(self):
+        return (_rebuild_handle, (self.deployment_name, self.method_name, self.stream))
+
+    def __repr__(self) -> str:
+        return f"DeploymentHandle(deployment={self.deployment_name!r}, method={self.method_name!r})"
+
+
+def _rebuild_handle(name: str, method: str, stream: bool) -> DeploymentHandle:
+    return DeploymentHandle(name, method, stream=stream)
+
+
+def _invocation(method: str, args: tuple, kwargs: dict) -> Any:
+    from capstan.v1 import replica_pb2
+
+    return replica_pb2.Invocation(
+        method=method,
+        arguments=deployment_pb2.Arguments(
+            encoding=deployment_pb2.ENCODING_PICKLE,
+            args=cloudpickle.dumps(args) if args else b"",
+            kwargs=cloudpickle.dumps(kwargs) if kwargs else b"",
+        ),
+        result_encoding=deployment_pb2.ENCODING_PICKLE,
+    )

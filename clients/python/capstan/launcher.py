@@ -1,0 +1,169 @@
+"""Runs a local Capstan: the control plane in this process and the HTTP/gRPC
+proxy as a child in its own session, so the proxy (and the replicas) keep
+serving if the control plane crashes, and a restarted control plane reuses
+them. `capstan start` runs it in the foreground; `serve.start()` spawns
+`capstan start` for a script."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from capstan.client import ControlPlaneClient
+from capstan.errors import Unavailable
+
+
+class LocalServices:
+    """The control plane and proxy of one state folder."""
+
+    def __init__(
+        self,
+        *,
+        state_dir: str | os.PathLike = ".capstan",
+        address: str = "127.0.0.1:8765",
+        http_host: str = "127.0.0.1",
+        http_port: int = 8000,
+        grpc_port: int = 9000,
+    ) -> None:
+        self.state_dir = pathlib.Path(state_dir).resolve()
+        self.address = address
+        self.http_host, self.http_port, self.grpc_port = http_host, http_port, grpc_port
+        self._process: subprocess.Popen | None = None
+
+    # -- in the foreground (capstan start) ---------------------------------
+
+    def run(self) -> None:
+        """Serves until the control plane is shut down (Shutdown RPC, SIGTERM
+        or Ctrl-C), then stops the proxy."""
+        from controlplane.server import run_control_plane
+        from controlplane.settings import Settings
+
+        host, _, port = self.address.rpartition(":")
+        settings = Settings(state_dir=self.state_dir, host=host, port=int(port))
+        proxy = self._ensure_proxy()
+        try:
+            asyncio.run(run_control_plane(settings))
+        finally:
+            _stop_process(proxy, timeout_s=10)
+            (self.state_dir / "proxy.json").unlink(missing_ok=True)
+
+    def _ensure_proxy(self) -> int:
+        record = self.state_dir / "proxy.json"
+        if record.exists():
+            pid = json.loads(record.read_text())["pid"]
+            if _is_alive(pid, "proxy"):
+                return pid  # survived a control-plane crash: keep it serving
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / "proxy.log", "ab") as log:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "proxy",
+                    "--control-plane",
+                    self.address,
+                    "--http-host",
+                    self.http_host,
+                    "--http-port",
+                    str(self.http_port),
+                    "--grpc-port",
+                    str(self.grpc_port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        record.write_text(json.dumps({"pid": process.pid}))
+        return process.pid
+
+    # -- from a script (serve.start) ---------------------------------------
+
+    def spawn(self, *, detached: bool, timeout_s: float = 60) -> None:
+        """Starts `capstan start` as a child and waits until both the control
+        plane and the HTTP proxy answer."""
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "capstan", "start", "--state-dir", str(self.state_dir)]
+        command += ["--address", self.address, "--http-host", self.http_host]
+        command += ["--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)]
+        with open(logs / "capstan.log", "ab") as log:
+            self._process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=detached,
+            )
+        self._wait_ready(time.monotonic() + timeout_s, logs / "capstan.log")
+
+    def _wait_ready(self, deadline: float, log: pathlib.Path) -> None:
+        client = ControlPlaneClient(self.address)
+        try:
+            while not client.is_reachable(timeout_s=0.2):
+                self._check_alive(log, deadline)
+            while not _port_open(self.http_host, self.http_port):
+                self._check_alive(log, deadline)
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def _check_alive(self, log: pathlib.Path, deadline: float) -> None:
+        if self._process is not None and self._process.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise Unavailable(f"capstan start exited with {self._process.returncode}:\n{tail}")
+        if time.monotonic() > deadline:
+            raise Unavailable(f"capstan did not become ready in time; see {log}")
+
+    def wait_stopped(self, timeout_s: float) -> None:
+        """Waits for a spawned `capstan start` to exit, killing it past the timeout."""
+        if self._process is not None:
+            _stop_process(self._process.pid, timeout_s)
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _is_alive(pid: int, marker: str) -> bool:
+    try:
+        cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return marker.encode() in cmdline
+
+
+def _has_exited(pid: int) -> bool:
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        return reaped == pid
+    except ChildProcessError:  # not our child: its parent reaps it
+        try:
+            state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True
+        return state in ("Z", "X")
+
+
+def _stop_process(pid: int, timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL after the timeout; reaps it if it is our child."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if _has_exited(pid):
+                return
+            time.sleep(0.05)

@@ -1,0 +1,192 @@
+"""Turns the Ray Serve deployment options a user writes into a
+capstan.v1.DeploymentSpec. Only representation happens here (types, JSON,
+pickling); the control plane validates values, once, and names the field."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import cloudpickle
+
+from capstan.errors import InvalidSpec
+from capstan.v1 import deployment_pb2 as pb
+
+# Ray Serve spells some options in more than one way across versions.
+ALIASES = {
+    "max_ongoing_requests": "max_concurrent_queries",
+    "_autoscaling_config": "autoscaling_config",
+    "_graceful_shutdown_wait_loop_s": "graceful_shutdown_wait_loop_s",
+    "_graceful_shutdown_timeout_s": "graceful_shutdown_timeout_s",
+    "_health_check_period_s": "health_check_period_s",
+    "_health_check_timeout_s": "health_check_timeout_s",
+}
+
+OPTIONS = (
+    "name",
+    "version",
+    "prev_version",
+    "num_replicas",
+    "init_args",
+    "init_kwargs",
+    "route_prefix",
+    "ray_actor_options",
+    "user_config",
+    "max_concurrent_queries",
+    "max_queued_requests",
+    "autoscaling_config",
+    "graceful_shutdown_wait_loop_s",
+    "graceful_shutdown_timeout_s",
+    "health_check_period_s",
+    "health_check_timeout_s",
+    "executor",
+)
+
+SCALARS = (
+    "version",
+    "prev_version",
+    "num_replicas",
+    "max_concurrent_queries",
+    "max_queued_requests",
+    "graceful_shutdown_wait_loop_s",
+    "graceful_shutdown_timeout_s",
+    "health_check_period_s",
+    "health_check_timeout_s",
+)
+_ACTOR_OPTIONS = ("num_cpus", "num_gpus", "resources", "runtime_env")
+_RUNTIME_ENV = ("env_vars", "working_dir", "pip", "conda")
+_AUTOSCALING_ALIASES = {"target_ongoing_requests": "target_num_ongoing_requests_per_replica"}
+
+
+class _Default:
+    """The route prefix nobody chose: "/<name>"."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT = _Default()
+
+
+def normalize(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Options with aliases resolved; unknown names raise InvalidSpec."""
+    result = {}
+    for key, value in options.items():
+        key = ALIASES.get(key, key)
+        if key not in OPTIONS:
+            raise InvalidSpec(f"unknown deployment option {key!r}; known: {', '.join(OPTIONS)}")
+        result[key] = value
+    return result
+
+
+def to_spec(code: pb.Code, options: Mapping[str, Any]) -> pb.DeploymentSpec:
+    """The wire spec for a deployment's code and normalised options."""
+    spec = pb.DeploymentSpec(name=options["name"], code=code)
+    try:
+        for key in SCALARS:
+            if options.get(key) is not None:
+                setattr(spec, key, options[key])
+    except (TypeError, ValueError) as error:
+        raise InvalidSpec(f"{key} has the wrong type: {error}") from None
+    route_prefix = options.get("route_prefix", DEFAULT)
+    if route_prefix is None:
+        spec.route_prefix = ""
+    elif route_prefix is not DEFAULT:
+        spec.route_prefix = str(route_prefix)
+    if options.get("user_config") is not None:
+        spec.user_config = _json(options["user_config"], "user_config")
+    if options.get("autoscaling_config") is not None:
+        spec.autoscaling_config.CopyFrom(_autoscaling(options["autoscaling_config"]))
+    spec.replica_options.CopyFrom(_replica_options(options.get("ray_actor_options") or {}))
+    if "init_args" in options or "init_kwargs" in options or "_init_arguments" not in options:
+        spec.init_arguments.CopyFrom(
+            arguments(options.get("init_args"), options.get("init_kwargs"))
+        )
+    else:  # a Deployment read back from the control plane keeps its arguments
+        spec.init_arguments.CopyFrom(options["_init_arguments"])
+    spec.executor = options.get("executor") or ""
+    return spec
+
+
+def arguments(args: Any, kwargs: Any) -> pb.Arguments:
+    """Constructor arguments, pickled: Python-to-Python."""
+    if args is not None and not isinstance(args, list | tuple):
+        raise InvalidSpec(f"init_args must be a tuple or list, got {type(args).__name__}")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise InvalidSpec(f"init_kwargs must be a dict, got {type(kwargs).__name__}")
+    return pb.Arguments(
+        encoding=pb.ENCODING_PICKLE,
+        args=cloudpickle.dumps(tuple(args)) if args else b"",
+        kwargs=cloudpickle.dumps(dict(kwargs)) if kwargs else b"",
+    )
+
+
+def code_of(func_or_class: Any) -> pb.Code:
+    """User code as the wire carries it: an import path string as-is,
+    anything else cloudpickled (by value when defined in a script)."""
+    if isinstance(func_or_class, str):
+        return pb.Code(import_path=func_or_class)
+    try:
+        return pb.Code(pickled=cloudpickle.dumps(func_or_class))
+    except Exception as error:
+        name = getattr(func_or_class, "__name__", repr(func_or_class))
+        raise InvalidSpec(f"cannot pickle {name} to ship it to replicas: {error}") from None
+
+
+def _json(value: Any, field: str) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError) as error:
+        raise InvalidSpec(f"{field} must be JSON-serialisable: {error}") from None
+
+
+def _autoscaling(config: Any) -> pb.AutoscalingConfig:
+    if not isinstance(config, Mapping):
+        config = getattr(config, "__dict__", config)
+    if not isinstance(config, Mapping):
+        raise InvalidSpec("autoscaling_config must be a dict")
+    message = pb.AutoscalingConfig()
+    for key, value in config.items():
+        key = _AUTOSCALING_ALIASES.get(key, key)
+        if key not in pb.AutoscalingConfig.DESCRIPTOR.fields_by_name:
+            known = ", ".join(pb.AutoscalingConfig.DESCRIPTOR.fields_by_name)
+            raise InvalidSpec(f"unknown autoscaling_config option {key!r}; known: {known}")
+        if value is not None:
+            try:
+                setattr(message, key, value)
+            except (TypeError, ValueError) as error:
+                raise InvalidSpec(f"autoscaling_config.{key} has the wrong type: {error}") from None
+    return message
+
+
+def _replica_options(actor_options: Mapping[str, Any]) -> pb.ReplicaOptions:
+    unknown = set(actor_options) - set(_ACTOR_OPTIONS)
+    if unknown:
+        raise InvalidSpec(
+            f"ray_actor_options does not support {', '.join(sorted(unknown))}; "
+            f"supported: {', '.join(_ACTOR_OPTIONS)}"
+        )
+    env = actor_options.get("runtime_env") or {}
+    unknown = set(env) - set(_RUNTIME_ENV)
+    if unknown:
+        raise InvalidSpec(
+            f"runtime_env does not support {', '.join(sorted(unknown))}; "
+            f"supported: {', '.join(_RUNTIME_ENV)}"
+        )
+    try:
+        options = pb.ReplicaOptions(
+            num_gpus=actor_options.get("num_gpus") or 0,
+            resources=actor_options.get("resources") or {},
+            runtime_env=pb.RuntimeEnv(
+                env_vars={str(k): str(v) for k, v in (env.get("env_vars") or {}).items()},
+                working_dir=str(env.get("working_dir") or ""),
+                pip=list(env.get("pip") or []),
+                conda=str(env.get("conda") or ""),
+            ),
+        )
+        if actor_options.get("num_cpus") is not None:
+            options.num_cpus = actor_options["num_cpus"]
+    except (TypeError, ValueError) as error:
+        raise InvalidSpec(f"ray_actor_options has a value of the wrong type: {error}") from None
+    return options

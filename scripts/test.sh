@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs (system packages, a virtualenv with
+# the test extras, the Node interop client) and runs the whole suite:
+# ruff, buf lint, then pytest. Run as root on Debian with Python 3.11.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v node >/dev/null || missing+=(nodejs npm)
+if ((${#missing[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+(cd tests/interop && npm install --no-audit --no-fund --silent)
+
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/buf lint
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,32 @@
+"""Fixtures shared by the suite: one real local Capstan per test session."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cluster import Cluster, start_cluster, stop_cluster
+
+# Declared capacity, so that scaling tests are not bound by this machine's
+# two CPUs (a replica reserves one CPU by default, as in Ray Serve).
+TEST_CONFIG = {"executors": {"local": {"num_cpus": 64}}}
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Cluster:
+    cluster = start_cluster(tmp_path_factory.mktemp("capstan"), TEST_CONFIG)
+    yield cluster
+    stop_cluster(cluster)
+
+
+@pytest.fixture
+def serve(cluster: Cluster, monkeypatch: pytest.MonkeyPatch):
+    """`capstan.serve` connected to the session's cluster; every deployment a
+    test makes is deleted after it."""
+    from capstan import serve
+
+    monkeypatch.setenv("CAPSTAN_ADDRESS", cluster.address)
+    monkeypatch.setenv("CAPSTAN_HTTP_URL", cluster.http_url)
+    serve.start(address=cluster.address)
+    yield serve
+    for name in serve.list_deployments():
+        serve.delete(name)

@@ -1,0 +1,1 @@
+"""The reconciler: `plan` decides (pure), `loop` acts (the only impure part)."""

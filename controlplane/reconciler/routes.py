@@ -1,0 +1,69 @@
+"""The route table routers follow: RUNNING replicas of each deployment.
+
+Each change bumps the revision and wakes every watcher. A watcher gets the
+latest table, not every intermediate one: each table replaces the one before,
+so a slow watcher skips what it no longer needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+from capstan.v1 import controlplane_pb2
+
+
+class RouteTable:
+    """The current table, its revision, and a way to wait for the next.
+
+    Nothing is sent before the first `publish`: a restarted control plane
+    must not hand routers an empty table before it has adopted its replicas.
+    `first_revision` lets the server start above any revision an earlier
+    run handed out, so revisions keep growing across restarts.
+    """
+
+    def __init__(self, first_revision: int = 0) -> None:
+        self._revision = first_revision
+        self._endpoints: tuple[controlplane_pb2.Endpoint, ...] = ()
+        self._changed = asyncio.Event()
+        self._is_ready = False
+        self._is_closed = False
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    def snapshot(self) -> controlplane_pb2.WatchRoutesResponse:
+        return controlplane_pb2.WatchRoutesResponse(
+            revision=self._revision, endpoints=list(self._endpoints)
+        )
+
+    def publish(self, endpoints: Sequence[controlplane_pb2.Endpoint]) -> bool:
+        """Replaces the table; returns whether it changed."""
+        ordered = tuple(sorted(endpoints, key=lambda e: e.name))
+        if self._is_ready and ordered == self._endpoints:
+            return False
+        self._endpoints = ordered
+        self._revision += 1
+        self._is_ready = True
+        self._fire()
+        return True
+
+    def close(self) -> None:
+        """Ends every watch, so a stopping server need not wait for them."""
+        self._is_closed = True
+        self._fire()
+
+    def _fire(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def watch(self) -> AsyncIterator[controlplane_pb2.WatchRoutesResponse]:
+        """The current table, then each newer one as it appears, until the
+        table is closed or the caller stops iterating."""
+        while not self._is_ready and not self._is_closed:
+            await self._changed.wait()
+        while not self._is_closed:
+            changed = self._changed
+            yield self.snapshot()
+            await changed.wait()

@@ -1,0 +1,171 @@
+"""Builds and runs the control plane: store, executors, reconciler and the
+grpc.aio server (with health and reflection).
+
+Start-up adopts what already runs: the reconciler's first pass (before the
+server reports SERVING) reads the stored replicas and asks each executor what
+is alive, so a restart never restarts healthy replicas and never hands
+routers an empty route table.
+
+Shutdown order: health NOT_SERVING, route watches ended, stop accepting (in-
+flight calls get a grace period), stop the reconciler, close the executors,
+close the store. Replicas keep running, to be adopted by the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Mapping
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from capstan.v1 import controlplane_pb2, controlplane_pb2_grpc
+from controlplane.reconciler.loop import Reconciler
+from controlplane.reconciler.routes import RouteTable
+from controlplane.service import ControlPlaneService
+from controlplane.settings import Settings
+from controlplane.store import Store
+from executors.base import Executor
+
+log = logging.getLogger("capstan.controlplane")
+
+_SERVICE_NAME = controlplane_pb2.DESCRIPTOR.services_by_name["ControlPlaneService"].full_name
+_SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    # Fail loudly when the port is taken instead of sharing it silently.
+    ("grpc.so_reuseport", 0),
+]
+# The first pass adopts replicas; serving before it ends would show routers
+# an empty table.
+_FIRST_PASS_TIMEOUT_S = 60.0
+
+
+def load_executors(settings: Settings) -> dict[str, Executor]:
+    """Every configured executor, found by entry point. A broken or unknown
+    plugin fails start-up with a message naming it."""
+    from executors.registry import load_executor
+
+    return {
+        name: load_executor(name, config, settings.executor_state_dir(name))
+        for name, config in settings.executors.items()
+    }
+
+
+class ControlPlane:
+    """A running control plane. `await ControlPlane.start(settings)`, then
+    `await stop()`; `address` is where it listens (the real port if 0 was
+    asked for); `stopped` is set when Shutdown was called."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.address = ""
+        self.stopped = asyncio.Event()
+        self._store: Store | None = None
+        self._executors: Mapping[str, Executor] = {}
+        self._routes = RouteTable(first_revision=time.time_ns() // 1_000_000)
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._loop_task: asyncio.Task[None] | None = None
+        self.reconciler: Reconciler | None = None
+
+    @classmethod
+    async def start(
+        cls, settings: Settings, executors: Mapping[str, Executor] | None = None
+    ) -> ControlPlane:
+        """Opens the store, loads executors (unless given), adopts running
+        replicas and starts serving."""
+        plane = cls(settings)
+        try:
+            await plane._start(executors)
+        except BaseException:
+            await plane.stop()
+            raise
+        return plane
+
+    async def _start(self, executors: Mapping[str, Executor] | None) -> None:
+        settings = self.settings
+        self._store = await Store.open(settings.db_path)
+        self._executors = executors if executors is not None else load_executors(settings)
+        reconciler = self.reconciler = Reconciler(
+            settings, self._store, self._executors, self._routes
+        )
+        server = self._server = grpc.aio.server(options=_SERVER_OPTIONS)
+        service = ControlPlaneService(
+            settings, self._store, reconciler, self._routes, self._executors, self.stopped.set
+        )
+        controlplane_pb2_grpc.add_ControlPlaneServiceServicer_to_server(service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        names = (_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+        try:
+            port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+        except RuntimeError as error:
+            raise RuntimeError(f"cannot listen on {settings.address}: {error}") from None
+        self.address = f"{settings.host}:{port}"
+        reconciler.control_plane_address = self.address
+        self._loop_task = asyncio.create_task(reconciler.run(), name="capstan-reconciler")
+        async with asyncio.timeout(_FIRST_PASS_TIMEOUT_S):
+            await reconciler.next_pass()
+        await server.start()
+        await self._health.set(_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        log.info("control plane listening on %s (state in %s)", self.address, settings.state_dir)
+
+    async def stop(self) -> None:
+        """Stops serving and releases everything; replicas keep running."""
+        if self._server is not None:
+            await self._health.enter_graceful_shutdown()
+            self._routes.close()
+            await self._server.stop(self.settings.shutdown_grace_s)
+            self._server = None
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        for name, executor in self._executors.items():
+            try:
+                await executor.close()
+            except Exception:
+                log.exception("executor %s failed to close", name)
+        self._executors = {}
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+
+async def run_control_plane(
+    settings: Settings,
+    ready: asyncio.Event | None = None,
+    executors: Mapping[str, Executor] | None = None,
+) -> None:
+    """Serves until Shutdown is called or the process gets SIGTERM/SIGINT.
+    Prints the listening line once ready (and sets `ready`)."""
+    plane = await ControlPlane.start(settings, executors)
+    try:
+        _stop_on_signals(plane.stopped)
+        print(f"capstan control plane listening on {plane.address}", flush=True)
+        if ready is not None:
+            ready.set()
+        await plane.stopped.wait()
+    finally:
+        log.info("control plane stopping")
+        await plane.stop()
+        log.info("control plane stopped")
+
+
+def _stop_on_signals(stopped: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # Only the main thread may own signals; an embedded plane skips them.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stopped.set)

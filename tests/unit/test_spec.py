@@ -1,0 +1,123 @@
+"""DeploymentSpec validation: every error names the field and says what is
+wanted; defaults follow Ray Serve; the proto round-trip is lossless."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from capstan.errors import InvalidSpec
+from capstan.v1 import deployment_pb2
+from controlplane.spec import Autoscaling, DeploymentSpec, ReplicaOptions
+
+
+def proto(**fields: object) -> deployment_pb2.DeploymentSpec:
+    msg = deployment_pb2.DeploymentSpec(name="hello")
+    msg.code.import_path = "app:Hello"
+    for key, value in fields.items():
+        if key == "import_path":
+            msg.code.import_path = value  # type: ignore[assignment]
+        elif key == "autoscaling":
+            msg.autoscaling_config.CopyFrom(value)  # type: ignore[arg-type]
+        elif key == "num_cpus":
+            msg.replica_options.num_cpus = value  # type: ignore[assignment]
+        elif key == "num_gpus":
+            msg.replica_options.num_gpus = value  # type: ignore[assignment]
+        else:
+            setattr(msg, key, value)
+    return msg
+
+
+INVALID = [
+    ("empty name", {"name": ""}, "name ''"),
+    ("name with a space", {"name": "my app"}, "name 'my app' must be 1-64"),
+    ("name too long", {"name": "x" * 65}, "must be 1-64 letters"),
+    ("route prefix without /", {"route_prefix": "api"}, 'route_prefix "api" must start with "/"'),
+    ("route prefix ending in /", {"route_prefix": "/api/"}, 'must not end with "/" (use "/api")'),
+    ("route prefix with //", {"route_prefix": "/a//b"}, "empty or invalid path segment"),
+    ("negative replicas", {"num_replicas": -1}, "num_replicas must be >= 0, got -1"),
+    (
+        "num_replicas and autoscaling",
+        {"num_replicas": 2, "autoscaling": deployment_pb2.AutoscalingConfig(max_replicas=3)},
+        "num_replicas and autoscaling_config cannot both be set",
+    ),
+    (
+        "autoscaling min above max",
+        {"autoscaling": deployment_pb2.AutoscalingConfig(min_replicas=4, max_replicas=2)},
+        "autoscaling_config.min_replicas (4) must not exceed max_replicas (2)",
+    ),
+    ("bad user_config JSON", {"user_config": "{nope"}, "user_config is not valid JSON"),
+    ("bad import path", {"import_path": "app.Hello"}, "code.import_path 'app.Hello' must look"),
+    ("import path with spaces", {"import_path": "my app:X"}, "code.import_path"),
+    ("no code", {"import_path": ""}, "code must give exactly one of import_path or pickled"),
+    ("zero max_concurrent", {"max_concurrent_queries": 0}, "max_concurrent_queries must be >= 1"),
+    ("negative cpus", {"num_cpus": -1.0}, "ray_actor_options.num_cpus must be >= 0"),
+    ("1.5 gpus", {"num_gpus": 1.5}, "num_gpus above 1 must be a whole number"),
+    ("zero health period", {"health_check_period_s": 0.0}, "health_check_period_s must be > 0"),
+    (
+        "negative graceful timeout",
+        {"graceful_shutdown_timeout_s": -1.0},
+        "graceful_shutdown_timeout_s must be >= 0",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "message"), [pytest.param(f, m, id=n) for n, f, m in INVALID])
+def test_invalid_specs_name_the_field(fields: dict, message: str) -> None:
+    with pytest.raises(InvalidSpec) as caught:
+        DeploymentSpec.from_proto(proto(**fields))
+    assert message in caught.value.message
+
+
+def test_bad_init_args_are_named() -> None:
+    msg = proto()
+    msg.init_arguments.args = b'{"not": "a list"}'
+    with pytest.raises(InvalidSpec, match="init_args must be a JSON array"):
+        DeploymentSpec.from_proto(msg)
+
+
+def test_defaults_follow_ray_serve() -> None:
+    spec = DeploymentSpec.from_proto(proto())
+    assert spec.num_replicas == 1
+    assert spec.route_prefix == "/hello"
+    assert spec.max_concurrent_queries == 100
+    assert (spec.graceful_shutdown_wait_loop_s, spec.graceful_shutdown_timeout_s) == (2.0, 20.0)
+    assert (spec.health_check_period_s, spec.health_check_timeout_s) == (10.0, 30.0)
+    assert spec.replica == ReplicaOptions(num_cpus=1.0)
+    assert spec.version is None and spec.user_config is None
+
+
+def test_empty_route_prefix_means_not_on_http() -> None:
+    assert DeploymentSpec.from_proto(proto(route_prefix="")).route_prefix is None
+
+
+def test_autoscaling_start_size() -> None:
+    scaling = deployment_pb2.AutoscalingConfig(min_replicas=2, max_replicas=5)
+    spec = DeploymentSpec.from_proto(proto(autoscaling=scaling))
+    assert spec.autoscaling == Autoscaling(min_replicas=2, max_replicas=5)
+    assert spec.target_replicas == 2
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"version": "v1", "prev_version": "v0", "user_config": '{"a": 1}', "route_prefix": ""},
+        {"autoscaling": deployment_pb2.AutoscalingConfig(min_replicas=0, max_replicas=3)},
+        {"num_gpus": 0.5, "num_cpus": 0.25, "max_concurrent_queries": 7},
+    ],
+)
+def test_proto_round_trip(fields: dict) -> None:
+    spec = DeploymentSpec.from_proto(proto(**fields))
+    assert DeploymentSpec.from_proto(spec.to_proto()) == spec
+
+
+def test_code_hash_tracks_what_needs_a_restart() -> None:
+    spec = DeploymentSpec.from_proto(proto())
+    same_code = dataclasses.replace(spec, num_replicas=5, user_config="1", version="v9")
+    assert same_code.code_hash() == spec.code_hash()
+    more_cpus = dataclasses.replace(spec, replica=ReplicaOptions(num_cpus=2))
+    assert more_cpus.code_hash() != spec.code_hash()
+    other_code = dataclasses.replace(spec, import_path="app:Other")
+    assert other_code.code_hash() != spec.code_hash()

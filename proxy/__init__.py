@@ -1,0 +1,1 @@
+"""The request path: HTTP proxy, gRPC DataPlane and the least-loaded Router they share."""

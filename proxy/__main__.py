@@ -1,0 +1,60 @@
+"""`python -m proxy --control-plane HOST:PORT`: run the Capstan proxy."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+import uvloop
+
+from proxy.http import DEFAULT_MAX_BODY_BYTES
+from proxy.server import ProxyServer, Settings
+
+
+def parse_settings(argv: list[str] | None = None) -> Settings:
+    """Settings from the command line."""
+    parser = argparse.ArgumentParser(prog="python -m proxy", description=__doc__)
+    parser.add_argument("--control-plane", required=True, help="HOST:PORT of the control plane")
+    parser.add_argument("--http-host", default="127.0.0.1")
+    parser.add_argument("--http-port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--grpc-host", default="127.0.0.1")
+    parser.add_argument("--grpc-port", type=int, default=9000, help="0 picks a free port")
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument("--drain-timeout-s", type=float, default=10.0)
+    options = parser.parse_args(argv)
+    return Settings(
+        control_plane=options.control_plane,
+        http_host=options.http_host,
+        http_port=options.http_port,
+        grpc_host=options.grpc_host,
+        grpc_port=options.grpc_port,
+        max_body_bytes=options.max_body_bytes,
+        drain_timeout_s=options.drain_timeout_s,
+    )
+
+
+async def serve(settings: Settings) -> None:
+    """Runs the proxy until SIGTERM or SIGINT, then drains and returns."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with ProxyServer(settings) as proxy:
+        http = f"{settings.http_host}:{proxy.http_port}"
+        grpc = f"{settings.grpc_host}:{proxy.grpc_port}"
+        print(f"capstan proxy listening http={http} grpc={grpc}", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = parse_settings(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    uvloop.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

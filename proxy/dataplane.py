@@ -1,0 +1,85 @@
+"""The gRPC DataPlane: calls to deployments by name from any language.
+
+Arguments arrive as JSON and go to the replica as they came (checked, never
+re-encoded); results come back as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from capstan import errors
+from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc, deployment_pb2, replica_pb2
+from proxy.router import Router
+
+log = logging.getLogger(__name__)
+
+_JSON = deployment_pb2.ENCODING_JSON
+
+
+class DataPlane(dataplane_pb2_grpc.DataPlaneServiceServicer):
+    """DataPlaneService, routing each call through the shared Router."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    async def Call(
+        self, request: dataplane_pb2.CallRequest, context: grpc.aio.ServicerContext
+    ) -> dataplane_pb2.CallResponse:
+        try:
+            payload = await self._router.call(request.deployment, _invocation(request))
+        except Exception as exc:
+            await _abort(context, exc)
+        return dataplane_pb2.CallResponse(result_json=payload.data)
+
+    async def CallStream(
+        self, request: dataplane_pb2.CallStreamRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[dataplane_pb2.CallStreamResponse]:
+        try:
+            exchange = replica_pb2.ExchangeRequest(invocation=_invocation(request))
+            replies = await self._router.send(request.deployment, exchange)
+            try:
+                async for reply in replies:
+                    # The replica may end a stream with a bare `done` message.
+                    if reply.HasField("result"):
+                        yield dataplane_pb2.CallStreamResponse(item_json=reply.result.data)
+            finally:
+                replies.cancel()
+        except Exception as exc:
+            await _abort(context, exc)
+
+
+def _invocation(
+    request: dataplane_pb2.CallRequest | dataplane_pb2.CallStreamRequest,
+) -> replica_pb2.Invocation:
+    _check_json(request.args_json, list, "args_json", "a JSON array")
+    _check_json(request.kwargs_json, dict, "kwargs_json", "a JSON object")
+    arguments = deployment_pb2.Arguments(
+        encoding=_JSON, args=request.args_json, kwargs=request.kwargs_json
+    )
+    return replica_pb2.Invocation(method=request.method, arguments=arguments, result_encoding=_JSON)
+
+
+def _check_json(data: bytes, kind: type, field: str, expected: str) -> None:
+    if not data:
+        return
+    try:
+        value = json.loads(data)
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise errors.InvalidSpec(f"{field} is not valid JSON: {exc}") from None
+    if not isinstance(value, kind):
+        raise errors.InvalidSpec(f"{field} must be {expected}, got {type(value).__name__}")
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+    """The one place errors become gRPC statuses; user tracebacks stay behind."""
+    if isinstance(exc, errors.UserCodeError):
+        await context.abort(exc.code, f"{exc.exception_type or 'Exception'}: {exc.message}")
+    if isinstance(exc, errors.CapstanError):
+        await context.abort(exc.code, exc.message)
+    log.error("DataPlane call failed", exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error in the proxy; see its log")

@@ -1,0 +1,248 @@
+"""The HTTP proxy: a raw ASGI app that forwards each request to a replica.
+
+The hot path is a plain ASGI callable rather than Starlette: per request it
+does one route lookup, builds one ExchangeRequest in place and copies nothing
+it can avoid. `/-/healthz` and `/-/routes` are answered here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from capstan import errors
+from capstan.v1 import replica_pb2
+from proxy.replica_client import Replies
+from proxy.router import Router
+from proxy.routes import Route, RouteTable
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Any
+Send = Any
+
+DEFAULT_MAX_BODY_BYTES = 64 << 20
+_TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
+_JSON = [(b"content-type", b"application/json")]
+_NO_ROUTE = b"No route matches this path; GET /-/routes lists the routes this proxy serves.\n"
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+class HttpProxy:
+    """The proxy's ASGI app. `routes` is replaced whole on each table update."""
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        disconnect_check_s: float = 0.05,
+    ) -> None:
+        self.router = router
+        self.routes = RouteTable()
+        self.max_body_bytes = max_body_bytes
+        self.disconnect_check_s = disconnect_check_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await _not_http(scope, receive, send)
+            return
+        path = scope["path"]
+        if path.startswith("/-/"):
+            await self._admin(path, send)
+            return
+        route = self.routes.match(path)
+        if route is None:
+            await _respond(send, 404, _NO_ROUTE)
+            return
+        try:
+            body = await self._read_body(receive)
+        except _ClientGone:
+            return
+        if body is None:
+            limit = f"request body exceeds the proxy's limit of {self.max_body_bytes} bytes\n"
+            await _respond(send, 413, limit.encode())
+            return
+        request = _exchange_request(scope, body, route)
+        try:
+            async with DisconnectWatch(receive, self.disconnect_check_s):
+                await self._forward(route.deployment, request, send)
+        except errors.CapstanError as exc:
+            await _respond(send, *_error_status(exc))
+
+    async def _forward(
+        self, deployment: str, request: replica_pb2.ExchangeRequest, send: Send
+    ) -> None:
+        replies = await self.router.send(deployment, request)
+        try:
+            reply = await replies.__anext__()
+            part = reply.http
+            start = {
+                "type": "http.response.start",
+                "status": part.status,
+                "headers": [(h.name, h.value) for h in part.headers],
+            }
+            await send(start)
+            await send(
+                {"type": "http.response.body", "body": part.body, "more_body": not reply.done}
+            )
+            if not reply.done:
+                await self._stream_rest(deployment, replies, send)
+        finally:
+            replies.cancel()
+
+    @staticmethod
+    async def _stream_rest(deployment: str, replies: Replies, send: Send) -> None:
+        try:
+            async for reply in replies:
+                message = {"type": "http.response.body", "body": reply.http.body}
+                message["more_body"] = not reply.done
+                await send(message)
+        except errors.CapstanError as exc:
+            # Too late for a status. Returning without the final body makes
+            # uvicorn close the connection, which tells the client the body
+            # is incomplete.
+            log.warning("response from deployment %r broke off: %s", deployment, exc)
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body, or None when it is over the limit."""
+        message = await receive()
+        body = message.get("body", b"")
+        if not message.get("more_body", False):
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            return body if len(body) <= self.max_body_bytes else None
+        chunks, size = [body], len(body)
+        while message.get("more_body", False):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _admin(self, path: str, send: Send) -> None:
+        if path == "/-/healthz":
+            await _respond(send, 200, b"success")
+        elif path == "/-/routes":
+            await _respond(send, 200, json.dumps(self.routes.as_dict()).encode(), _JSON)
+        else:
+            await _respond(send, 404, b"Unknown /-/ endpoint; try /-/healthz or /-/routes.\n")
+
+
+class DisconnectWatch:
+    """Cancels the request's task when the client disconnects, so the replica
+    is told to cancel too. uvicorn never cancels an app on disconnect; it only
+    answers receive() with http.disconnect. Watching costs a task, so it starts
+    only once a request has run for `delay_s`; most finish before then."""
+
+    __slots__ = ("_delay_s", "_receive", "_task", "_timer", "_watcher", "disconnected")
+
+    def __init__(self, receive: Receive, delay_s: float) -> None:
+        self._receive = receive
+        self._delay_s = delay_s
+        self._task: asyncio.Task[Any] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self.disconnected = False
+
+    async def __aenter__(self) -> DisconnectWatch:
+        self._task = asyncio.current_task()
+        self._timer = asyncio.get_running_loop().call_later(self._delay_s, self._start)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> bool:
+        if self._timer is not None:
+            self._timer.cancel()
+        watcher = self._watcher
+        if watcher is None:
+            return False
+        self._watcher = None
+        watcher.cancel()
+        await asyncio.wait([watcher])  # unlike `await`, never raises its cancellation
+        # Our own cancellation of the request becomes a quiet end, as
+        # asyncio.timeout does; anyone else's still propagates.
+        return bool(
+            self.disconnected
+            and exc_type is asyncio.CancelledError
+            and self._task is not None
+            and self._task.uncancel() == 0
+        )
+
+    def _start(self) -> None:
+        self._timer = None
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        if self._watcher is not None and self._task is not None:
+            self.disconnected = True
+            self._task.cancel()
+
+
+def _exchange_request(scope: Scope, body: bytes, route: Route) -> replica_pb2.ExchangeRequest:
+    # Filled in place: building an HttpRequest and then assigning it to the
+    # ExchangeRequest would copy the body.
+    request = replica_pb2.ExchangeRequest()
+    http = request.http
+    http.method = scope["method"]
+    http.scheme = scope["scheme"]
+    http.path = scope["path"]
+    http.query_string = scope["query_string"]
+    add_header = http.headers.add
+    for name, value in scope["headers"]:
+        add_header(name=name, value=value)
+    http.body = body
+    # ASGI's root_path for an app mounted at "/" is "", not "/".
+    http.root_path = route.prefix if route.prefix != "/" else ""
+    client = scope.get("client")
+    if client:
+        http.client_host, http.client_port = client[0], client[1] or 0
+    http.http_version = scope["http_version"]
+    return request
+
+
+def _error_status(exc: errors.CapstanError) -> tuple[int, bytes]:
+    """The one place Capstan errors become HTTP statuses. User code's
+    tracebacks and messages stay in the replica's log."""
+    if isinstance(exc, errors.Unavailable | errors.BackPressure):
+        return 503, f"{exc.message}\n".encode()
+    if isinstance(exc, errors.NotFound):
+        return 404, f"{exc.message}\n".encode()
+    if isinstance(exc, errors.DeadlineExceeded):
+        return 504, b"The deployment did not answer in time.\n"
+    if isinstance(exc, errors.UserCodeError):
+        kind = exc.exception_type or "an exception"
+        return 500, f"Internal Server Error: the deployment raised {kind}.\n".encode()
+    log.error("request failed: %s", exc)
+    return 500, b"Internal Server Error\n"
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[Any] = _TEXT) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _not_http(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    # WebSockets are not proxied (yet): refuse the handshake.
+    await send({"type": "websocket.close", "code": 1000})

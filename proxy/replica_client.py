@@ -1,0 +1,322 @@
+"""One replica's request stream: a channel and one long-lived Exchange stream.
+
+Every request to a replica from this process travels on one bidi
+`ReplicaService.Exchange` stream, told apart by id. A writer task serialises
+writes (grpc.aio allows one in flight) and a reader task hands each reply to
+the waiting request's inbox, so a request costs one write, one read and one
+future, not an RPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable
+
+import grpc
+
+from capstan import errors
+from capstan.v1 import deployment_pb2, replica_pb2, replica_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+CHANNEL_OPTIONS = (
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.max_receive_message_length", 64 << 20),
+    # Pings detect a replica host that vanished without a FIN; 30 s stays
+    # above the 10 s minimum our servers accept (notes/grpc.md section 4).
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    # A restarted replica should be reachable again within seconds, not the
+    # default two-minute backoff ceiling.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+)
+
+
+class Rejected(errors.Unavailable):
+    """The replica never started the request, so sending it elsewhere is safe."""
+
+
+class _StreamEnded(Exception):
+    """The replica closed the Exchange stream."""
+
+
+class _Inbox:
+    """Replies (or the error that ended them) for one request, in order."""
+
+    __slots__ = ("items", "waiter")
+
+    def __init__(self) -> None:
+        self.items: deque[replica_pb2.ExchangeResponse | errors.CapstanError] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: replica_pb2.ExchangeResponse | errors.CapstanError) -> None:
+        self.items.append(item)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        while not self.items:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+
+class Replies:
+    """The replies to one request. Iterating yields ExchangeResponse messages
+    (the last has `done` set) and raises the Capstan error a reply carries.
+
+    `on_done`, if set, is called once when the last reply has been consumed,
+    an error raised, or the request cancelled."""
+
+    __slots__ = ("_client", "_inbox", "done", "id", "on_done")
+
+    def __init__(self, client: ReplicaClient, request_id: int, inbox: _Inbox) -> None:
+        self._client = client
+        self._inbox = inbox
+        self.id = request_id
+        self.done = False
+        self.on_done: Callable[[], None] | None = None
+
+    async def started(self) -> None:
+        """Waits for the first reply without consuming it; raises its error
+        (`Rejected` when the replica refused the request)."""
+        inbox = self._inbox
+        if not inbox.items:
+            await inbox.wait()
+        first = inbox.items[0]
+        if not isinstance(first, replica_pb2.ExchangeResponse) or first.HasField("error"):
+            await self.__anext__()  # consumes and raises it
+
+    def __aiter__(self) -> Replies:
+        return self
+
+    async def __anext__(self) -> replica_pb2.ExchangeResponse:
+        if self.done:
+            raise StopAsyncIteration
+        inbox = self._inbox
+        if not inbox.items:
+            await inbox.wait()
+        item = inbox.items.popleft()
+        if not isinstance(item, replica_pb2.ExchangeResponse):
+            self._finish()
+            raise item
+        if item.HasField("error"):
+            self._finish()
+            raise error_from_reply(item.error)
+        if item.done:
+            self._finish()
+        return item
+
+    def cancel(self) -> None:
+        """Abandons the request, telling the replica to cancel it. Idempotent;
+        a no-op once the last reply has been consumed."""
+        if not self.done:
+            self._finish()
+            self._client._abandon(self.id)
+
+    def _finish(self) -> None:
+        self.done = True
+        on_done, self.on_done = self.on_done, None
+        if on_done is not None:
+            on_done()
+
+
+class ReplicaClient:
+    """A replica's channel and Exchange stream, opened lazily and reopened
+    after a failure. Belongs to the event loop that first uses it.
+
+    `ongoing` is the replica's own count of requests in flight, as piggybacked
+    on its latest reply; `is_broken` says the last connection attempt failed.
+    """
+
+    def __init__(self, address: str, *, connect_timeout_s: float = 2.0) -> None:
+        self.address = address
+        self.ongoing = 0
+        self.is_broken = False
+        self._connect_timeout_s = connect_timeout_s
+        self._channel: grpc.aio.Channel | None = None
+        self._session: asyncio.Task[None] | None = None
+        self._outbox: deque[replica_pb2.ExchangeRequest] = deque()
+        # Set while the writer waits for work; resolving it wakes the writer.
+        # A bare future costs less per request than an asyncio.Event.
+        self._writer_idle: asyncio.Future[None] | None = None
+        self._waiters: dict[int, _Inbox] = {}
+        self._ids = itertools.count(1)
+        self._idle: asyncio.Event | None = None
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        """Requests sent on this client and not yet answered in full."""
+        return len(self._waiters)
+
+    def send(self, request: replica_pb2.ExchangeRequest) -> Replies:
+        """Sends `request` (its `id` is assigned here) and returns its replies."""
+        if self._closed:
+            raise Rejected(f"replica {self.address} is being removed")
+        request.id = request_id = next(self._ids)
+        inbox = _Inbox()
+        self._waiters[request_id] = inbox
+        self._outbox.append(request)
+        if self._session is None:
+            self._session = asyncio.get_running_loop().create_task(self._run_session())
+        else:
+            self._wake_writer()
+        return Replies(self, request_id, inbox)
+
+    async def call(self, invocation: replica_pb2.Invocation) -> deployment_pb2.Payload:
+        """Calls a method and returns its result."""
+        replies = self.send(replica_pb2.ExchangeRequest(invocation=invocation))
+        try:
+            reply = await replies.__anext__()
+        finally:
+            replies.cancel()
+        return reply.result
+
+    async def close(self, grace_s: float = 0.0) -> None:
+        """Waits up to `grace_s` for requests in flight, then closes the stream
+        and the channel; requests still pending fail with Unavailable."""
+        self._closed = True
+        if self._waiters and grace_s > 0:
+            self._idle = asyncio.Event()
+            try:
+                async with asyncio.timeout(grace_s):
+                    await self._idle.wait()
+            except TimeoutError:
+                log.warning(
+                    "closing replica %s with %d requests in flight", self.address, self.pending
+                )
+        if self._session is not None:
+            self._session.cancel()
+            try:
+                await self._session
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+        if self._channel is not None:
+            await self._channel.close()
+
+    def _abandon(self, request_id: int) -> None:
+        if self._waiters.pop(request_id, None) is not None:
+            self._outbox.append(replica_pb2.ExchangeRequest(id=request_id, cancel=True))
+            self._wake_writer()
+            self._note_if_idle()
+
+    def _wake_writer(self) -> None:
+        idle = self._writer_idle
+        if idle is not None and not idle.done():
+            idle.set_result(None)
+
+    def _note_if_idle(self) -> None:
+        if self._idle is not None and not self._waiters:
+            self._idle.set()
+
+    async def _run_session(self) -> None:
+        try:
+            call = await self._open()
+        except errors.CapstanError as exc:
+            self._fail_pending(exc)
+            self._session = None
+            return
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._write_loop(call))
+                tasks.create_task(self._read_loop(call))
+        except* (grpc.aio.AioRpcError, _StreamEnded) as group:
+            log.info("stream to replica %s ended: %s", self.address, group.exceptions[0])
+        except* Exception as group:
+            log.error("stream to replica %s failed", self.address, exc_info=group.exceptions[0])
+        finally:
+            call.cancel()
+            self._fail_pending(errors.Unavailable(f"lost the stream to replica {self.address}"))
+            self._session = None
+
+    async def _open(self) -> grpc.aio.StreamStreamCall:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+        channel = self._channel
+        # A replica that refuses connections fails fast, so the router
+        # retries elsewhere at once. Requests are written only once the
+        # channel is READY: those are the ones the replica may have started.
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                await _until_ready(channel)
+        except (TimeoutError, ConnectionError) as exc:
+            self.is_broken = True
+            reason = str(exc) or "timed out"
+            raise Rejected(f"cannot connect to replica {self.address} ({reason})") from None
+        self.is_broken = False
+        return replica_pb2_grpc.ReplicaServiceStub(channel).Exchange()
+
+    async def _write_loop(self, call: grpc.aio.StreamStreamCall) -> None:
+        # The only writer: grpc.aio allows one write at a time, and a write
+        # cancelled half-way (say, by a client disconnecting) would cancel the
+        # whole stream, so callers never write themselves.
+        outbox = self._outbox
+        loop = asyncio.get_running_loop()
+        while True:
+            while outbox:
+                # Popped before the write: a request whose write started
+                # counts as delivered, so it is never retried elsewhere.
+                await call.write(outbox.popleft())
+            self._writer_idle = loop.create_future()
+            try:
+                await self._writer_idle
+            finally:
+                self._writer_idle = None
+
+    async def _read_loop(self, call: grpc.aio.StreamStreamCall) -> None:
+        waiters = self._waiters
+        eof = grpc.aio.EOF
+        while True:
+            reply = await call.read()
+            if reply is eof:
+                raise _StreamEnded("the replica closed the stream")
+            self.ongoing = reply.ongoing_requests
+            inbox = waiters.get(reply.id)
+            if inbox is None:
+                continue  # a reply to a request we abandoned
+            if reply.done:
+                del waiters[reply.id]
+                self._note_if_idle()
+            inbox.put(reply)
+
+    def _fail_pending(self, error: errors.CapstanError) -> None:
+        unwritten = {request.id for request in self._outbox if not request.cancel}
+        self._outbox.clear()
+        waiters, self._waiters = self._waiters, {}
+        for request_id, inbox in waiters.items():
+            if request_id in unwritten:
+                inbox.put(Rejected(f"replica {self.address} never received the request"))
+            else:
+                inbox.put(error)
+        self._note_if_idle()
+
+
+async def _until_ready(channel: grpc.aio.Channel) -> None:
+    state = channel.get_state(try_to_connect=True)
+    while state is not grpc.ChannelConnectivity.READY:
+        if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            raise ConnectionError("connection failed")
+        if state is grpc.ChannelConnectivity.SHUTDOWN:
+            raise ConnectionError("channel closed")
+        await channel.wait_for_state_change(state)
+        state = channel.get_state(try_to_connect=True)
+
+
+def error_from_reply(error: replica_pb2.Error) -> errors.CapstanError:
+    """The Capstan error an Exchange Error message stands for."""
+    if error.rejected:
+        return Rejected(error.message or "the replica rejected the request")
+    if error.exception_type:
+        return errors.UserCodeError(error.message, error.exception_type, error.traceback)
+    return errors.error_for_code(error.code, error.message)

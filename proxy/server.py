@@ -1,0 +1,165 @@
+"""The proxy process: HTTP (uvicorn), the gRPC DataPlane and the route watcher
+on one event loop, sharing one Router.
+
+Everything gRPC is created inside the running loop (grpc.aio objects belong
+to the loop that made them). Shutdown order: health NOT_SERVING, stop
+accepting, let in-flight requests finish up to a deadline, close clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass
+from typing import Self
+
+import grpc
+import uvicorn
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc
+from proxy.dataplane import DataPlane
+from proxy.http import DEFAULT_MAX_BODY_BYTES, HttpProxy
+from proxy.router import Router
+from proxy.routes import RouteTable
+from proxy.watcher import RouteWatcher, Snapshot
+
+log = logging.getLogger(__name__)
+
+_DATAPLANE = dataplane_pb2.DESCRIPTOR.services_by_name["DataPlaneService"].full_name
+_GRPC_OPTIONS = (
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.so_reuseport", 0),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the proxy process is told at start-up."""
+
+    control_plane: str
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 9000
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    drain_timeout_s: float = 10.0
+    # How long a request for a deployment with no replica waits for one.
+    no_replica_timeout_s: float = 5.0
+    # How long start-up waits for a first route table before serving anyway.
+    first_routes_timeout_s: float = 2.0
+
+
+class ProxyServer:
+    """Use as `async with ProxyServer(settings) as proxy:`; ports of 0 are
+    replaced by the ones bound (`http_port`, `grpc_port`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.router = Router(
+            no_replica_timeout_s=settings.no_replica_timeout_s,
+            drain_grace_s=settings.drain_timeout_s,
+        )
+        self.app = HttpProxy(self.router, max_body_bytes=settings.max_body_bytes)
+        self.watcher = RouteWatcher(settings.control_plane, self._apply)
+        self.http_port = settings.http_port
+        self.grpc_port = settings.grpc_port
+        self._health = health.aio.HealthServicer()
+        self._grpc: grpc.aio.Server | None = None
+        self._uvicorn: uvicorn.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Binds both servers and starts following the route table."""
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self.watcher.run(), name="route-watcher"))
+        if not await self.watcher.wait_ready(self.settings.first_routes_timeout_s):
+            log.warning(
+                "no route table from the control plane at %s yet; serving 404s until one arrives",
+                self.settings.control_plane,
+            )
+        await self._start_grpc()
+        await self._start_http()
+
+    async def stop(self) -> None:
+        """Stops accepting, lets in-flight requests finish (up to
+        drain_timeout_s), then closes replica clients."""
+        await self._health.enter_graceful_shutdown()
+        async with asyncio.TaskGroup() as tasks:
+            if self._grpc is not None:
+                tasks.create_task(self._grpc.stop(grace=self.settings.drain_timeout_s))
+            if self._uvicorn is not None:
+                tasks.create_task(self._stop_http(self._uvicorn))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.router.close()
+
+    def _apply(self, snapshot: Snapshot) -> None:
+        # The table is built first: if it is invalid nothing changes. The
+        # router learns a deployment before any route can lead to it.
+        routes = RouteTable.from_endpoints(snapshot.endpoints)
+        self.router.update(snapshot.endpoints)
+        self.app.routes = routes
+
+    async def _start_grpc(self) -> None:
+        server = grpc.aio.server(options=_GRPC_OPTIONS)
+        dataplane_pb2_grpc.add_DataPlaneServiceServicer_to_server(DataPlane(self.router), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        await self._health.set(_DATAPLANE, health_pb2.HealthCheckResponse.SERVING)
+        names = (_DATAPLANE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+        self.grpc_port = server.add_insecure_port(f"{self.settings.grpc_host}:{self.grpc_port}")
+        await server.start()
+        self._grpc = server
+
+    async def _start_http(self) -> None:
+        config = uvicorn.Config(
+            self.app,
+            host=self.settings.http_host,
+            port=self.http_port,
+            loop="none",  # the caller's loop (uvloop in `python -m proxy`)
+            http="httptools",
+            ws="none",
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            log_config=None,
+            # We are the edge: the replica sees the real peer, plus any
+            # X-Forwarded-* headers to interpret as it sees fit.
+            proxy_headers=False,
+            timeout_graceful_shutdown=int(self.settings.drain_timeout_s),
+        )
+        config.load()
+        server = uvicorn.Server(config)
+        # Server.serve() would also capture SIGTERM and re-raise it after
+        # exit, cutting our own drain short; so drive its steps directly.
+        server.lifespan = config.lifespan_class(config)
+        sock = config.bind_socket()
+        # Accepted sockets inherit this on Linux. uvloop sets it per
+        # connection anyway, plain asyncio does not: without it, a response's
+        # head and body writes meet delayed ACKs and stall ~40 ms.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.http_port = sock.getsockname()[1]
+        await server.startup(sockets=[sock])
+        self._uvicorn = server
+        self._http_socket = sock
+        self._tasks.append(asyncio.get_running_loop().create_task(server.main_loop()))
+
+    async def _stop_http(self, server: uvicorn.Server) -> None:
+        server.should_exit = True
+        await server.shutdown(sockets=[self._http_socket])

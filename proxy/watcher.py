@@ -1,0 +1,106 @@
+"""Follows the control plane's route table.
+
+The control plane is never on a request's path: while it is down or
+restarting the watcher retries with capped backoff and the proxy keeps
+routing with the last table it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import grpc
+
+from capstan.v1 import controlplane_pb2, controlplane_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+_CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+)
+
+Snapshot = controlplane_pb2.WatchRoutesResponse
+
+
+class RouteWatcher:
+    """Streams WatchRoutes from `address` and hands each table to `apply`.
+
+    `revision` is that of the last table applied (None before the first);
+    `is_connected` says whether the stream is up now.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        apply: Callable[[Snapshot], None],
+        *,
+        backoff_initial_s: float = 0.1,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        self.address = address
+        self.revision: int | None = None
+        self.is_connected = False
+        self._apply = apply
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._first = asyncio.Event()
+
+    async def run(self) -> None:
+        """Watches until cancelled, reconnecting whenever the stream breaks."""
+        async with grpc.aio.insecure_channel(self.address, options=_CHANNEL_OPTIONS) as channel:
+            stub = controlplane_pb2_grpc.ControlPlaneServiceStub(channel)
+            delay_s = self._backoff_initial_s
+            while True:
+                if await self._follow(stub):
+                    delay_s = self._backoff_initial_s
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, self._backoff_max_s)
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        """Whether a first table arrived within `timeout_s`."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._first.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _follow(self, stub: controlplane_pb2_grpc.ControlPlaneServiceStub) -> bool:
+        """Applies tables until the stream ends; whether any arrived."""
+        received = False
+        try:
+            async for snapshot in stub.WatchRoutes(controlplane_pb2.WatchRoutesRequest()):
+                if not self.is_connected:
+                    log.info("watching routes at %s", self.address)
+                    self.is_connected = True
+                received = True
+                self._take(snapshot)
+        except grpc.aio.AioRpcError as exc:
+            # Warn once per outage, not once per retry.
+            level = logging.WARNING if self.is_connected else logging.DEBUG
+            log.log(
+                level,
+                "route watch on %s failed (%s); serving revision %s meanwhile",
+                self.address,
+                exc.code().name,
+                self.revision,
+            )
+        self.is_connected = False
+        return received
+
+    def _take(self, snapshot: Snapshot) -> None:
+        try:
+            self._apply(snapshot)
+        except Exception:
+            log.exception(
+                "could not apply route table revision %d; keeping the last", snapshot.revision
+            )
+            return
+        self.revision = snapshot.revision
+        self._first.set()

@@ -1,0 +1,103 @@
+"""Calling user code without blocking the event loop.
+
+Coroutine and async-generator functions run on the loop; everything else
+runs on a thread pool sized by `max_concurrent_queries`, so a slow sync
+method holds a thread, never the loop. Generators, sync or async, are
+consumed item by item so results stream as they are produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+_EXHAUSTED = object()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Target:
+    """A user callable, classified once so each call skips `inspect`."""
+
+    # "Class.method" or the function name, for messages.
+    name: str
+    fn: Callable[..., Any]
+    is_coroutine: bool
+    is_async_generator: bool
+
+    @classmethod
+    def of(cls, name: str, fn: Callable[..., Any]) -> Target:
+        # An instance with an async __call__ is not itself a coroutine function.
+        call = getattr(fn, "__call__", None)  # noqa: B004
+        return cls(
+            name,
+            fn,
+            inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call),
+            inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(call),
+        )
+
+
+def is_stream(value: Any) -> bool:
+    """Whether a call's result is a generator to stream item by item."""
+    return inspect.isgenerator(value) or inspect.isasyncgen(value)
+
+
+class Invoker:
+    """Runs targets: on the loop or on the thread pool, as they need."""
+
+    def __init__(self, max_threads: int) -> None:
+        self._pool = _new_pool(max_threads)
+
+    async def call(self, target: Target, args: Any, kwargs: dict[str, Any]) -> Any:
+        """The target's return value. An async generator function's result is
+        the generator itself, not yet started."""
+        if target.is_coroutine:
+            return await target.fn(*args, **kwargs)
+        if target.is_async_generator:
+            return target.fn(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        call = functools.partial(target.fn, *args, **kwargs) if kwargs else target.fn
+        result = await loop.run_in_executor(self._pool, call, *(() if kwargs else args))
+        if inspect.isawaitable(result):
+            # A sync function that hands back a coroutine (a decorator's doing).
+            result = await result
+        return result
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Calls a hook such as `reconfigure` or `check_health`, sync or async."""
+        if inspect.iscoroutinefunction(fn):
+            return await fn(*args)
+        result = await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def items(self, stream: Any) -> AsyncIterator[Any]:
+        """The items of a sync or async generator, as they come."""
+        if inspect.isasyncgen(stream):
+            async for item in stream:
+                yield item
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            item = await loop.run_in_executor(self._pool, next, stream, _EXHAUSTED)
+            if item is _EXHAUSTED:
+                return
+            yield item
+
+    def resize(self, max_threads: int) -> None:
+        """Swaps in a pool of the new size; work already queued on the old
+        one still runs there."""
+        old, self._pool = self._pool, _new_pool(max_threads)
+        old.shutdown(wait=False)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _new_pool(max_threads: int) -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix="capstan-user")

@@ -1,0 +1,256 @@
+"""The ReplicaService gRPC server, and the library entry that starts one.
+
+`start_replica` is what executors that host the worker in-process call (the
+Ray executor runs it inside an actor); `python -m executors.replica` wraps
+it for executors that start a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from capstan.errors import CapstanError
+from capstan.v1 import replica_pb2, replica_pb2_grpc
+from executors.replica.exchange import ExchangeStream
+from executors.replica.ingress import Lifespan, bind_methods
+from executors.replica.loader import LoadError, load
+from executors.replica.worker import Worker
+
+log = logging.getLogger("capstan.replica")
+
+SERVICE_NAME = replica_pb2.DESCRIPTOR.services_by_name["ReplicaService"].full_name
+DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_S = 20.0
+# After draining, how long the last responses get to reach callers.
+_STOP_GRACE_S = 1.0
+# Answer a health check a little before the caller's deadline, so the
+# caller sees why rather than DEADLINE_EXCEEDED.
+_DEADLINE_MARGIN_S = 0.05
+_MESSAGE_LIMIT = 64 << 20
+_OPTIONS = [
+    ("grpc.max_receive_message_length", _MESSAGE_LIMIT),
+    ("grpc.max_send_message_length", _MESSAGE_LIMIT),
+    ("grpc.so_reuseport", 0),
+]
+
+_Request = TypeVar("_Request")
+_Reply = TypeVar("_Reply")
+_Handler = Callable[[Any, _Request, grpc.aio.ServicerContext], Awaitable[_Reply]]
+
+
+def _status_on_error(method: _Handler[_Request, _Reply]) -> _Handler[_Request, _Reply]:
+    """The one place errors become statuses: ours keep their code and
+    message; anything else is logged and answered INTERNAL, leaking nothing."""
+
+    @functools.wraps(method)
+    async def handler(self: Any, request: _Request, context: grpc.aio.ServicerContext) -> _Reply:
+        try:
+            return await method(self, request, context)
+        except CapstanError as error:
+            await context.abort(error.code, error.message)
+        except grpc.aio.AbortError:
+            raise  # the handler chose its status already
+        except Exception:
+            log.exception("%s failed", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "the replica failed; see its log")
+        raise AssertionError("unreachable: abort raises")
+
+    return handler
+
+
+class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
+    """capstan.v1.ReplicaService over one `Worker`."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._streams: set[ExchangeStream] = set()
+
+    async def Exchange(
+        self,
+        request_iterator: AsyncIterator[replica_pb2.ExchangeRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        stream = ExchangeStream(self._worker)
+        self._streams.add(stream)
+        reader = asyncio.get_running_loop().create_task(stream.read(context))
+        # This coroutine is the stream's only writer; responses queue up on
+        # `out` from every request's task.
+        out = stream.out
+        write = context.write
+        try:
+            while (message := await out.get()) is not None:
+                await write(message)
+        finally:
+            self._streams.discard(stream)
+            reader.cancel()
+            stream.cancel_all()
+            await asyncio.wait([reader])
+            if not reader.cancelled() and reader.exception() is not None:
+                log.warning("Exchange stream read failed: %s", reader.exception())
+
+    def close_streams(self) -> None:
+        """Ends every Exchange stream once its requests finish."""
+        for stream in list(self._streams):
+            stream.close()
+
+    @_status_on_error
+    async def Reconfigure(
+        self, request: replica_pb2.ReconfigureRequest, context: grpc.aio.ServicerContext
+    ) -> replica_pb2.ReconfigureResponse:
+        await self._worker.reconfigure(
+            request.user_config if request.HasField("user_config") else None,
+            request.max_concurrent_queries if request.HasField("max_concurrent_queries") else None,
+        )
+        return replica_pb2.ReconfigureResponse()
+
+    @_status_on_error
+    async def CheckHealth(
+        self, request: replica_pb2.CheckHealthRequest, context: grpc.aio.ServicerContext
+    ) -> replica_pb2.CheckHealthResponse:
+        remaining = context.time_remaining()
+        budget = None if remaining is None else max(0.0, remaining - _DEADLINE_MARGIN_S)
+        try:
+            async with asyncio.timeout(budget):
+                await self._worker.check_health()
+        except TimeoutError:
+            message = f"check_health did not return within {budget:.3f}s"
+            await context.abort(grpc.StatusCode.UNAVAILABLE, message)
+        return replica_pb2.CheckHealthResponse()
+
+    @_status_on_error
+    async def Drain(
+        self, request: replica_pb2.DrainRequest, context: grpc.aio.ServicerContext
+    ) -> replica_pb2.DrainResponse:
+        remaining = await self._worker.drain(request.timeout_s)
+        return replica_pb2.DrainResponse(ongoing_requests=remaining)
+
+    @_status_on_error
+    async def GetStats(
+        self, request: replica_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> replica_pb2.GetStatsResponse:
+        return self._worker.stats()
+
+
+class RunningReplica:
+    """A started replica: its address, and how to stop it."""
+
+    def __init__(
+        self,
+        address: str,
+        worker: Worker,
+        servicer: ReplicaServicer,
+        server: grpc.aio.Server,
+        health_servicer: health.aio.HealthServicer,
+        lifespan: Lifespan | None,
+    ) -> None:
+        self.address = address
+        self.worker = worker
+        self._servicer = servicer
+        self._server = server
+        self._health = health_servicer
+        self._lifespan = lifespan
+        self._stopping: asyncio.Task[None] | None = None
+
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Stops gracefully: health goes NOT_SERVING, new requests are
+        rejected, in-flight ones get `timeout_s` (default: the deployment's
+        graceful_shutdown_timeout_s) to finish. Idempotent."""
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_task(self._stop(timeout_s))
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, timeout_s: float | None) -> None:
+        if timeout_s is None:
+            spec = self.worker.config.deployment
+            has_timeout = spec.HasField("graceful_shutdown_timeout_s")
+            timeout_s = (
+                spec.graceful_shutdown_timeout_s
+                if has_timeout
+                else DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_S
+            )
+        await self._health.enter_graceful_shutdown()
+        left = await self.worker.drain(timeout_s)
+        if left:
+            log.warning("stopping with %d requests still in flight", left)
+        self._servicer.close_streams()
+        await self._server.stop(_STOP_GRACE_S)
+        if self._lifespan is not None:
+            await self._lifespan.shutdown()
+        self.worker.invoker.close()
+
+    async def wait_closed(self) -> None:
+        """Returns when the server has stopped."""
+        await self._server.wait_for_termination()
+
+
+async def start_replica(config: replica_pb2.ReplicaConfig) -> RunningReplica:
+    """Loads and constructs the user's code, applies its user_config, and
+    serves ReplicaService on `config.host` at a free port.
+
+    Raises `LoadError` when the user's code fails to import, construct or
+    reconfigure; the message names the cause."""
+    _export_environment(config)
+    worker = Worker(config, load(config))
+    try:
+        await _apply_user_config(worker)
+        lifespan = await _start_app(worker)
+    except LoadError:
+        worker.invoker.close()
+        raise
+    return await _serve(worker, lifespan, config.host or "127.0.0.1")
+
+
+async def _apply_user_config(worker: Worker) -> None:
+    spec = worker.config.deployment
+    if spec.HasField("user_config"):
+        try:
+            await worker.reconfigure(spec.user_config, None)
+        except CapstanError as error:
+            raise LoadError(f"{worker.user.name}: {error.message}") from error.__cause__
+
+
+async def _start_app(worker: Worker) -> Lifespan | None:
+    user = worker.user
+    if user.asgi_app is None:
+        return None
+    if user.asgi_app is not user.target:
+        bind_methods(user.asgi_app, type(user.target))
+    lifespan = Lifespan(user.asgi_app)
+    try:
+        await lifespan.startup()
+    except Exception as error:
+        raise LoadError(f"the ASGI app of {user.name} failed to start: {error}") from error
+    worker.asgi_state = lifespan.state
+    return lifespan
+
+
+def _export_environment(config: replica_pb2.ReplicaConfig) -> None:
+    # SDK handles used inside the user's code find the control plane here.
+    if config.control_plane_address:
+        os.environ["CAPSTAN_ADDRESS"] = config.control_plane_address
+    os.environ["CAPSTAN_REPLICA_ID"] = config.replica_id
+
+
+async def _serve(worker: Worker, lifespan: Lifespan | None, host: str) -> RunningReplica:
+    server = grpc.aio.server(options=_OPTIONS)
+    servicer = ReplicaServicer(worker)
+    replica_pb2_grpc.add_ReplicaServiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    bind_host = f"[{host}]" if ":" in host else host
+    port = server.add_insecure_port(f"{bind_host}:0")
+    await server.start()
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving %s on %s:%d", worker.user.name, host, port)
+    address = f"{bind_host}:{port}"
+    return RunningReplica(address, worker, servicer, server, health_servicer, lifespan)

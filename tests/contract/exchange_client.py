@@ -1,0 +1,144 @@
+"""A test caller of one replica: one Exchange stream, many requests on it,
+plus the replica's unary RPCs. Real gRPC, no fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import pickle
+from typing import Any
+
+import grpc
+
+from capstan.v1 import deployment_pb2, replica_pb2, replica_pb2_grpc
+
+RESPONSE_TIMEOUT_S = 30.0
+
+
+class CallFailed(Exception):
+    """The replica answered a request with an Error."""
+
+    def __init__(self, error: replica_pb2.Error) -> None:
+        super().__init__(f"{grpc.StatusCode(_status(error.code)).name}: {error.message}")
+        self.error = error
+        self.code = _status(error.code)
+
+
+def _status(number: int) -> grpc.StatusCode:
+    return next(code for code in grpc.StatusCode if code.value[0] == number)
+
+
+class ExchangeClient:
+    """`async with ExchangeClient(address) as client:` opens the stream."""
+
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.aio.insecure_channel(address)
+        self.stub = replica_pb2_grpc.ReplicaServiceStub(self.channel)
+        self._ids = itertools.count(1)
+        self._queues: dict[int, asyncio.Queue[replica_pb2.ExchangeResponse]] = {}
+        self._call: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        # Set when the replica ends the stream.
+        self.ended = asyncio.Event()
+
+    async def __aenter__(self) -> ExchangeClient:
+        self._call = self.stub.Exchange()
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self._call.cancel()
+        await asyncio.wait([self._reader])
+        await self.channel.close()
+
+    async def _read(self) -> None:
+        try:
+            async for message in self._call:
+                self._queues[message.id].put_nowait(message)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED:
+                raise
+        finally:
+            self.ended.set()
+
+    async def send(self, **kind: Any) -> int:
+        """Sends one request (`invocation=...` or `http=...`); returns its id."""
+        request_id = next(self._ids)
+        self._queues[request_id] = asyncio.Queue()
+        await self._call.write(replica_pb2.ExchangeRequest(id=request_id, **kind))
+        return request_id
+
+    async def cancel(self, request_id: int) -> None:
+        await self._call.write(replica_pb2.ExchangeRequest(id=request_id, cancel=True))
+
+    async def responses(self, request_id: int) -> list[replica_pb2.ExchangeResponse]:
+        """Every message for the request, up to and including the `done` one."""
+        queue, messages = self._queues[request_id], []
+        async with asyncio.timeout(RESPONSE_TIMEOUT_S):
+            while not messages or not messages[-1].done:
+                messages.append(await queue.get())
+        return messages
+
+    async def start(self, method: str, *args: Any, pickled: bool = False, **kwargs: Any) -> int:
+        return await self.send(invocation=invocation(method, *args, pickled=pickled, **kwargs))
+
+    async def invoke(
+        self, method: str, *args: Any, **kwargs: Any
+    ) -> list[replica_pb2.ExchangeResponse]:
+        return await self.responses(await self.start(method, *args, **kwargs))
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """The method's result (a list of items when it streams); raises
+        `CallFailed` when the replica answers with an Error."""
+        return result_of(await self.invoke(method, *args, **kwargs))
+
+    async def http(self, method: str = "GET", path: str = "/", **fields: Any) -> HttpResult:
+        request = replica_pb2.HttpRequest(method=method, path=path, **fields)
+        return HttpResult(await self.responses(await self.send(http=request)))
+
+
+def invocation(
+    method: str, *args: Any, pickled: bool = False, **kwargs: Any
+) -> replica_pb2.Invocation:
+    if pickled:
+        encoding, dump = deployment_pb2.ENCODING_PICKLE, pickle.dumps
+    else:
+        encoding, dump = deployment_pb2.ENCODING_JSON, lambda value: json.dumps(value).encode()
+    arguments = deployment_pb2.Arguments(
+        encoding=encoding,
+        args=dump(list(args)) if args else b"",
+        kwargs=dump(kwargs) if kwargs else b"",
+    )
+    return replica_pb2.Invocation(method=method, arguments=arguments, result_encoding=encoding)
+
+
+def result_of(messages: list[replica_pb2.ExchangeResponse]) -> Any:
+    last = messages[-1]
+    if last.HasField("error"):
+        raise CallFailed(last.error)
+    values = [_decode(m.result) for m in messages if m.HasField("result")]
+    streamed = len(messages) > 1 or not last.HasField("result")
+    return values if streamed else values[0]
+
+
+def _decode(payload: deployment_pb2.Payload) -> Any:
+    if payload.encoding == deployment_pb2.ENCODING_PICKLE:
+        return pickle.loads(payload.data)
+    return json.loads(payload.data)
+
+
+class HttpResult:
+    """An HTTP answer put back together from its Exchange messages."""
+
+    def __init__(self, messages: list[replica_pb2.ExchangeResponse]) -> None:
+        self.messages = messages
+        if messages[-1].HasField("error"):
+            raise CallFailed(messages[-1].error)
+        first = messages[0].http
+        self.status = first.status
+        self.headers = {h.name.decode(): h.value.decode() for h in first.headers}
+        self.body = b"".join(m.http.body for m in messages)
+
+    def json(self) -> Any:
+        return json.loads(self.body)

@@ -1,0 +1,55 @@
+"""Launch specs for the test apps in tests/apps."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import uuid
+from typing import Any
+
+from capstan.v1 import deployment_pb2, replica_pb2
+from executors.base import LaunchSpec
+
+# The workers import tests.apps.*, wherever the test run started.
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def replica_config(
+    import_path: str,
+    *,
+    init_args: list[Any] | None = None,
+    init_kwargs: dict[str, Any] | None = None,
+    user_config: Any = None,
+    env_vars: dict[str, str] | None = None,
+    **spec_fields: Any,
+) -> replica_pb2.ReplicaConfig:
+    """A ReplicaConfig for `import_path`, with a fresh replica id and nonce."""
+    name = import_path.rpartition(":")[2].lower()
+    spec = deployment_pb2.DeploymentSpec(
+        name=name,
+        code=deployment_pb2.Code(import_path=import_path),
+        init_arguments=deployment_pb2.Arguments(
+            encoding=deployment_pb2.ENCODING_JSON,
+            args=json.dumps(init_args).encode() if init_args else b"",
+            kwargs=json.dumps(init_kwargs).encode() if init_kwargs else b"",
+        ),
+        **spec_fields,
+    )
+    if user_config is not None:
+        spec.user_config = json.dumps(user_config)
+    spec.replica_options.runtime_env.env_vars.update(env_vars or {})
+    return replica_pb2.ReplicaConfig(
+        replica_id=f"{name}-{uuid.uuid4().hex[:10]}",
+        nonce=uuid.uuid4().hex,
+        version="v1",
+        deployment=spec,
+        host="127.0.0.1",
+    )
+
+
+def launch_spec(import_path: str, **options: Any) -> LaunchSpec:
+    return LaunchSpec(
+        replica_config(import_path, **options),
+        node="",
+        env={"PYTHONPATH": str(REPO_ROOT)},
+    )

@@ -141,8 +141,13 @@ class ExchangeStream:
     async def _invoke(self, rid: int, invocation: replica_pb2.Invocation) -> Response:
         worker = self._worker
         try:
-            target = worker.target(invocation.method or "__call__")
+            method = invocation.method or "__call__"
+            target = worker.target(method)
             args, kwargs = decode_arguments(invocation.arguments)
+            if not args and not kwargs and method == "__call__" and target.wants_request:
+                # Ray Serve 1.x hands an HTTP-style __call__(self, request) an empty
+                # request when a handle calls it without arguments; ported apps rely on it.
+                args = (http.empty_request(worker.config.deployment.route_prefix),)
         except CapstanError as error:
             return Response(id=rid, done=True, error=_error(error.code.value[0], error.message))
         try:

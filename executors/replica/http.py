@@ -52,6 +52,14 @@ def scope_for(
     }
 
 
+def empty_request(route_prefix: str) -> Any:
+    """A bodiless GET of the route prefix, as a Starlette Request."""
+    from starlette.requests import Request
+
+    path = route_prefix or "/"
+    return Request(scope_for(replica_pb2.HttpRequest(method="GET", path=path), None), _Receive(b""))
+
+
 class _Receive:
     """ASGI receive(): the body once, then `http.disconnect` when the
     response is over (streaming responses listen for it)."""

@@ -28,6 +28,8 @@ class Target:
     fn: Callable[..., Any]
     is_coroutine: bool
     is_async_generator: bool
+    # Takes exactly one required positional argument: an HTTP-style handler.
+    wants_request: bool = False
 
     @classmethod
     def of(cls, name: str, fn: Callable[..., Any]) -> Target:
@@ -38,7 +40,18 @@ class Target:
             fn,
             inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call),
             inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(call),
+            _takes_one_argument(fn),
         )
+
+
+def _takes_one_argument(fn: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in parameters if p.kind in positional and p.default is p.empty]
+    return len(required) == 1
 
 
 def is_stream(value: Any) -> bool:

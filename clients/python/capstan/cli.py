@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--http-host", default="127.0.0.1")
     start.add_argument("--http-port", type=int, default=8000)
     start.add_argument("--grpc-port", type=int, default=9000)
+    start.add_argument("--config", help="YAML or JSON: default_executor, executors")
     start.set_defaults(command=_start)
 
     run = commands.add_parser("run", help="deploy from a script or module:attribute and serve")
@@ -65,9 +66,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _start(args: argparse.Namespace) -> None:
-    from capstan.launcher import LocalServices
+    from capstan.launcher import LocalServices, read_config
 
     services = LocalServices(
+        config=read_config(args.config) if args.config else None,
         state_dir=args.state_dir,
         address=args.address,
         http_host=args.http_host,

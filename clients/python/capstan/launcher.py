@@ -31,10 +31,12 @@ class LocalServices:
         http_host: str = "127.0.0.1",
         http_port: int = 8000,
         grpc_port: int = 9000,
+        config: dict | None = None,
     ) -> None:
         self.state_dir = pathlib.Path(state_dir).resolve()
         self.address = address
         self.http_host, self.http_port, self.grpc_port = http_host, http_port, grpc_port
+        self.config = config or {}
         self._process: subprocess.Popen | None = None
 
     # -- in the foreground (capstan start) ---------------------------------
@@ -46,7 +48,13 @@ class LocalServices:
         from controlplane.settings import Settings
 
         host, _, port = self.address.rpartition(":")
-        settings = Settings(state_dir=self.state_dir, host=host, port=int(port))
+        settings = Settings(
+            state_dir=self.state_dir,
+            host=host,
+            port=int(port),
+            default_executor=self.config.get("default_executor", "local"),
+            executors=self.config.get("executors", {"local": {}}),
+        )
         proxy = self._ensure_proxy()
         try:
             asyncio.run(run_control_plane(settings))
@@ -127,6 +135,17 @@ class LocalServices:
         """Waits for a spawned `capstan start` to exit, killing it past the timeout."""
         if self._process is not None:
             _stop_process(self._process.pid, timeout_s)
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """A `capstan start --config` file (YAML or JSON): `default_executor` and
+    `executors`, a mapping of executor name to that executor's settings."""
+    import yaml
+
+    config = yaml.safe_load(pathlib.Path(path).read_text()) or {}
+    if not isinstance(config, dict) or not set(config) <= {"default_executor", "executors"}:
+        raise ValueError(f"{path}: expected a mapping with default_executor and executors")
+    return config
 
 
 def _port_open(host: str, port: int) -> bool:

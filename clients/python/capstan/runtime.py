@@ -20,7 +20,12 @@ from typing import Any
 import cloudpickle
 
 from capstan.client import default_address
-from capstan.v1 import deployment_pb2, replica_pb2
+from capstan.errors import NotFound
+from capstan.v1 import controlplane_pb2, deployment_pb2, replica_pb2
+
+# How long a call waits for a deployment it has not heard of to appear in
+# the route table: a handle used right after deploy() may be a table behind.
+APPEAR_TIMEOUT_S = 10.0
 
 
 def decode(payload: deployment_pb2.Payload) -> Any:
@@ -39,16 +44,21 @@ class Runtime:
         self._thread = threading.Thread(target=self._loop.run_forever, name="capstan-runtime")
         self._thread.daemon = True  # handles must never keep a script alive
         self._thread.start()
-        self._router, self._watcher = self.run(self._open())
+        self.run(self._open())
 
-    async def _open(self) -> tuple[Any, Any]:
+    async def _open(self) -> None:
         from proxy.router import Router
         from proxy.watcher import RouteWatcher
 
-        router = Router()
-        watcher = RouteWatcher(self.address, router)
-        await watcher.start()
-        return router, watcher
+        self._router = Router()
+        self._table_changed = asyncio.Event()
+        self._watcher = RouteWatcher(self.address, self._apply)
+        self._watch = asyncio.get_running_loop().create_task(self._watcher.run())
+
+    def _apply(self, table: controlplane_pb2.WatchRoutesResponse) -> None:
+        self._router.update(table.endpoints)
+        self._table_changed.set()
+        self._table_changed = asyncio.Event()
 
     def submit(self, coroutine: Coroutine) -> concurrent.futures.Future:
         """Runs a coroutine on the runtime's loop; usable from any thread."""
@@ -59,21 +69,51 @@ class Runtime:
         return self.submit(coroutine).result()
 
     async def call(self, deployment: str, invocation: replica_pb2.Invocation) -> Any:
-        return decode(await self._router.call(deployment, invocation))
+        replies = await self._send(deployment, invocation)
+        try:
+            reply = await replies.__anext__()
+        finally:
+            replies.cancel()
+        return decode(reply.result)
 
     async def stream(
         self, deployment: str, invocation: replica_pb2.Invocation
     ) -> AsyncIterator[Any]:
-        async for payload in self._router.stream(deployment, invocation):
-            yield decode(payload)
+        replies = await self._send(deployment, invocation)
+        try:
+            async for reply in replies:
+                if reply.HasField("result"):
+                    yield decode(reply.result)
+        finally:
+            replies.cancel()
 
-    async def wait_for_deployment(self, deployment: str, timeout_s: float) -> None:
-        """Until the route table lists a live replica of the deployment."""
-        await self._watcher.wait_for(lambda: self._router.has_replicas(deployment), timeout_s)
+    async def _send(self, deployment: str, invocation: replica_pb2.Invocation):
+        request = replica_pb2.ExchangeRequest(invocation=invocation)
+        await self._watcher.wait_ready(APPEAR_TIMEOUT_S)
+        try:
+            return await self._router.send(deployment, request)
+        except NotFound:
+            await self._wait_for(deployment, APPEAR_TIMEOUT_S)
+            return await self._router.send(deployment, request)
+
+    async def _wait_for(self, deployment: str, timeout_s: float) -> None:
+        """Until the route table has the deployment, or the timeout passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while deployment not in self._router.snapshot():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return  # the caller's retry raises NotFound
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._table_changed.wait()
+            except TimeoutError:
+                return
 
     def close(self) -> None:
         async def _close() -> None:
-            await self._watcher.close()
+            self._watch.cancel()
+            await asyncio.wait([self._watch])
             await self._router.close()
 
         try:

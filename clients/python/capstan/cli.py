@@ -95,8 +95,11 @@ def _run(args: argparse.Namespace) -> None:
     print("Serving; press Ctrl-C to stop.", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    client = serve.connect()
     with contextlib.suppress(KeyboardInterrupt):
-        stop.wait()
+        # Ends with Ctrl-C, SIGTERM, or the control plane going away (capstan shutdown).
+        while not stop.wait(1.0) and client.is_reachable(timeout_s=2.0):
+            pass
 
 
 def _status(args: argparse.Namespace) -> None:

@@ -100,8 +100,8 @@ class LocalServices:
         plane and the HTTP proxy answer."""
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "capstan", "start", "--state-dir", str(self.state_dir)]
-        command += ["--address", self.address, "--http-host", self.http_host]
+        command = [sys.executable, "-m", "capstan", "--address", self.address, "start"]
+        command += ["--state-dir", str(self.state_dir), "--http-host", self.http_host]
         command += ["--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)]
         with open(logs / "capstan.log", "ab") as log:
             self._process = subprocess.Popen(

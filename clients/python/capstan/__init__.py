@@ -25,3 +25,13 @@ __all__ = [
     "VersionConflict",
     "serve",
 ]
+
+
+def __getattr__(name: str):
+    # `capstan.serve` on first use: replica workers import capstan.errors and
+    # should not pay for the SDK (gRPC client, cloudpickle) they rarely use.
+    if name == "serve":
+        from capstan import serve
+
+        return serve
+    raise AttributeError(f"module 'capstan' has no attribute {name!r}")

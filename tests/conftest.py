@@ -6,6 +6,9 @@ import pytest
 
 from tests.cluster import Cluster, start_cluster, stop_cluster
 
+# Real OpenSSH servers on loopback, for the SSH executor's tests.
+pytest_plugins = ["tests.sshd"]
+
 # Declared capacity, so that scaling tests are not bound by this machine's
 # two CPUs (a replica reserves one CPU by default, as in Ray Serve).
 TEST_CONFIG = {"executors": {"local": {"num_cpus": 64}}}

@@ -1,7 +1,8 @@
 """One fixture per executor: the contract suite runs against each.
 
-To add an executor, add a factory to EXECUTORS: it gets a fresh state folder
-(the same one again when a test simulates a control-plane restart) and
+To add an executor, add a factory to EXECUTORS: it gets the test's request
+(to reach session fixtures such as real sshd hosts) and a fresh state folder
+(the same one again when a test simulates a control-plane restart), and
 returns a new, unstarted instance.
 """
 
@@ -15,10 +16,13 @@ import pytest
 from executors.base import Executor
 from executors.local import LocalExecutor
 
-ExecutorFactory = Callable[[pathlib.Path], Executor]
+ExecutorFactory = Callable[[pytest.FixtureRequest, pathlib.Path], Executor]
 
 EXECUTORS: dict[str, ExecutorFactory] = {
-    "local": lambda state_dir: LocalExecutor({"num_cpus": 4, "start_timeout_s": 60}, state_dir),
+    "local": lambda request, state_dir: LocalExecutor(
+        {"num_cpus": 4, "start_timeout_s": 60}, state_dir
+    ),
+    "ssh": lambda request, state_dir: request.getfixturevalue("ssh_hosts").executor(state_dir),
 }
 
 
@@ -34,14 +38,14 @@ def state_dir(tmp_path: pathlib.Path) -> pathlib.Path:
 
 @pytest.fixture
 async def make_executor(
-    executor_name: str, state_dir: pathlib.Path
+    request: pytest.FixtureRequest, executor_name: str, state_dir: pathlib.Path
 ) -> AsyncIterator[Callable[[], Executor]]:
     """Makes executor instances on the test's state folder; at the end every
     replica still running is stopped and every instance closed."""
     made: list[Executor] = []
 
     def make() -> Executor:
-        made.append(EXECUTORS[executor_name](state_dir))
+        made.append(EXECUTORS[executor_name](request, state_dir))
         return made[-1]
 
     yield make

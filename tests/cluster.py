@@ -20,10 +20,17 @@ from capstan.client import ControlPlaneClient
 from capstan.errors import CapstanError
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports: every socket stays bound until all are
+    picked, so the kernel cannot hand out the same port twice."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.02):
@@ -76,8 +83,8 @@ class Cluster:
 
 def start_cluster(state_dir: pathlib.Path, config: dict | None = None) -> Cluster:
     state_dir.mkdir(parents=True, exist_ok=True)
-    address = f"127.0.0.1:{free_port()}"
-    http_port, grpc_port = free_port(), free_port()
+    control_port, http_port, grpc_port = free_ports(3)
+    address = f"127.0.0.1:{control_port}"
     command = [sys.executable, "-m", "capstan", "--address", address, "start"]
     command += ["--state-dir", str(state_dir), "--http-port", str(http_port)]
     command += ["--grpc-port", str(grpc_port)]

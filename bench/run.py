@@ -1,0 +1,234 @@
+"""Capstan's request path and start-up against a bare uvicorn + Starlette app.
+
+    python bench/run.py [--duration 10] [--connections 32]
+
+Installs wrk if missing, then prints one table: requests/s, p50/p99 latency
+and CPU per request for the bare app and for Capstan with 1 and 2 replicas of
+examples/hello.py, the ratios, seconds from `capstan start` to the first 200,
+and the peak RSS of the whole system with one replica.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+HELLO = """
+from capstan import serve
+
+@serve.deployment(route_prefix="/", version="bench", num_replicas={replicas})
+class Hello:
+    def __call__(self, request):
+        return "Hello from Capstan!\\n"
+
+serve.start()
+Hello.deploy()
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    ensure_wrk()
+    rows = [measure_baseline(args)]
+    with tempfile.TemporaryDirectory(prefix="capstan-bench-") as state:
+        rows += measure_capstan(args, pathlib.Path(state))
+    print_table(rows)
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk"):
+        return
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports: every socket stays bound until all are
+    picked, so the kernel cannot hand out the same port twice."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def wait_for_200(url: str, timeout_s: float) -> float:
+    """Polls until the URL answers 200; returns the monotonic time it did."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return time.monotonic()
+        except OSError:
+            time.sleep(0.005)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout_s} s")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / CLOCK_TICKS
+
+
+def peak_rss_mib(pids: list[int]) -> float:
+    total_kib = 0
+    for pid in pids:
+        status = pathlib.Path(f"/proc/{pid}/status").read_text()
+        total_kib += int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
+    return total_kib / 1024
+
+
+def wrk(url: str, args: argparse.Namespace, roles: dict[str, list[int]]) -> dict:
+    """One wrk run; CPU per request is reported for each role's processes."""
+    before = {role: cpu_seconds(pids) for role, pids in roles.items()}
+    output = subprocess.run(
+        ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    cpu_ms = {
+        role: 1000 * (cpu_seconds(pids) - before[role]) / max(requests, 1)
+        for role, pids in roles.items()
+    }
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50_ms": latency_ms(output, "50%"),
+        "p99_ms": latency_ms(output, "99%"),
+        "cpu_ms": sum(cpu_ms.values()),
+        "cpu_by_role": cpu_ms,
+        "errors": int(errors.group(1)) if errors else 0,
+    }
+
+
+def latency_ms(output: str, percentile: str) -> float:
+    value, unit = re.search(rf"{percentile}\s+([\d.]+)(us|ms|s)", output).groups()
+    return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+
+def measure_baseline(args: argparse.Namespace) -> dict:
+    (port,) = free_ports(1)
+    server = subprocess.Popen([sys.executable, str(ROOT / "bench" / "baseline_app.py"), str(port)])
+    try:
+        wait_for_200(f"http://127.0.0.1:{port}/", 30)
+        return {
+            "name": "uvicorn + Starlette (bare)",
+            **wrk(f"http://127.0.0.1:{port}/", args, {"app": [server.pid]}),
+        }
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def measure_capstan(args: argparse.Namespace, state: pathlib.Path) -> list[dict]:
+    control_port, http_port, grpc_port = free_ports(3)
+    address = f"127.0.0.1:{control_port}"
+    env = {**os.environ, "CAPSTAN_ADDRESS": address}
+    url = f"http://127.0.0.1:{http_port}/"
+    started = time.monotonic()
+    capstan = subprocess.Popen(
+        [sys.executable, "-m", "capstan", "--address", address, "start", "--state-dir", str(state),
+         "--http-port", str(http_port), "--grpc-port", str(grpc_port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_control_plane(address, 60)
+        deploy(1, env)
+        cold_start_s = wait_for_200(url, 60) - started
+        rows = []
+        for replicas in (1, 2):
+            if replicas > 1:
+                deploy(replicas, env)
+            roles = system_roles(capstan.pid, state)
+            row = wrk(url, args, roles)
+            row["name"] = f"Capstan, {replicas} replica{'s' * (replicas > 1)}"
+            if replicas == 1:
+                pids = [pid for group in roles.values() for pid in group]
+                row.update(cold_start_s=cold_start_s, rss_mib=peak_rss_mib(pids), processes=pids)
+            rows.append(row)
+        return rows
+    finally:
+        subprocess.run([sys.executable, "-m", "capstan", "--address", address, "shutdown"], env=env,
+                       capture_output=True)  # fmt: skip
+        capstan.wait(timeout=60)
+
+
+def wait_for_control_plane(address: str, timeout_s: float) -> None:
+    from capstan.client import ControlPlaneClient
+
+    client = ControlPlaneClient(address)
+    deadline = time.monotonic() + timeout_s
+    while not client.is_reachable(timeout_s=0.1):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no control plane at {address} within {timeout_s} s")
+    client.close()
+
+
+def deploy(replicas: int, env: dict) -> None:
+    subprocess.run([sys.executable, "-c", HELLO.format(replicas=replicas)], env=env, check=True)
+
+
+def system_roles(capstan_pid: int, state: pathlib.Path) -> dict[str, list[int]]:
+    """The control plane, proxy and replica processes of this bench run."""
+    proxy_pid = json.loads((state / "proxy.json").read_text())["pid"]
+    marker = b"executors.replica"
+    replicas = []
+    for entry in pathlib.Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+        except OSError:
+            continue
+        if marker in cmdline and str(state).encode() in cmdline:
+            replicas.append(int(entry.name))
+    return {"control plane": [capstan_pid], "proxy": [proxy_pid], "replicas": replicas}
+
+
+def print_table(rows: list[dict]) -> None:
+    base = rows[0]
+    print()
+    print(
+        "| setup | req/s | p50 ms | p99 ms | CPU ms/req (all) | proxy CPU ms/req "
+        "| req/s vs bare | p50 vs bare | non-2xx |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row['name']} | {row['rps']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
+            f"| {row['cpu_ms']:.3f} | {row['cpu_by_role'].get('proxy', row['cpu_ms']):.3f} "
+            f"| {row['rps'] / base['rps']:.2f}x "
+            f"| {row['p50_ms'] / base['p50_ms']:.1f}x | {row['errors']} |"
+        )
+    one = rows[1]
+    print()
+    print(
+        f"cold start (capstan start -> first 200 from a deployed app): {one['cold_start_s']:.2f} s"
+    )
+    print(f"peak RSS, whole system with 1 replica ({len(one['processes'])} processes): "
+          f"{one['rss_mib']:.0f} MiB")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -40,7 +40,7 @@ class DataPlane(dataplane_pb2_grpc.DataPlaneServiceServicer):
         self, request: dataplane_pb2.CallStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[dataplane_pb2.CallStreamResponse]:
         try:
-            exchange = replica_pb2.ExchangeRequest(invocation=_invocation(request))
+            exchange = replica_pb2.RequestFrame(invocation=_invocation(request))
             replies = await self._router.send(request.deployment, exchange)
             try:
                 async for reply in replies:

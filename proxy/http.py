@@ -1,7 +1,7 @@
 """The HTTP proxy: a raw ASGI app that forwards each request to a replica.
 
 The hot path is a plain ASGI callable rather than Starlette: per request it
-does one route lookup, builds one ExchangeRequest in place and copies nothing
+does one route lookup, builds one RequestFrame in place and copies nothing
 it can avoid. `/-/healthz` and `/-/routes` are answered here too.
 """
 
@@ -78,7 +78,7 @@ class HttpProxy:
             await _respond(send, *_error_status(exc))
 
     async def _forward(
-        self, deployment: str, request: replica_pb2.ExchangeRequest, send: Send
+        self, deployment: str, request: replica_pb2.RequestFrame, send: Send
     ) -> None:
         replies = await self.router.send(deployment, request)
         try:
@@ -191,10 +191,10 @@ class DisconnectWatch:
             self._task.cancel()
 
 
-def _exchange_request(scope: Scope, body: bytes, route: Route) -> replica_pb2.ExchangeRequest:
+def _exchange_request(scope: Scope, body: bytes, route: Route) -> replica_pb2.RequestFrame:
     # Filled in place: building an HttpRequest and then assigning it to the
-    # ExchangeRequest would copy the body.
-    request = replica_pb2.ExchangeRequest()
+    # RequestFrame would copy the body.
+    request = replica_pb2.RequestFrame()
     http = request.http
     http.method = scope["method"]
     http.scheme = scope["scheme"]

@@ -52,10 +52,10 @@ class _Inbox:
     __slots__ = ("items", "waiter")
 
     def __init__(self) -> None:
-        self.items: deque[replica_pb2.ExchangeResponse | errors.CapstanError] = deque()
+        self.items: deque[replica_pb2.ResponseFrame | errors.CapstanError] = deque()
         self.waiter: asyncio.Future[None] | None = None
 
-    def put(self, item: replica_pb2.ExchangeResponse | errors.CapstanError) -> None:
+    def put(self, item: replica_pb2.ResponseFrame | errors.CapstanError) -> None:
         self.items.append(item)
         waiter = self.waiter
         if waiter is not None and not waiter.done():
@@ -71,7 +71,7 @@ class _Inbox:
 
 
 class Replies:
-    """The replies to one request. Iterating yields ExchangeResponse messages
+    """The replies to one request. Iterating yields ResponseFrame messages
     (the last has `done` set) and raises the Capstan error a reply carries.
 
     `on_done`, if set, is called once when the last reply has been consumed,
@@ -93,20 +93,20 @@ class Replies:
         if not inbox.items:
             await inbox.wait()
         first = inbox.items[0]
-        if not isinstance(first, replica_pb2.ExchangeResponse) or first.HasField("error"):
+        if not isinstance(first, replica_pb2.ResponseFrame) or first.HasField("error"):
             await self.__anext__()  # consumes and raises it
 
     def __aiter__(self) -> Replies:
         return self
 
-    async def __anext__(self) -> replica_pb2.ExchangeResponse:
+    async def __anext__(self) -> replica_pb2.ResponseFrame:
         if self.done:
             raise StopAsyncIteration
         inbox = self._inbox
         if not inbox.items:
             await inbox.wait()
         item = inbox.items.popleft()
-        if not isinstance(item, replica_pb2.ExchangeResponse):
+        if not isinstance(item, replica_pb2.ResponseFrame):
             self._finish()
             raise item
         if item.HasField("error"):
@@ -145,7 +145,7 @@ class ReplicaClient:
         self._connect_timeout_s = connect_timeout_s
         self._channel: grpc.aio.Channel | None = None
         self._session: asyncio.Task[None] | None = None
-        self._outbox: deque[replica_pb2.ExchangeRequest] = deque()
+        self._outbox: deque[replica_pb2.RequestFrame] = deque()
         # Set while the writer waits for work; resolving it wakes the writer.
         # A bare future costs less per request than an asyncio.Event.
         self._writer_idle: asyncio.Future[None] | None = None
@@ -159,7 +159,7 @@ class ReplicaClient:
         """Requests sent on this client and not yet answered in full."""
         return len(self._waiters)
 
-    def send(self, request: replica_pb2.ExchangeRequest) -> Replies:
+    def send(self, request: replica_pb2.RequestFrame) -> Replies:
         """Sends `request` (its `id` is assigned here) and returns its replies."""
         if self._closed:
             raise Rejected(f"replica {self.address} is being removed")
@@ -175,7 +175,7 @@ class ReplicaClient:
 
     async def call(self, invocation: replica_pb2.Invocation) -> deployment_pb2.Payload:
         """Calls a method and returns its result."""
-        replies = self.send(replica_pb2.ExchangeRequest(invocation=invocation))
+        replies = self.send(replica_pb2.RequestFrame(invocation=invocation))
         try:
             reply = await replies.__anext__()
         finally:
@@ -207,7 +207,7 @@ class ReplicaClient:
 
     def _abandon(self, request_id: int) -> None:
         if self._waiters.pop(request_id, None) is not None:
-            self._outbox.append(replica_pb2.ExchangeRequest(id=request_id, cancel=True))
+            self._outbox.append(replica_pb2.RequestFrame(id=request_id, cancel=True))
             self._wake_writer()
             self._note_if_idle()
 
@@ -265,9 +265,12 @@ class ReplicaClient:
         loop = asyncio.get_running_loop()
         while True:
             while outbox:
-                # Popped before the write: a request whose write started
-                # counts as delivered, so it is never retried elsewhere.
-                await call.write(outbox.popleft())
+                # Everything that queued while the last write was in flight goes
+                # in one message. Taken before the write: a request whose write
+                # started counts as delivered, so it is never retried elsewhere.
+                frames = list(outbox)
+                outbox.clear()
+                await call.write(replica_pb2.ExchangeRequest(frames=frames))
             self._writer_idle = loop.create_future()
             try:
                 await self._writer_idle
@@ -278,17 +281,18 @@ class ReplicaClient:
         waiters = self._waiters
         eof = grpc.aio.EOF
         while True:
-            reply = await call.read()
-            if reply is eof:
+            message = await call.read()
+            if message is eof:
                 raise _StreamEnded("the replica closed the stream")
-            self.ongoing = reply.ongoing_requests
-            inbox = waiters.get(reply.id)
-            if inbox is None:
-                continue  # a reply to a request we abandoned
-            if reply.done:
-                del waiters[reply.id]
-                self._note_if_idle()
-            inbox.put(reply)
+            self.ongoing = message.ongoing_requests
+            for reply in message.frames:
+                inbox = waiters.get(reply.id)
+                if inbox is None:
+                    continue  # a reply to a request we abandoned
+                if reply.done:
+                    del waiters[reply.id]
+                    self._note_if_idle()
+                inbox.put(reply)
 
     def _fail_pending(self, error: errors.CapstanError) -> None:
         unwritten = {request.id for request in self._outbox if not request.cancel}

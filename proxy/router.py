@@ -207,7 +207,7 @@ class Router:
             for name, pool in self._pools.items()
         }
 
-    async def send(self, deployment: str, request: replica_pb2.ExchangeRequest) -> Replies:
+    async def send(self, deployment: str, request: replica_pb2.RequestFrame) -> Replies:
         """Sends `request` to the least-loaded replica of `deployment` and
         returns once the replica answered first. A replica that rejected it is
         replaced by another, up to max_attempts. The caller must exhaust the
@@ -241,7 +241,7 @@ class Router:
         self, deployment: str, invocation: replica_pb2.Invocation
     ) -> deployment_pb2.Payload:
         """Calls a method on the least-loaded replica and returns its result."""
-        replies = await self.send(deployment, replica_pb2.ExchangeRequest(invocation=invocation))
+        replies = await self.send(deployment, replica_pb2.RequestFrame(invocation=invocation))
         try:
             reply = await replies.__anext__()
         finally:

@@ -41,12 +41,12 @@ _NOT_USER_CODE = tuple(
     for path in (asyncio.__file__, concurrent.futures.__file__, __file__)
 )
 
-Response = replica_pb2.ExchangeResponse
+Response = replica_pb2.ResponseFrame
 
 
 class ExchangeStream:
-    """Reads requests, runs them, and queues responses on `out`; `None` on
-    `out` means the stream is over (the caller closed its side and nothing
+    """Reads request frames, runs them, and queues response frames on `out`;
+    `None` on `out` means the stream is over (the caller closed its side and nothing
     is in flight, or the replica is shutting down)."""
 
     def __init__(self, worker: Worker) -> None:
@@ -63,8 +63,9 @@ class ExchangeStream:
             # context.read() measured a little cheaper than `async for`.
             read = context.read
             accept = self._accept
-            while (request := await read()) is not grpc.aio.EOF:
-                accept(request)
+            while (message := await read()) is not grpc.aio.EOF:
+                for frame in message.frames:
+                    accept(frame)
         finally:
             self._reading = False
             self._end_if_idle()
@@ -79,7 +80,7 @@ class ExchangeStream:
         for task in list(self._tasks.values()):
             task.cancel()
 
-    def _accept(self, request: replica_pb2.ExchangeRequest) -> None:
+    def _accept(self, request: replica_pb2.RequestFrame) -> None:
         kind = request.WhichOneof("kind")
         rid = request.id
         if kind == "cancel":
@@ -112,7 +113,6 @@ class ExchangeStream:
         self._emit(Response(id=rid, done=True, error=error))
 
     def _emit(self, message: Response) -> None:
-        message.ongoing_requests = self._worker.ongoing
         self.out.put_nowait(message)
 
     def _finish(self, rid: int, task: asyncio.Task[Response]) -> None:

@@ -22,7 +22,7 @@ from executors.replica.invoker import Invoker, Target, is_stream
 
 log = logging.getLogger("capstan.replica")
 
-Emit = Callable[[replica_pb2.ExchangeResponse], None]
+Emit = Callable[[replica_pb2.ResponseFrame], None]
 
 _ASGI = {"version": "3.0", "spec_version": "2.4"}
 _INTERNAL = 13
@@ -115,7 +115,7 @@ class _Send:
         else:
             raise RuntimeError("ASGI app sent a body before http.response.start")
         if more:
-            self._emit(replica_pb2.ExchangeResponse(id=self._id, http=http))
+            self._emit(replica_pb2.ResponseFrame(id=self._id, http=http))
         else:
             self.final = http
 
@@ -127,7 +127,7 @@ async def serve_app(
     request: replica_pb2.HttpRequest,
     request_id: int,
     emit: Emit,
-) -> replica_pb2.ExchangeResponse:
+) -> replica_pb2.ResponseFrame:
     """Answers the request with an ASGI app (the ingress); returns the final
     message and emits the ones before it."""
     scope = scope_for(request, instance, state)
@@ -136,7 +136,7 @@ async def serve_app(
 
 async def _run_asgi(
     app: Any, scope: dict[str, Any], receive: _Receive, request_id: int, emit: Emit
-) -> replica_pb2.ExchangeResponse:
+) -> replica_pb2.ResponseFrame:
     send = _Send(request_id, emit)
     try:
         await app(scope, receive, send)
@@ -148,7 +148,7 @@ async def _run_asgi(
         if not send.started:
             return failed(request_id, False, RuntimeError("the ASGI app sent no response"))
         send.final = replica_pb2.HttpResponse()
-    return replica_pb2.ExchangeResponse(id=request_id, done=True, http=send.final)
+    return replica_pb2.ResponseFrame(id=request_id, done=True, http=send.final)
 
 
 async def serve_callable(
@@ -158,7 +158,7 @@ async def serve_callable(
     request: replica_pb2.HttpRequest,
     request_id: int,
     emit: Emit,
-) -> replica_pb2.ExchangeResponse:
+) -> replica_pb2.ResponseFrame:
     """Answers the request with `target(starlette.Request)`, converting what
     it returns; returns the final message and emits the ones before it."""
     from starlette.requests import Request  # deferred: keeps start-up fast
@@ -193,7 +193,7 @@ def render(value: Any) -> tuple[bytes, bytes]:
 
 async def _stream(
     invoker: Invoker, stream: Any, request_id: int, emit: Emit
-) -> replica_pb2.ExchangeResponse:
+) -> replica_pb2.ResponseFrame:
     # Items are str or bytes chunks; anything else goes as one JSON line each.
     started = False
     try:
@@ -207,29 +207,29 @@ async def _stream(
                 headers = [replica_pb2.Header(name=b"content-type", value=content_type)]
                 http = replica_pb2.HttpResponse(status=200, headers=headers, body=body)
                 started = True
-            emit(replica_pb2.ExchangeResponse(id=request_id, http=http))
+            emit(replica_pb2.ResponseFrame(id=request_id, http=http))
     except Exception as error:
         return failed(request_id, started, error)
     if not started:
         return _whole(request_id, 200, b"text/plain; charset=utf-8", b"")
-    return replica_pb2.ExchangeResponse(id=request_id, done=True, http=replica_pb2.HttpResponse())
+    return replica_pb2.ResponseFrame(id=request_id, done=True, http=replica_pb2.HttpResponse())
 
 
 def _whole(
     request_id: int, status: int, content_type: bytes, body: bytes
-) -> replica_pb2.ExchangeResponse:
+) -> replica_pb2.ResponseFrame:
     headers = [
         replica_pb2.Header(name=b"content-type", value=content_type),
         replica_pb2.Header(name=b"content-length", value=str(len(body)).encode()),
     ]
     http = replica_pb2.HttpResponse(status=status, headers=headers, body=body)
-    return replica_pb2.ExchangeResponse(id=request_id, done=True, http=http)
+    return replica_pb2.ResponseFrame(id=request_id, done=True, http=http)
 
 
-def failed(request_id: int, started: bool, error: Exception) -> replica_pb2.ExchangeResponse:
+def failed(request_id: int, started: bool, error: Exception) -> replica_pb2.ResponseFrame:
     """The final message for a request whose handler raised `error`."""
     log.error("HTTP request failed", exc_info=error)
     if not started:
         return _whole(request_id, 500, b"text/plain; charset=utf-8", b"Internal Server Error")
     failure = replica_pb2.Error(code=_INTERNAL, message="the response failed after it started")
-    return replica_pb2.ExchangeResponse(id=request_id, done=True, error=failure)
+    return replica_pb2.ResponseFrame(id=request_id, done=True, error=failure)

@@ -81,13 +81,8 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
         stream = ExchangeStream(self._worker)
         self._streams.add(stream)
         reader = asyncio.get_running_loop().create_task(stream.read(context))
-        # This coroutine is the stream's only writer; responses queue up on
-        # `out` from every request's task.
-        out = stream.out
-        write = context.write
         try:
-            while (message := await out.get()) is not None:
-                await write(message)
+            await self._write(stream, context)
         finally:
             self._streams.discard(stream)
             reader.cancel()
@@ -95,6 +90,23 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
             await asyncio.wait([reader])
             if not reader.cancelled() and reader.exception() is not None:
                 log.warning("Exchange stream read failed: %s", reader.exception())
+
+    async def _write(self, stream: ExchangeStream, context: grpc.aio.ServicerContext) -> None:
+        """The stream's only writer. Response frames queue up on `out` from
+        every request's task; each write takes all that queued meanwhile."""
+        out, write, worker = stream.out, context.write, self._worker
+        while (frame := await out.get()) is not None:
+            frames = [frame]
+            while not out.empty():
+                frame = out.get_nowait()
+                if frame is None:
+                    break
+                frames.append(frame)
+            await write(
+                replica_pb2.ExchangeResponse(frames=frames, ongoing_requests=worker.ongoing)
+            )
+            if frame is None:
+                return
 
     def close_streams(self) -> None:
         """Ends every Exchange stream once its requests finish."""

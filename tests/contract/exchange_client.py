@@ -29,6 +29,18 @@ def _status(number: int) -> grpc.StatusCode:
     return next(code for code in grpc.StatusCode if code.value[0] == number)
 
 
+class Reply:
+    """A response frame with the replica's in-flight count from the message
+    that carried it; reads like the frame itself."""
+
+    def __init__(self, frame: replica_pb2.ResponseFrame, ongoing_requests: int) -> None:
+        self.frame = frame
+        self.ongoing_requests = ongoing_requests
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.frame, name)
+
+
 class ExchangeClient:
     """`async with ExchangeClient(address) as client:` opens the stream."""
 
@@ -36,7 +48,7 @@ class ExchangeClient:
         self.channel = grpc.aio.insecure_channel(address)
         self.stub = replica_pb2_grpc.ReplicaServiceStub(self.channel)
         self._ids = itertools.count(1)
-        self._queues: dict[int, asyncio.Queue[replica_pb2.ExchangeResponse]] = {}
+        self._queues: dict[int, asyncio.Queue[Reply]] = {}
         self._call: Any = None
         self._reader: asyncio.Task[None] | None = None
         # Set when the replica ends the stream.
@@ -55,7 +67,8 @@ class ExchangeClient:
     async def _read(self) -> None:
         try:
             async for message in self._call:
-                self._queues[message.id].put_nowait(message)
+                for frame in message.frames:
+                    self._queues[frame.id].put_nowait(Reply(frame, message.ongoing_requests))
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.CANCELLED:
                 raise
@@ -66,13 +79,15 @@ class ExchangeClient:
         """Sends one request (`invocation=...` or `http=...`); returns its id."""
         request_id = next(self._ids)
         self._queues[request_id] = asyncio.Queue()
-        await self._call.write(replica_pb2.ExchangeRequest(id=request_id, **kind))
+        frame = replica_pb2.RequestFrame(id=request_id, **kind)
+        await self._call.write(replica_pb2.ExchangeRequest(frames=[frame]))
         return request_id
 
     async def cancel(self, request_id: int) -> None:
-        await self._call.write(replica_pb2.ExchangeRequest(id=request_id, cancel=True))
+        frame = replica_pb2.RequestFrame(id=request_id, cancel=True)
+        await self._call.write(replica_pb2.ExchangeRequest(frames=[frame]))
 
-    async def responses(self, request_id: int) -> list[replica_pb2.ExchangeResponse]:
+    async def responses(self, request_id: int) -> list[Reply]:
         """Every message for the request, up to and including the `done` one."""
         queue, messages = self._queues[request_id], []
         async with asyncio.timeout(RESPONSE_TIMEOUT_S):
@@ -83,9 +98,7 @@ class ExchangeClient:
     async def start(self, method: str, *args: Any, pickled: bool = False, **kwargs: Any) -> int:
         return await self.send(invocation=invocation(method, *args, pickled=pickled, **kwargs))
 
-    async def invoke(
-        self, method: str, *args: Any, **kwargs: Any
-    ) -> list[replica_pb2.ExchangeResponse]:
+    async def invoke(self, method: str, *args: Any, **kwargs: Any) -> list[Reply]:
         return await self.responses(await self.start(method, *args, **kwargs))
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -113,7 +126,7 @@ def invocation(
     return replica_pb2.Invocation(method=method, arguments=arguments, result_encoding=encoding)
 
 
-def result_of(messages: list[replica_pb2.ExchangeResponse]) -> Any:
+def result_of(messages: list[Reply]) -> Any:
     last = messages[-1]
     if last.HasField("error"):
         raise CallFailed(last.error)
@@ -131,7 +144,7 @@ def _decode(payload: deployment_pb2.Payload) -> Any:
 class HttpResult:
     """An HTTP answer put back together from its Exchange messages."""
 
-    def __init__(self, messages: list[replica_pb2.ExchangeResponse]) -> None:
+    def __init__(self, messages: list[Reply]) -> None:
         self.messages = messages
         if messages[-1].HasField("error"):
             raise CallFailed(messages[-1].error)

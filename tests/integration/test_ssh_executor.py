@@ -19,6 +19,7 @@ import pytest
 from capstan.v1 import deployment_pb2, replica_pb2, replica_pb2_grpc
 from executors.base import ExecutorError, LaunchSpec, ReplicaRef, ReplicaStartError
 from executors.ssh import SshExecutor
+from tests.contract.exchange_client import ExchangeClient
 from tests.sshd import SshHosts, open_ssh_executor, worker_pids
 
 # The session's two sshd hosts. Once tests/conftest.py loads tests.sshd as a
@@ -58,25 +59,8 @@ def launch_spec(
 
 async def call(address: str, method: str, *args: Any) -> Any:
     """One request over ReplicaService.Exchange; the JSON result."""
-    request = replica_pb2.ExchangeRequest(
-        id=1,
-        invocation=replica_pb2.Invocation(
-            method=method,
-            arguments=deployment_pb2.Arguments(encoding=JSON, args=json.dumps(args).encode()),
-            result_encoding=JSON,
-        ),
-    )
-    async with grpc.aio.insecure_channel(address) as channel:
-        stream = replica_pb2_grpc.ReplicaServiceStub(channel).Exchange()
-        await stream.write(request)
-        async with asyncio.timeout(10):
-            response = await stream.read()
-        if response is grpc.aio.EOF:
-            raise AssertionError(f"Exchange ended: {await stream.code()} {await stream.details()}")
-        await stream.done_writing()
-    assert response.id == 1 and response.done, response
-    assert response.WhichOneof("kind") == "result", response
-    return json.loads(response.result.data)
+    async with ExchangeClient(address) as client:
+        return await client.call(method, *args)
 
 
 async def stats(address: str) -> replica_pb2.GetStatsResponse:

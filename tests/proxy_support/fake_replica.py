@@ -23,7 +23,15 @@ import grpc
 
 from capstan.v1 import deployment_pb2, replica_pb2, replica_pb2_grpc
 
-Reply = replica_pb2.ExchangeResponse
+Reply = replica_pb2.ResponseFrame
+
+
+async def _frames(
+    messages: AsyncIterator[replica_pb2.ExchangeRequest],
+) -> AsyncIterator[replica_pb2.RequestFrame]:
+    async for message in messages:
+        for frame in message.frames:
+            yield frame
 
 
 class FakeReplica(replica_pb2_grpc.ReplicaServiceServicer):
@@ -49,7 +57,10 @@ class FakeReplica(replica_pb2_grpc.ReplicaServiceServicer):
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._read(request_iterator, out, tasks))
             while (reply := await out.get()) is not None:
-                await context.write(reply)  # type: ignore[attr-defined]
+                message = replica_pb2.ExchangeResponse(
+                    frames=[reply], ongoing_requests=self.ongoing
+                )
+                await context.write(message)  # type: ignore[attr-defined]
 
     async def wait_for(self, predicate: object, timeout_s: float = 5.0) -> None:
         """Waits until `predicate()` holds, re-checked whenever a count changes."""
@@ -64,7 +75,7 @@ class FakeReplica(replica_pb2_grpc.ReplicaServiceServicer):
     ) -> None:
         running: dict[int, asyncio.Task[None]] = {}
         cancel_requested: set[int] = set()
-        async for request in requests:
+        async for request in _frames(requests):
             if request.cancel:
                 if request.id in running:
                     cancel_requested.add(request.id)
@@ -88,7 +99,7 @@ class FakeReplica(replica_pb2_grpc.ReplicaServiceServicer):
 
     async def _handle(
         self,
-        request: replica_pb2.ExchangeRequest,
+        request: replica_pb2.RequestFrame,
         out: asyncio.Queue[Reply | None],
         cancel_requested: set[int],
     ) -> None:
@@ -96,7 +107,6 @@ class FakeReplica(replica_pb2_grpc.ReplicaServiceServicer):
         try:
             async for reply in self._respond(request):
                 if last is not None:
-                    last.ongoing_requests = self.ongoing
                     out.put_nowait(last)
                 last = reply
         except asyncio.CancelledError:
@@ -108,7 +118,7 @@ class FakeReplica(replica_pb2_grpc.ReplicaServiceServicer):
         finally:
             self.ongoing -= 1
         assert last is not None
-        last.id, last.done, last.ongoing_requests = request.id, True, self.ongoing
+        last.id, last.done = request.id, True
         out.put_nowait(last)
         await self._notify()
 
@@ -116,7 +126,7 @@ class FakeReplica(replica_pb2_grpc.ReplicaServiceServicer):
         async with self.changed:
             self.changed.notify_all()
 
-    def _respond(self, request: replica_pb2.ExchangeRequest) -> AsyncIterator[Reply]:
+    def _respond(self, request: replica_pb2.RequestFrame) -> AsyncIterator[Reply]:
         if request.HasField("http"):
             return self._http(request.id, request.http)
         return self._invoke(request.id, request.invocation)

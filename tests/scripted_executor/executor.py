@@ -49,11 +49,15 @@ class ScriptedReplica(replica_pb2_grpc.ReplicaServiceServicer):
     async def Exchange(
         self, requests: AsyncIterator[replica_pb2.ExchangeRequest], context: Any
     ) -> AsyncIterator[replica_pb2.ExchangeResponse]:
-        async for request in requests:
-            body = json.dumps({"replica": self.id, "version": self.version}).encode()
-            yield replica_pb2.ExchangeResponse(
-                id=request.id, done=True, result={"encoding": "ENCODING_JSON", "data": body}
-            )
+        body = json.dumps({"replica": self.id, "version": self.version}).encode()
+        result = {"encoding": "ENCODING_JSON", "data": body}
+        async for message in requests:
+            frames = [
+                replica_pb2.ResponseFrame(id=frame.id, done=True, result=result)
+                for frame in message.frames
+                if not frame.cancel
+            ]
+            yield replica_pb2.ExchangeResponse(frames=frames)
 
     async def Reconfigure(
         self, request: replica_pb2.ReconfigureRequest, context: grpc.aio.ServicerContext

@@ -140,7 +140,7 @@ async def test_no_replica_waits_then_is_unavailable() -> None:
     router = Router(no_replica_timeout_s=0.05)
     router.update([endpoint("empty", [])])
     with pytest.raises(errors.Unavailable, match="no live replica for deployment 'empty'"):
-        await router.send("empty", replica_pb2.ExchangeRequest())
+        await router.send("empty", replica_pb2.RequestFrame())
 
 
 async def test_a_replica_that_appears_serves_the_waiting_request() -> None:
@@ -158,7 +158,7 @@ async def test_a_replica_that_appears_serves_the_waiting_request() -> None:
 async def test_unknown_deployment_is_not_found() -> None:
     router = Router()
     with pytest.raises(errors.NotFound, match="'nope'"):
-        await router.send("nope", replica_pb2.ExchangeRequest())
+        await router.send("nope", replica_pb2.RequestFrame())
 
 
 async def test_deleting_a_deployment_fails_its_waiters() -> None:

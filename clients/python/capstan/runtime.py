@@ -88,7 +88,7 @@ class Runtime:
             replies.cancel()
 
     async def _send(self, deployment: str, invocation: replica_pb2.Invocation):
-        request = replica_pb2.ExchangeRequest(invocation=invocation)
+        request = replica_pb2.RequestFrame(invocation=invocation)
         await self._watcher.wait_ready(APPEAR_TIMEOUT_S)
         try:
             return await self._router.send(deployment, request)

@@ -25,45 +25,49 @@ _sym_db = _symbol_database.Default()
 from capstan.v1 import deployment_pb2 as capstan_dot_v1_dot_deployment__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x61pstan/v1/replica.proto\x12\ncapstan.v1\x1a\x1b\x63\x61pstan/v1/deployment.proto\"\x8e\x01\n\x0f\x45xchangeRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12,\n\ninvocation\x18\x02 \x01(\x0b\x32\x16.capstan.v1.InvocationH\x00\x12\'\n\x04http\x18\x03 \x01(\x0b\x32\x17.capstan.v1.HttpRequestH\x00\x12\x10\n\x06\x63\x61ncel\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"u\n\nInvocation\x12\x0e\n\x06method\x18\x01 \x01(\t\x12(\n\targuments\x18\x02 \x01(\x0b\x32\x15.capstan.v1.Arguments\x12-\n\x0fresult_encoding\x18\x03 \x01(\x0e\x32\x14.capstan.v1.Encoding\"\xd7\x01\n\x0bHttpRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0e\n\x06scheme\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x14\n\x0cquery_string\x18\x04 \x01(\x0c\x12#\n\x07headers\x18\x05 \x03(\x0b\x32\x12.capstan.v1.Header\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\x12\x11\n\troot_path\x18\x07 \x01(\t\x12\x13\n\x0b\x63lient_host\x18\x08 \x01(\t\x12\x13\n\x0b\x63lient_port\x18\t \x01(\x05\x12\x14\n\x0chttp_version\x18\n \x01(\t\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"\xc3\x01\n\x10\x45xchangeResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x18\n\x10ongoing_requests\x18\x02 \x01(\r\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12%\n\x06result\x18\x04 \x01(\x0b\x32\x13.capstan.v1.PayloadH\x00\x12(\n\x04http\x18\x05 \x01(\x0b\x32\x18.capstan.v1.HttpResponseH\x00\x12\"\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x11.capstan.v1.ErrorH\x00\x42\x06\n\x04kind\"Q\n\x0cHttpResponse\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12#\n\x07headers\x18\x02 \x03(\x0b\x32\x12.capstan.v1.Header\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\"c\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0e\x65xception_type\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12\x10\n\x08rejected\x18\x05 \x01(\x08\"~\n\x12ReconfigureRequest\x12\x18\n\x0buser_config\x18\x01 \x01(\tH\x00\x88\x01\x01\x12#\n\x16max_concurrent_queries\x18\x02 \x01(\x05H\x01\x88\x01\x01\x42\x0e\n\x0c_user_configB\x19\n\x17_max_concurrent_queries\"\x15\n\x13ReconfigureResponse\"\x14\n\x12\x43heckHealthRequest\"\x15\n\x13\x43heckHealthResponse\"!\n\x0c\x44rainRequest\x12\x11\n\ttimeout_s\x18\x01 \x01(\x01\")\n\rDrainResponse\x12\x18\n\x10ongoing_requests\x18\x01 \x01(\r\"\x11\n\x0fGetStatsRequest\"\xab\x01\n\x10GetStatsResponse\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x12\n\ndeployment\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05nonce\x18\x04 \x01(\t\x12\x0b\n\x03pid\x18\x05 \x01(\x03\x12\x18\n\x10ongoing_requests\x18\x06 \x01(\r\x12\x16\n\x0etotal_requests\x18\x07 \x01(\x04\x12\x10\n\x08\x64raining\x18\x08 \x01(\x08\"\xa0\x01\n\rReplicaConfig\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12.\n\ndeployment\x18\x04 \x01(\x0b\x32\x1a.capstan.v1.DeploymentSpec\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x1d\n\x15\x63ontrol_plane_address\x18\x06 \x01(\t2\x80\x03\n\x0eReplicaService\x12I\n\x08\x45xchange\x12\x1b.capstan.v1.ExchangeRequest\x1a\x1c.capstan.v1.ExchangeResponse(\x01\x30\x01\x12N\n\x0bReconfigure\x12\x1e.capstan.v1.ReconfigureRequest\x1a\x1f.capstan.v1.ReconfigureResponse\x12N\n\x0b\x43heckHealth\x12\x1e.capstan.v1.CheckHealthRequest\x1a\x1f.capstan.v1.CheckHealthResponse\x12<\n\x05\x44rain\x12\x18.capstan.v1.DrainRequest\x1a\x19.capstan.v1.DrainResponse\x12\x45\n\x08GetStats\x12\x1b.capstan.v1.GetStatsRequest\x1a\x1c.capstan.v1.GetStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x61pstan/v1/replica.proto\x12\ncapstan.v1\x1a\x1b\x63\x61pstan/v1/deployment.proto\";\n\x0f\x45xchangeRequest\x12(\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x18.capstan.v1.RequestFrame\"\x8b\x01\n\x0cRequestFrame\x12\n\n\x02id\x18\x01 \x01(\x04\x12,\n\ninvocation\x18\x02 \x01(\x0b\x32\x16.capstan.v1.InvocationH\x00\x12\'\n\x04http\x18\x03 \x01(\x0b\x32\x17.capstan.v1.HttpRequestH\x00\x12\x10\n\x06\x63\x61ncel\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"u\n\nInvocation\x12\x0e\n\x06method\x18\x01 \x01(\t\x12(\n\targuments\x18\x02 \x01(\x0b\x32\x15.capstan.v1.Arguments\x12-\n\x0fresult_encoding\x18\x03 \x01(\x0e\x32\x14.capstan.v1.Encoding\"\xd7\x01\n\x0bHttpRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0e\n\x06scheme\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x14\n\x0cquery_string\x18\x04 \x01(\x0c\x12#\n\x07headers\x18\x05 \x03(\x0b\x32\x12.capstan.v1.Header\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\x12\x11\n\troot_path\x18\x07 \x01(\t\x12\x13\n\x0b\x63lient_host\x18\x08 \x01(\t\x12\x13\n\x0b\x63lient_port\x18\t \x01(\x05\x12\x14\n\x0chttp_version\x18\n \x01(\t\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"W\n\x10\x45xchangeResponse\x12)\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x19.capstan.v1.ResponseFrame\x12\x18\n\x10ongoing_requests\x18\x02 \x01(\r\"\xa6\x01\n\rResponseFrame\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12%\n\x06result\x18\x03 \x01(\x0b\x32\x13.capstan.v1.PayloadH\x00\x12(\n\x04http\x18\x04 \x01(\x0b\x32\x18.capstan.v1.HttpResponseH\x00\x12\"\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x11.capstan.v1.ErrorH\x00\x42\x06\n\x04kind\"Q\n\x0cHttpResponse\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12#\n\x07headers\x18\x02 \x03(\x0b\x32\x12.capstan.v1.Header\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\"c\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0e\x65xception_type\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12\x10\n\x08rejected\x18\x05 \x01(\x08\"~\n\x12ReconfigureRequest\x12\x18\n\x0buser_config\x18\x01 \x01(\tH\x00\x88\x01\x01\x12#\n\x16max_concurrent_queries\x18\x02 \x01(\x05H\x01\x88\x01\x01\x42\x0e\n\x0c_user_configB\x19\n\x17_max_concurrent_queries\"\x15\n\x13ReconfigureResponse\"\x14\n\x12\x43heckHealthRequest\"\x15\n\x13\x43heckHealthResponse\"!\n\x0c\x44rainRequest\x12\x11\n\ttimeout_s\x18\x01 \x01(\x01\")\n\rDrainResponse\x12\x18\n\x10ongoing_requests\x18\x01 \x01(\r\"\x11\n\x0fGetStatsRequest\"\xab\x01\n\x10GetStatsResponse\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x12\n\ndeployment\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05nonce\x18\x04 \x01(\t\x12\x0b\n\x03pid\x18\x05 \x01(\x03\x12\x18\n\x10ongoing_requests\x18\x06 \x01(\r\x12\x16\n\x0etotal_requests\x18\x07 \x01(\x04\x12\x10\n\x08\x64raining\x18\x08 \x01(\x08\"\xa0\x01\n\rReplicaConfig\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12.\n\ndeployment\x18\x04 \x01(\x0b\x32\x1a.capstan.v1.DeploymentSpec\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x1d\n\x15\x63ontrol_plane_address\x18\x06 \x01(\t2\x80\x03\n\x0eReplicaService\x12I\n\x08\x45xchange\x12\x1b.capstan.v1.ExchangeRequest\x1a\x1c.capstan.v1.ExchangeResponse(\x01\x30\x01\x12N\n\x0bReconfigure\x12\x1e.capstan.v1.ReconfigureRequest\x1a\x1f.capstan.v1.ReconfigureResponse\x12N\n\x0b\x43heckHealth\x12\x1e.capstan.v1.CheckHealthRequest\x1a\x1f.capstan.v1.CheckHealthResponse\x12<\n\x05\x44rain\x12\x18.capstan.v1.DrainRequest\x1a\x19.capstan.v1.DrainResponse\x12\x45\n\x08GetStats\x12\x1b.capstan.v1.GetStatsRequest\x1a\x1c.capstan.v1.GetStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'capstan.v1.replica_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXCHANGEREQUEST']._serialized_start=70
-  _globals['_EXCHANGEREQUEST']._serialized_end=212
-  _globals['_INVOCATION']._serialized_start=214
-  _globals['_INVOCATION']._serialized_end=331
-  _globals['_HTTPREQUEST']._serialized_start=334
-  _globals['_HTTPREQUEST']._serialized_end=549
-  _globals['_HEADER']._serialized_start=551
-  _globals['_HEADER']._serialized_end=588
-  _globals['_EXCHANGERESPONSE']._serialized_start=591
-  _globals['_EXCHANGERESPONSE']._serialized_end=786
-  _globals['_HTTPRESPONSE']._serialized_start=788
-  _globals['_HTTPRESPONSE']._serialized_end=869
-  _globals['_ERROR']._serialized_start=871
-  _globals['_ERROR']._serialized_end=970
-  _globals['_RECONFIGUREREQUEST']._serialized_start=972
-  _globals['_RECONFIGUREREQUEST']._serialized_end=1098
-  _globals['_RECONFIGURERESPONSE']._serialized_start=1100
-  _globals['_RECONFIGURERESPONSE']._serialized_end=1121
-  _globals['_CHECKHEALTHREQUEST']._serialized_start=1123
-  _globals['_CHECKHEALTHREQUEST']._serialized_end=1143
-  _globals['_CHECKHEALTHRESPONSE']._serialized_start=1145
-  _globals['_CHECKHEALTHRESPONSE']._serialized_end=1166
-  _globals['_DRAINREQUEST']._serialized_start=1168
-  _globals['_DRAINREQUEST']._serialized_end=1201
-  _globals['_DRAINRESPONSE']._serialized_start=1203
-  _globals['_DRAINRESPONSE']._serialized_end=1244
-  _globals['_GETSTATSREQUEST']._serialized_start=1246
-  _globals['_GETSTATSREQUEST']._serialized_end=1263
-  _globals['_GETSTATSRESPONSE']._serialized_start=1266
-  _globals['_GETSTATSRESPONSE']._serialized_end=1437
-  _globals['_REPLICACONFIG']._serialized_start=1440
-  _globals['_REPLICACONFIG']._serialized_end=1600
-  _globals['_REPLICASERVICE']._serialized_start=1603
-  _globals['_REPLICASERVICE']._serialized_end=1987
+  _globals['_EXCHANGEREQUEST']._serialized_start=69
+  _globals['_EXCHANGEREQUEST']._serialized_end=128
+  _globals['_REQUESTFRAME']._serialized_start=131
+  _globals['_REQUESTFRAME']._serialized_end=270
+  _globals['_INVOCATION']._serialized_start=272
+  _globals['_INVOCATION']._serialized_end=389
+  _globals['_HTTPREQUEST']._serialized_start=392
+  _globals['_HTTPREQUEST']._serialized_end=607
+  _globals['_HEADER']._serialized_start=609
+  _globals['_HEADER']._serialized_end=646
+  _globals['_EXCHANGERESPONSE']._serialized_start=648
+  _globals['_EXCHANGERESPONSE']._serialized_end=735
+  _globals['_RESPONSEFRAME']._serialized_start=738
+  _globals['_RESPONSEFRAME']._serialized_end=904
+  _globals['_HTTPRESPONSE']._serialized_start=906
+  _globals['_HTTPRESPONSE']._serialized_end=987
+  _globals['_ERROR']._serialized_start=989
+  _globals['_ERROR']._serialized_end=1088
+  _globals['_RECONFIGUREREQUEST']._serialized_start=1090
+  _globals['_RECONFIGUREREQUEST']._serialized_end=1216
+  _globals['_RECONFIGURERESPONSE']._serialized_start=1218
+  _globals['_RECONFIGURERESPONSE']._serialized_end=1239
+  _globals['_CHECKHEALTHREQUEST']._serialized_start=1241
+  _globals['_CHECKHEALTHREQUEST']._serialized_end=1261
+  _globals['_CHECKHEALTHRESPONSE']._serialized_start=1263
+  _globals['_CHECKHEALTHRESPONSE']._serialized_end=1284
+  _globals['_DRAINREQUEST']._serialized_start=1286
+  _globals['_DRAINREQUEST']._serialized_end=1319
+  _globals['_DRAINRESPONSE']._serialized_start=1321
+  _globals['_DRAINRESPONSE']._serialized_end=1362
+  _globals['_GETSTATSREQUEST']._serialized_start=1364
+  _globals['_GETSTATSREQUEST']._serialized_end=1381
+  _globals['_GETSTATSRESPONSE']._serialized_start=1384
+  _globals['_GETSTATSRESPONSE']._serialized_end=1555
+  _globals['_REPLICACONFIG']._serialized_start=1558
+  _globals['_REPLICACONFIG']._serialized_end=1718
+  _globals['_REPLICASERVICE']._serialized_start=1721
+  _globals['_REPLICASERVICE']._serialized_end=2105
 # @@protoc_insertion_point(module_scope)

@@ -23,6 +23,28 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class ExchangeRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    FRAMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def frames(self) -> _containers.RepeatedCompositeFieldContainer[Global___RequestFrame]: ...
+    def __init__(
+        self,
+        *,
+        frames: _abc.Iterable[Global___RequestFrame] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frames", b"frames"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExchangeRequest: _TypeAlias = ExchangeRequest  # noqa: Y015
+
+@_typing.final
+class RequestFrame(_message.Message):
+    """One request's part of an ExchangeRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
     ID_FIELD_NUMBER: _builtins.int
     INVOCATION_FIELD_NUMBER: _builtins.int
     HTTP_FIELD_NUMBER: _builtins.int
@@ -51,7 +73,7 @@ class ExchangeRequest(_message.Message):
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
-Global___ExchangeRequest: _TypeAlias = ExchangeRequest  # noqa: Y015
+Global___RequestFrame: _TypeAlias = RequestFrame  # noqa: Y015
 
 @_typing.final
 class Invocation(_message.Message):
@@ -160,25 +182,48 @@ Global___Header: _TypeAlias = Header  # noqa: Y015
 class ExchangeResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ID_FIELD_NUMBER: _builtins.int
+    FRAMES_FIELD_NUMBER: _builtins.int
     ONGOING_REQUESTS_FIELD_NUMBER: _builtins.int
+    ongoing_requests: _builtins.int
+    """Requests this replica has in flight as this message leaves, for routers."""
+    @_builtins.property
+    def frames(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResponseFrame]: ...
+    def __init__(
+        self,
+        *,
+        frames: _abc.Iterable[Global___ResponseFrame] | None = ...,
+        ongoing_requests: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frames", b"frames", "ongoing_requests", b"ongoing_requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExchangeResponse: _TypeAlias = ExchangeResponse  # noqa: Y015
+
+@_typing.final
+class ResponseFrame(_message.Message):
+    """One request's part of an ExchangeResponse."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     HTTP_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     id: _builtins.int
-    ongoing_requests: _builtins.int
-    """Requests this replica has in flight after this message, for routers."""
     done: _builtins.bool
-    """The last message for `id`."""
+    """The last frame for `id`."""
     @_builtins.property
     def result(self) -> _deployment_pb2.Payload:
         """The return value, or one item of a streamed one."""
 
     @_builtins.property
     def http(self) -> Global___HttpResponse:
-        """First message: status, headers and the start of the body; later
-        messages: more body.
+        """First frame: status, headers and the start of the body; later frames:
+        more body.
         """
 
     @_builtins.property
@@ -187,7 +232,6 @@ class ExchangeResponse(_message.Message):
         self,
         *,
         id: _builtins.int = ...,
-        ongoing_requests: _builtins.int = ...,
         done: _builtins.bool = ...,
         result: _deployment_pb2.Payload | None = ...,
         http: Global___HttpResponse | None = ...,
@@ -195,13 +239,13 @@ class ExchangeResponse(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "http", b"http", "kind", b"kind", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "error", b"error", "http", b"http", "id", b"id", "kind", b"kind", "ongoing_requests", b"ongoing_requests", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "error", b"error", "http", b"http", "id", b"id", "kind", b"kind", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["result", "http", "error"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
-Global___ExchangeResponse: _TypeAlias = ExchangeResponse  # noqa: Y015
+Global___ResponseFrame: _TypeAlias = ResponseFrame  # noqa: Y015
 
 @_typing.final
 class HttpResponse(_message.Message):

@@ -71,9 +71,12 @@ class ReplicaServiceServicer:
     def Exchange(self, request_iterator, context):
         """The request path. One long-lived stream per caller carries many requests
         at once, told apart by `id`; responses come back in any order. Each
-        request gets one or more responses, the last with `done` set. A request
-        the replica did not start (full or draining) is answered with an Error
-        whose `rejected` is set: the caller may send it to another replica.
+        message carries one or more frames: a writer batches whatever queued up
+        while its previous write was in flight, so under load one gRPC message
+        (the costly part) serves many requests. Each request gets one or more
+        response frames, the last with `done` set. A request the replica did not
+        start (full or draining) is answered with an Error whose `rejected` is
+        set: the caller may send it to another replica.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,9 +38,12 @@ class ReplicaServiceStub:
     Exchange: _grpc.StreamStreamMultiCallable[_replica_pb2.ExchangeRequest, _replica_pb2.ExchangeResponse]
     """The request path. One long-lived stream per caller carries many requests
     at once, told apart by `id`; responses come back in any order. Each
-    request gets one or more responses, the last with `done` set. A request
-    the replica did not start (full or draining) is answered with an Error
-    whose `rejected` is set: the caller may send it to another replica.
+    message carries one or more frames: a writer batches whatever queued up
+    while its previous write was in flight, so under load one gRPC message
+    (the costly part) serves many requests. Each request gets one or more
+    response frames, the last with `done` set. A request the replica did not
+    start (full or draining) is answered with an Error whose `rejected` is
+    set: the caller may send it to another replica.
     """
     Reconfigure: _grpc.UnaryUnaryMultiCallable[_replica_pb2.ReconfigureRequest, _replica_pb2.ReconfigureResponse]
     """Applies a new user_config (through the user's reconfigure()) and
@@ -66,9 +69,12 @@ class ReplicaServiceAsyncStub(ReplicaServiceStub):
     Exchange: _aio.StreamStreamMultiCallable[_replica_pb2.ExchangeRequest, _replica_pb2.ExchangeResponse]  # type: ignore[assignment]
     """The request path. One long-lived stream per caller carries many requests
     at once, told apart by `id`; responses come back in any order. Each
-    request gets one or more responses, the last with `done` set. A request
-    the replica did not start (full or draining) is answered with an Error
-    whose `rejected` is set: the caller may send it to another replica.
+    message carries one or more frames: a writer batches whatever queued up
+    while its previous write was in flight, so under load one gRPC message
+    (the costly part) serves many requests. Each request gets one or more
+    response frames, the last with `done` set. A request the replica did not
+    start (full or draining) is answered with an Error whose `rejected` is
+    set: the caller may send it to another replica.
     """
     Reconfigure: _aio.UnaryUnaryMultiCallable[_replica_pb2.ReconfigureRequest, _replica_pb2.ReconfigureResponse]  # type: ignore[assignment]
     """Applies a new user_config (through the user's reconfigure()) and
@@ -97,9 +103,12 @@ class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_replica_pb2.ExchangeResponse], _abc.AsyncIterator[_replica_pb2.ExchangeResponse]]:
         """The request path. One long-lived stream per caller carries many requests
         at once, told apart by `id`; responses come back in any order. Each
-        request gets one or more responses, the last with `done` set. A request
-        the replica did not start (full or draining) is answered with an Error
-        whose `rejected` is set: the caller may send it to another replica.
+        message carries one or more frames: a writer batches whatever queued up
+        while its previous write was in flight, so under load one gRPC message
+        (the costly part) serves many requests. Each request gets one or more
+        response frames, the last with `done` set. A request the replica did not
+        start (full or draining) is answered with an Error whose `rejected` is
+        set: the caller may send it to another replica.
         """
 
     @_abc_1.abstractmethod

@@ -174,9 +174,12 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
     async def Shutdown(
         self, request: cp.ShutdownRequest, context: grpc.aio.ServicerContext
     ) -> cp.ShutdownResponse:
-        """Drains and stops every replica, then asks the server to stop; the
-        answer comes once the replicas are gone."""
+        """Drains and stops every replica (deleting the deployments unless
+        asked to keep them), then asks the server to stop; the answer comes
+        once the replicas are gone."""
         records = await self._store.deployments()
+        if not request.keep_deployments:
+            records = [await self._store.mark_deleting(r.spec.name) for r in records]
         timeout_s = _SHUTDOWN_SLACK_S + max(
             (r.spec.graceful_shutdown_wait_loop_s + r.spec.graceful_shutdown_timeout_s
              for r in records),
@@ -187,6 +190,9 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
             await self._reconciler.stop_all_replicas(timeout_s)
         except TimeoutError:
             log.warning("some replicas were still stopping after %.0f s", timeout_s)
+        if not request.keep_deployments:
+            for record in records:
+                await self._store.remove(record.spec.name, record.generation)
         self._on_shutdown()
         return cp.ShutdownResponse()
 

@@ -261,6 +261,18 @@ async def test_shutdown_stops_every_replica(harness: Harness) -> None:
     await harness.stub.Shutdown(cp.ShutdownRequest(), timeout=30)
     assert harness.world.replicas == {}
     assert harness.plane is not None and harness.plane.stopped.is_set()
+    await harness.start()  # as Ray Serve's shutdown: the deployments are gone
+    reply = await harness.stub.ListDeployments(cp.ListDeploymentsRequest())
+    assert list(reply.deployments) == []
+
+
+async def test_shutdown_keeping_deployments_brings_them_back(harness: Harness) -> None:
+    await harness.apply(num_replicas=2, version="v1")
+    await harness.stub.Shutdown(cp.ShutdownRequest(keep_deployments=True), timeout=30)
+    assert harness.world.replicas == {}
+    await harness.start()
+    await eventually(lambda: _state_is(harness, HEALTHY), "the kept deployment to run again")
+    assert len(ids(await harness.get())) == 2
 
 
 async def test_health_and_reflection_are_served(harness: Harness) -> None:

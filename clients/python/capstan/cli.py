@@ -60,7 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("name")
     delete.set_defaults(command=_delete)
 
-    shutdown = commands.add_parser("shutdown", help="stop everything")
+    shutdown = commands.add_parser("shutdown", help="stop everything, deleting deployments")
+    shutdown.add_argument(
+        "--keep-deployments",
+        action="store_true",
+        help="keep the deployments stored, for the next capstan start",
+    )
     shutdown.set_defaults(command=_shutdown)
     return parser
 
@@ -137,5 +142,5 @@ def _delete(args: argparse.Namespace) -> None:
 
 
 def _shutdown(args: argparse.Namespace) -> None:
-    ControlPlaneClient(args.address).shutdown()
+    ControlPlaneClient(args.address).shutdown(keep_deployments=args.keep_deployments)
     print("capstan is shut down")

@@ -16,6 +16,11 @@ DEFAULT_ADDRESS = "127.0.0.1:8765"
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.max_send_message_length", 64 << 20),
+    # A control plane that is still starting refuses the first connection;
+    # gRPC's default backoff would then wait a whole second to try again.
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
 ]
 
 
@@ -55,8 +60,9 @@ class ControlPlaneClient:
     def list(self) -> list[cp.Deployment]:
         return list(self._call(self._stub.ListDeployments, cp.ListDeploymentsRequest()).deployments)
 
-    def shutdown(self) -> None:
-        self._call(self._stub.Shutdown, cp.ShutdownRequest())
+    def shutdown(self, *, keep_deployments: bool = False) -> None:
+        request = cp.ShutdownRequest(keep_deployments=keep_deployments)
+        self._call(self._stub.Shutdown, request)
 
     def close(self) -> None:
         self._channel.close()

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from capstan.v1 import deployment_pb2 as capstan_dot_v1_dot_deployment__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63\x61pstan/v1/controlplane.proto\x12\ncapstan.v1\x1a\x1b\x63\x61pstan/v1/deployment.proto\"c\n\x16\x41pplyDeploymentRequest\x12(\n\x04spec\x18\x01 \x01(\x0b\x32\x1a.capstan.v1.DeploymentSpec\x12\x0c\n\x04wait\x18\x02 \x01(\x08\x12\x11\n\ttimeout_s\x18\x03 \x01(\x01\"E\n\x17\x41pplyDeploymentResponse\x12*\n\ndeployment\x18\x01 \x01(\x0b\x32\x16.capstan.v1.Deployment\"5\n\x17\x44\x65leteDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04wait\x18\x02 \x01(\x08\"\x1a\n\x18\x44\x65leteDeploymentResponse\"$\n\x14GetDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"C\n\x15GetDeploymentResponse\x12*\n\ndeployment\x18\x01 \x01(\x0b\x32\x16.capstan.v1.Deployment\"\x18\n\x16ListDeploymentsRequest\"F\n\x17ListDeploymentsResponse\x12+\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x16.capstan.v1.Deployment\"\x14\n\x12WatchRoutesRequest\"P\n\x13WatchRoutesResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\'\n\tendpoints\x18\x02 \x03(\x0b\x32\x14.capstan.v1.Endpoint\"\x11\n\x0fShutdownRequest\"\x12\n\x10ShutdownResponse\"\xab\x01\n\nDeployment\x12(\n\x04spec\x18\x01 \x01(\x0b\x32\x1a.capstan.v1.DeploymentSpec\x12\x0f\n\x07version\x18\x02 \x01(\t\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.capstan.v1.DeploymentState\x12\x0f\n\x07message\x18\x04 \x01(\t\x12%\n\x08replicas\x18\x05 \x03(\x0b\x32\x13.capstan.v1.Replica\"\x91\x01\n\x07Replica\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.capstan.v1.ReplicaState\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x10\n\x08\x65xecutor\x18\x05 \x01(\t\x12\x0c\n\x04node\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\"\x97\x01\n\x08\x45ndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0croute_prefix\x18\x02 \x01(\t\x12\x1e\n\x16max_concurrent_queries\x18\x03 \x01(\x05\x12\x1b\n\x13max_queued_requests\x18\x04 \x01(\x05\x12*\n\x08replicas\x18\x05 \x03(\x0b\x32\x18.capstan.v1.RouteReplica\"+\n\x0cRouteReplica\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t*\xd3\x01\n\x0f\x44\x65ploymentState\x12 \n\x1c\x44\x45PLOYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45PLOYMENT_STATE_UPDATING\x10\x01\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_HEALTHY\x10\x02\x12\x1e\n\x1a\x44\x45PLOYMENT_STATE_UNHEALTHY\x10\x03\x12\"\n\x1e\x44\x45PLOYMENT_STATE_DEPLOY_FAILED\x10\x04\x12\x1d\n\x19\x44\x45PLOYMENT_STATE_DELETING\x10\x05*\xb7\x01\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15REPLICA_STATE_PENDING\x10\x01\x12\x1a\n\x16REPLICA_STATE_STARTING\x10\x02\x12\x19\n\x15REPLICA_STATE_RUNNING\x10\x03\x12\x1a\n\x16REPLICA_STATE_DRAINING\x10\x04\x12\x1a\n\x16REPLICA_STATE_STOPPING\x10\x05\x32\x9b\x04\n\x13\x43ontrolPlaneService\x12Z\n\x0f\x41pplyDeployment\x12\".capstan.v1.ApplyDeploymentRequest\x1a#.capstan.v1.ApplyDeploymentResponse\x12]\n\x10\x44\x65leteDeployment\x12#.capstan.v1.DeleteDeploymentRequest\x1a$.capstan.v1.DeleteDeploymentResponse\x12T\n\rGetDeployment\x12 .capstan.v1.GetDeploymentRequest\x1a!.capstan.v1.GetDeploymentResponse\x12Z\n\x0fListDeployments\x12\".capstan.v1.ListDeploymentsRequest\x1a#.capstan.v1.ListDeploymentsResponse\x12P\n\x0bWatchRoutes\x12\x1e.capstan.v1.WatchRoutesRequest\x1a\x1f.capstan.v1.WatchRoutesResponse0\x01\x12\x45\n\x08Shutdown\x12\x1b.capstan.v1.ShutdownRequest\x1a\x1c.capstan.v1.ShutdownResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63\x61pstan/v1/controlplane.proto\x12\ncapstan.v1\x1a\x1b\x63\x61pstan/v1/deployment.proto\"c\n\x16\x41pplyDeploymentRequest\x12(\n\x04spec\x18\x01 \x01(\x0b\x32\x1a.capstan.v1.DeploymentSpec\x12\x0c\n\x04wait\x18\x02 \x01(\x08\x12\x11\n\ttimeout_s\x18\x03 \x01(\x01\"E\n\x17\x41pplyDeploymentResponse\x12*\n\ndeployment\x18\x01 \x01(\x0b\x32\x16.capstan.v1.Deployment\"5\n\x17\x44\x65leteDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04wait\x18\x02 \x01(\x08\"\x1a\n\x18\x44\x65leteDeploymentResponse\"$\n\x14GetDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"C\n\x15GetDeploymentResponse\x12*\n\ndeployment\x18\x01 \x01(\x0b\x32\x16.capstan.v1.Deployment\"\x18\n\x16ListDeploymentsRequest\"F\n\x17ListDeploymentsResponse\x12+\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x16.capstan.v1.Deployment\"\x14\n\x12WatchRoutesRequest\"P\n\x13WatchRoutesResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\'\n\tendpoints\x18\x02 \x03(\x0b\x32\x14.capstan.v1.Endpoint\"+\n\x0fShutdownRequest\x12\x18\n\x10keep_deployments\x18\x01 \x01(\x08\"\x12\n\x10ShutdownResponse\"\xab\x01\n\nDeployment\x12(\n\x04spec\x18\x01 \x01(\x0b\x32\x1a.capstan.v1.DeploymentSpec\x12\x0f\n\x07version\x18\x02 \x01(\t\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.capstan.v1.DeploymentState\x12\x0f\n\x07message\x18\x04 \x01(\t\x12%\n\x08replicas\x18\x05 \x03(\x0b\x32\x13.capstan.v1.Replica\"\x91\x01\n\x07Replica\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.capstan.v1.ReplicaState\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x10\n\x08\x65xecutor\x18\x05 \x01(\t\x12\x0c\n\x04node\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\"\x97\x01\n\x08\x45ndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0croute_prefix\x18\x02 \x01(\t\x12\x1e\n\x16max_concurrent_queries\x18\x03 \x01(\x05\x12\x1b\n\x13max_queued_requests\x18\x04 \x01(\x05\x12*\n\x08replicas\x18\x05 \x03(\x0b\x32\x18.capstan.v1.RouteReplica\"+\n\x0cRouteReplica\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t*\xd3\x01\n\x0f\x44\x65ploymentState\x12 \n\x1c\x44\x45PLOYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45PLOYMENT_STATE_UPDATING\x10\x01\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_HEALTHY\x10\x02\x12\x1e\n\x1a\x44\x45PLOYMENT_STATE_UNHEALTHY\x10\x03\x12\"\n\x1e\x44\x45PLOYMENT_STATE_DEPLOY_FAILED\x10\x04\x12\x1d\n\x19\x44\x45PLOYMENT_STATE_DELETING\x10\x05*\xb7\x01\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15REPLICA_STATE_PENDING\x10\x01\x12\x1a\n\x16REPLICA_STATE_STARTING\x10\x02\x12\x19\n\x15REPLICA_STATE_RUNNING\x10\x03\x12\x1a\n\x16REPLICA_STATE_DRAINING\x10\x04\x12\x1a\n\x16REPLICA_STATE_STOPPING\x10\x05\x32\x9b\x04\n\x13\x43ontrolPlaneService\x12Z\n\x0f\x41pplyDeployment\x12\".capstan.v1.ApplyDeploymentRequest\x1a#.capstan.v1.ApplyDeploymentResponse\x12]\n\x10\x44\x65leteDeployment\x12#.capstan.v1.DeleteDeploymentRequest\x1a$.capstan.v1.DeleteDeploymentResponse\x12T\n\rGetDeployment\x12 .capstan.v1.GetDeploymentRequest\x1a!.capstan.v1.GetDeploymentResponse\x12Z\n\x0fListDeployments\x12\".capstan.v1.ListDeploymentsRequest\x1a#.capstan.v1.ListDeploymentsResponse\x12P\n\x0bWatchRoutes\x12\x1e.capstan.v1.WatchRoutesRequest\x1a\x1f.capstan.v1.WatchRoutesResponse0\x01\x12\x45\n\x08Shutdown\x12\x1b.capstan.v1.ShutdownRequest\x1a\x1c.capstan.v1.ShutdownResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'capstan.v1.controlplane_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DEPLOYMENTSTATE']._serialized_start=1199
-  _globals['_DEPLOYMENTSTATE']._serialized_end=1410
-  _globals['_REPLICASTATE']._serialized_start=1413
-  _globals['_REPLICASTATE']._serialized_end=1596
+  _globals['_DEPLOYMENTSTATE']._serialized_start=1225
+  _globals['_DEPLOYMENTSTATE']._serialized_end=1436
+  _globals['_REPLICASTATE']._serialized_start=1439
+  _globals['_REPLICASTATE']._serialized_end=1622
   _globals['_APPLYDEPLOYMENTREQUEST']._serialized_start=74
   _globals['_APPLYDEPLOYMENTREQUEST']._serialized_end=173
   _globals['_APPLYDEPLOYMENTRESPONSE']._serialized_start=175
@@ -57,17 +57,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHROUTESRESPONSE']._serialized_start=556
   _globals['_WATCHROUTESRESPONSE']._serialized_end=636
   _globals['_SHUTDOWNREQUEST']._serialized_start=638
-  _globals['_SHUTDOWNREQUEST']._serialized_end=655
-  _globals['_SHUTDOWNRESPONSE']._serialized_start=657
-  _globals['_SHUTDOWNRESPONSE']._serialized_end=675
-  _globals['_DEPLOYMENT']._serialized_start=678
-  _globals['_DEPLOYMENT']._serialized_end=849
-  _globals['_REPLICA']._serialized_start=852
-  _globals['_REPLICA']._serialized_end=997
-  _globals['_ENDPOINT']._serialized_start=1000
-  _globals['_ENDPOINT']._serialized_end=1151
-  _globals['_ROUTEREPLICA']._serialized_start=1153
-  _globals['_ROUTEREPLICA']._serialized_end=1196
-  _globals['_CONTROLPLANESERVICE']._serialized_start=1599
-  _globals['_CONTROLPLANESERVICE']._serialized_end=2138
+  _globals['_SHUTDOWNREQUEST']._serialized_end=681
+  _globals['_SHUTDOWNRESPONSE']._serialized_start=683
+  _globals['_SHUTDOWNRESPONSE']._serialized_end=701
+  _globals['_DEPLOYMENT']._serialized_start=704
+  _globals['_DEPLOYMENT']._serialized_end=875
+  _globals['_REPLICA']._serialized_start=878
+  _globals['_REPLICA']._serialized_end=1023
+  _globals['_ENDPOINT']._serialized_start=1026
+  _globals['_ENDPOINT']._serialized_end=1177
+  _globals['_ROUTEREPLICA']._serialized_start=1179
+  _globals['_ROUTEREPLICA']._serialized_end=1222
+  _globals['_CONTROLPLANESERVICE']._serialized_start=1625
+  _globals['_CONTROLPLANESERVICE']._serialized_end=2164
 # @@protoc_insertion_point(module_scope)

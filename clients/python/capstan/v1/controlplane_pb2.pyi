@@ -282,12 +282,16 @@ Global___WatchRoutesResponse: _TypeAlias = WatchRoutesResponse  # noqa: Y015
 class ShutdownRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    KEEP_DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    keep_deployments: _builtins.bool
     def __init__(
         self,
+        *,
+        keep_deployments: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep_deployments", b"keep_deployments"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

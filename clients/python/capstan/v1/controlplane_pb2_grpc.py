@@ -113,7 +113,9 @@ class ControlPlaneServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Shutdown(self, request, context):
-        """Stops every replica, then the control plane itself.
+        """Stops every replica, then the control plane itself. Deployments are
+        deleted too (as Ray Serve's shutdown does) unless keep_deployments is set,
+        in which case the next start brings them back.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

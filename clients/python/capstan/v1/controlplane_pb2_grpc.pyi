@@ -51,7 +51,10 @@ class ControlPlaneServiceStub:
     WatchRoutes: _grpc.UnaryStreamMultiCallable[_controlplane_pb2.WatchRoutesRequest, _controlplane_pb2.WatchRoutesResponse]
     """The route table now, then again each time it changes."""
     Shutdown: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.ShutdownRequest, _controlplane_pb2.ShutdownResponse]
-    """Stops every replica, then the control plane itself."""
+    """Stops every replica, then the control plane itself. Deployments are
+    deleted too (as Ray Serve's shutdown does) unless keep_deployments is set,
+    in which case the next start brings them back.
+    """
 
 @_typing.type_check_only
 class ControlPlaneServiceAsyncStub(ControlPlaneServiceStub):
@@ -76,7 +79,10 @@ class ControlPlaneServiceAsyncStub(ControlPlaneServiceStub):
     WatchRoutes: _aio.UnaryStreamMultiCallable[_controlplane_pb2.WatchRoutesRequest, _controlplane_pb2.WatchRoutesResponse]  # type: ignore[assignment]
     """The route table now, then again each time it changes."""
     Shutdown: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.ShutdownRequest, _controlplane_pb2.ShutdownResponse]  # type: ignore[assignment]
-    """Stops every replica, then the control plane itself."""
+    """Stops every replica, then the control plane itself. Deployments are
+    deleted too (as Ray Serve's shutdown does) unless keep_deployments is set,
+    in which case the next start brings them back.
+    """
 
 class ControlPlaneServiceServicer(metaclass=_abc_1.ABCMeta):
     """The control plane: stores deployment specs and drives executors until the
@@ -134,6 +140,9 @@ class ControlPlaneServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _controlplane_pb2.ShutdownRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_controlplane_pb2.ShutdownResponse, _abc.Awaitable[_controlplane_pb2.ShutdownResponse]]:
-        """Stops every replica, then the control plane itself."""
+        """Stops every replica, then the control plane itself. Deployments are
+        deleted too (as Ray Serve's shutdown does) unless keep_deployments is set,
+        in which case the next start brings them back.
+        """
 
 def add_ControlPlaneServiceServicer_to_server(servicer: ControlPlaneServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

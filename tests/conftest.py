@@ -6,8 +6,9 @@ import pytest
 
 from tests.cluster import Cluster, start_cluster, stop_cluster
 
-# Real OpenSSH servers on loopback, for the SSH executor's tests.
-pytest_plugins = ["tests.sshd"]
+# Session fixtures: real OpenSSH servers on loopback and one real local Ray,
+# each started once, for the executor tests that need them.
+pytest_plugins = ["tests.sshd", "tests.ray_cluster"]
 
 # Declared capacity, so that scaling tests are not bound by this machine's
 # two CPUs (a replica reserves one CPU by default, as in Ray Serve).

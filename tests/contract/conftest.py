@@ -15,6 +15,7 @@ import pytest
 
 from executors.base import Executor
 from executors.local import LocalExecutor
+from tests.ray_cluster import make_ray_executor
 
 ExecutorFactory = Callable[[pytest.FixtureRequest, pathlib.Path], Executor]
 
@@ -23,6 +24,9 @@ EXECUTORS: dict[str, ExecutorFactory] = {
         {"num_cpus": 4, "start_timeout_s": 60}, state_dir
     ),
     "ssh": lambda request, state_dir: request.getfixturevalue("ssh_hosts").executor(state_dir),
+    "ray": lambda request, state_dir: make_ray_executor(
+        request.getfixturevalue("ray_cluster"), state_dir
+    ),
 }
 
 

@@ -1,0 +1,132 @@
+"""This process's one connection to Ray.
+
+`ray.init` is per process, so every RayExecutor in it shares one connection:
+the first to connect opens it, the last to close it shuts it down. A
+connection that something else in the process opened is borrowed and never
+shut down by us.
+
+Ray's driver ends its whole process when the cluster's GCS has been
+unreachable for 60 s (gcs_rpc_server_reconnect_timeout_s). Here the driver
+is the control plane, which must outlive any cluster, so that timeout is
+raised to a day: while Ray is away, calls fail at their deadlines instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from typing import Any
+
+import ray
+
+from executors.base import ExecutorError
+from executors.ray.calls import BlockingCalls
+from executors.ray.settings import RaySettings
+
+log = logging.getLogger("capstan.executors.ray")
+
+_GCS_PATIENCE = {"RAY_gcs_rpc_server_reconnect_timeout_s": str(24 * 3600)}
+
+
+@dataclasses.dataclass
+class _Shared:
+    """What this process is connected to, and how many executors use it."""
+
+    address: str | None = None
+    namespace: str = ""
+    users: int = 0
+    # We called ray.init, so the last user calls ray.shutdown.
+    is_ours: bool = False
+
+
+_lock = threading.Lock()
+_shared = _Shared()
+
+
+async def connect(settings: RaySettings, calls: BlockingCalls) -> None:
+    """Joins (or opens) the process's connection. Raises `ExecutorError`
+    when Ray cannot be reached in time or the process is already connected
+    to another cluster or namespace. An attempt that succeeds after its
+    deadline is left again at once."""
+    where = settings.address or "a local Ray"
+    try:
+        await calls.run(
+            _join,
+            settings,
+            timeout_s=settings.connect_timeout_s,
+            what=f"connecting to {where}",
+            undo=lambda _: _leave(),
+        )
+    except ExecutorError:
+        raise
+    except Exception as error:
+        raise ExecutorError(
+            f"cannot connect to Ray at {where}: {type(error).__name__}: {error}"
+        ) from error
+
+
+async def disconnect(settings: RaySettings, calls: BlockingCalls) -> None:
+    """Leaves the connection; the last user shuts it down if it is ours."""
+    await calls.run(_leave, timeout_s=settings.connect_timeout_s, what="disconnecting")
+
+
+def _join(settings: RaySettings) -> None:
+    with _lock:
+        if _shared.users == 0:
+            _open(settings)
+        elif (_shared.address, _shared.namespace) != (settings.address, settings.namespace):
+            raise ExecutorError(
+                f"this process is connected to Ray at {_shared.address or 'a local Ray'} "
+                f"(namespace {_shared.namespace!r}); one process can use only one Ray "
+                "cluster and namespace",
+                retryable=False,
+            )
+        _shared.users += 1
+
+
+def _open(settings: RaySettings) -> None:
+    if ray.is_initialized():
+        namespace = ray.get_runtime_context().namespace
+        if namespace != settings.namespace:
+            raise ExecutorError(
+                f"Ray is already initialised in this process with namespace {namespace!r}, "
+                f"not {settings.namespace!r}",
+                retryable=False,
+            )
+        _shared.is_ours = False
+    else:
+        for name, value in _GCS_PATIENCE.items():
+            os.environ.setdefault(name, value)
+        ray.init(**_init_arguments(settings))
+        _shared.is_ours = True
+    _shared.address, _shared.namespace = settings.address, settings.namespace
+
+
+def _init_arguments(settings: RaySettings) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "address": settings.address,
+        "namespace": settings.namespace,
+        # Replica logs stay in Ray's session logs rather than in ours.
+        "log_to_driver": False,
+        "logging_level": logging.WARNING,
+    }
+    if settings.is_local:
+        arguments["include_dashboard"] = False
+        if settings.num_cpus is not None:
+            arguments["num_cpus"] = settings.num_cpus
+    return arguments
+
+
+def _leave() -> None:
+    with _lock:
+        if _shared.users == 0:
+            return
+        _shared.users -= 1
+        if _shared.users > 0:
+            return
+        if _shared.is_ours:
+            # Also ends a local Ray the executor started, and its replicas.
+            ray.shutdown()
+        _shared.address, _shared.namespace, _shared.is_ours = None, "", False

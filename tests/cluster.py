@@ -63,20 +63,22 @@ class Cluster:
         )
 
     def processes(self) -> list[int]:
-        """Pids of every live process that belongs to this cluster."""
-        marker = str(self.state_dir).encode()
-        pids = []
+        """Pids of every live process that belongs to this cluster: the proxy,
+        and any process with an argument naming the state folder or a file in it."""
+        folder = str(self.state_dir)
         proxy = self.state_dir / "proxy.json"
         proxy_pid = json.loads(proxy.read_text())["pid"] if proxy.exists() else None
+        pids = []
         for entry in pathlib.Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
-                cmdline = (entry / "cmdline").read_bytes()
+                args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
                 state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
             except OSError:
                 continue
-            if state != "Z" and (marker in cmdline or int(entry.name) == proxy_pid):
+            ours = any(a == folder or a.startswith(folder + "/") for a in args)
+            if state != "Z" and (ours or int(entry.name) == proxy_pid):
                 pids.append(int(entry.name))
         return pids
 
@@ -84,22 +86,34 @@ class Cluster:
 def start_cluster(state_dir: pathlib.Path, config: dict | None = None) -> Cluster:
     state_dir.mkdir(parents=True, exist_ok=True)
     control_port, http_port, grpc_port = free_ports(3)
-    address = f"127.0.0.1:{control_port}"
-    command = [sys.executable, "-m", "capstan", "--address", address, "start"]
-    command += ["--state-dir", str(state_dir), "--http-port", str(http_port)]
-    command += ["--grpc-port", str(grpc_port)]
     if config is not None:
-        config_file = state_dir / "config.json"
-        config_file.write_text(json.dumps(config))
-        command += ["--config", str(config_file)]
+        (state_dir / "config.json").write_text(json.dumps(config))
+    cluster = Cluster(
+        state_dir,
+        f"127.0.0.1:{control_port}",
+        f"http://127.0.0.1:{http_port}",
+        f"127.0.0.1:{grpc_port}",
+        process=None,  # type: ignore[arg-type]
+    )
+    return restart_cluster(cluster)
+
+
+def restart_cluster(cluster: Cluster) -> Cluster:
+    """Runs `capstan start` for the cluster's state folder and ports (again,
+    after a crash) and waits until its proxy answers."""
+    state_dir = cluster.state_dir
+    http_port = cluster.http_url.rpartition(":")[2]
+    grpc_port = cluster.grpc_address.rpartition(":")[2]
+    command = [sys.executable, "-m", "capstan", "--address", cluster.address, "start"]
+    command += ["--state-dir", str(state_dir), "--http-port", http_port]
+    command += ["--grpc-port", grpc_port]
+    if (state_dir / "config.json").exists():
+        command += ["--config", str(state_dir / "config.json")]
     (state_dir / "logs").mkdir(exist_ok=True)
     with open(state_dir / "logs" / "capstan.log", "ab") as log:
-        process = subprocess.Popen(
+        cluster.process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-    cluster = Cluster(
-        state_dir, address, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", process
-    )
     try:
         wait_until(lambda: _is_ready(cluster), 60, "capstan start to answer")
     except TimeoutError:
@@ -109,8 +123,16 @@ def start_cluster(state_dir: pathlib.Path, config: dict | None = None) -> Cluste
 
 
 def _is_ready(cluster: Cluster) -> bool:
+    """Both the control plane and the proxy answer. (After a crash the proxy
+    is still up, so it alone says nothing about the new control plane.)"""
     if cluster.process.poll() is not None:
         raise RuntimeError(f"capstan start exited early:\n{cluster.log()}")
+    client = cluster.client()
+    try:
+        if not client.is_reachable(timeout_s=0.2):
+            return False
+    finally:
+        client.close()
     try:
         return httpx.get(cluster.http_url + "/-/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
@@ -123,8 +145,8 @@ def stop_cluster(cluster: Cluster) -> None:
     client = cluster.client()
     try:
         client.shutdown()
-    except CapstanError:
-        pass
+    except CapstanError as error:
+        print(f"shutdown of {cluster.address} failed: {error!r}", file=sys.stderr)
     finally:
         client.close()
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import pathlib
 import signal
@@ -47,6 +48,9 @@ class LocalServices:
         from controlplane.server import run_control_plane
         from controlplane.settings import Settings
 
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         host, _, port = self.address.rpartition(":")
         settings = Settings(
             state_dir=self.state_dir,

@@ -136,8 +136,9 @@ class ReplicaRef:
 class Executor(abc.ABC):
     """Runs replica workers somewhere. One instance per control plane.
 
-    Call order: construct, then any number of `capacity`/`launch`/`stop`/
-    `observe` calls (concurrently, from one event loop), then `close` once.
+    Call order: construct, then any number of `capacity`/`prepare`/`launch`/
+    `stop`/`observe` calls (concurrently, from one event loop; `prepare`
+    before each `launch`), then `close` once.
     Every method is a coroutine and must not block the loop.
     """
 
@@ -157,6 +158,15 @@ class Executor(abc.ABC):
         """The nodes this executor can place replicas on and their total
         (not free) capacity. A node that cannot be reached is returned with
         `is_alive=False`. Cheap enough to call every reconcile pass."""
+
+    async def prepare(self, spec: LaunchSpec) -> None:  # noqa: B027 - most need nothing
+        """Builds what the replica needs on its node before `launch`: its
+        runtime environment (a pip virtualenv, a conda env). Returns at once
+        when that already exists; may take minutes when it does not.
+        Idempotent, and concurrent calls for the same environment build it
+        once. Raises `NotSupported` for an environment this executor cannot
+        make, and `ExecutorError(retryable=False)` carrying the installer's
+        output when the build fails."""
 
     @abc.abstractmethod
     async def launch(self, spec: LaunchSpec) -> ReplicaRef:

@@ -135,6 +135,12 @@ class Actuator:
         launch: LaunchSpec,
     ) -> None:
         try:
+            if _builds_environment(record.spec):
+                await self._fleet.update(tracked, message="building environment")
+                await executor.prepare(launch)
+                await self._fleet.update(tracked, message="")
+            else:
+                await executor.prepare(launch)
             ref = await executor.launch(launch)
         except ExecutorError as error:
             tracked.has_task = False
@@ -364,3 +370,8 @@ async def _guard(what: str, coro: Awaitable[None]) -> None:
         await coro
     except Exception:
         log.exception("%s failed", what)
+
+
+def _builds_environment(spec: DeploymentSpec) -> bool:
+    """Whether preparing a replica may take a while (an installer runs)."""
+    return bool(spec.replica.pip or spec.replica.conda)

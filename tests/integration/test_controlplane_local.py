@@ -91,7 +91,8 @@ async def test_local_rollout_failure_adoption_and_delete(local: LocalPlane) -> N
     assert caught.value.code() == grpc.StatusCode.ABORTED
     assert "boom" in (caught.value.details() or "")
     after = (await stub.GetDeployment(cp.GetDeploymentRequest(name="threshold"))).deployment
-    assert after.version == "v1" and [r.id for r in after.replicas] == [replica.id]
+    seen = [(r.id, r.version, cp.ReplicaState.Name(r.state), r.message) for r in after.replicas]
+    assert after.version == "v1" and [r.id for r in after.replicas] == [replica.id], seen
 
     # A restarted control plane adopts the running process instead of restarting it.
     await local.stop()

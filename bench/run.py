@@ -1,11 +1,14 @@
-"""Capstan's request path and start-up against a bare uvicorn + Starlette app.
+"""Capstan's request path and start-up against a bare app, and on each executor.
 
-    python bench/run.py [--duration 10] [--connections 32]
+    python bench/run.py [--duration 10] [--connections 32] [--no-executors]
 
-Installs wrk if missing, then prints one table: requests/s, p50/p99 latency
-and CPU per request for the bare app and for Capstan with 1 and 2 replicas of
-examples/hello.py, the ratios, seconds from `capstan start` to the first 200,
-and the peak RSS of the whole system with one replica.
+Installs wrk if missing, then prints two tables. The first: requests/s,
+p50/p99 latency and CPU per request for the bare app and for Capstan with 1
+and 2 replicas of examples/hello.py, the ratios, seconds from `capstan start`
+to the first 200, and the peak RSS of the whole system with one replica. The
+second (skipped with --no-executors): a row per executor (local, ssh on two
+loopback sshd hosts, ray on a local Ray head) with seconds to deploy one
+replica, seconds to scale it 1 -> 4, and wrk through the proxy to one replica.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 import os
 import pathlib
 import re
-import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -23,8 +26,9 @@ import tempfile
 import time
 import urllib.request
 
+from wrk import ensure_wrk, wrk
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 HELLO = """
 from capstan import serve
 
@@ -42,19 +46,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--no-executors", action="store_true", help="skip the per-executor table (quick runs)"
+    )
     args = parser.parse_args()
+    # A SIGTERM unwinds like Ctrl-C, so every server this run started is stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     ensure_wrk()
     rows = [measure_baseline(args)]
     with tempfile.TemporaryDirectory(prefix="capstan-bench-") as state:
         rows += measure_capstan(args, pathlib.Path(state))
     print_table(rows)
+    if not args.no_executors:
+        # Imported only when used: it loads the sshd and Ray helpers from tests/.
+        from executor_table import measure_executors, print_executor_table
 
-
-def ensure_wrk() -> None:
-    if shutil.which("wrk"):
-        return
-    subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+        executor_rows = measure_executors(args.duration, args.connections)
+        print_executor_table(executor_rows)
+        if any("error" in row for row in executor_rows):
+            sys.exit(1)
 
 
 def free_ports(count: int) -> list[int]:
@@ -83,50 +93,12 @@ def wait_for_200(url: str, timeout_s: float) -> float:
     raise TimeoutError(f"{url} did not answer 200 within {timeout_s} s")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / CLOCK_TICKS
-
-
 def peak_rss_mib(pids: list[int]) -> float:
     total_kib = 0
     for pid in pids:
         status = pathlib.Path(f"/proc/{pid}/status").read_text()
         total_kib += int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
     return total_kib / 1024
-
-
-def wrk(url: str, args: argparse.Namespace, roles: dict[str, list[int]]) -> dict:
-    """One wrk run; CPU per request is reported for each role's processes."""
-    before = {role: cpu_seconds(pids) for role, pids in roles.items()}
-    output = subprocess.run(
-        ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    requests = int(re.search(r"(\d+) requests in", output).group(1))
-    cpu_ms = {
-        role: 1000 * (cpu_seconds(pids) - before[role]) / max(requests, 1)
-        for role, pids in roles.items()
-    }
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
-        "p50_ms": latency_ms(output, "50%"),
-        "p99_ms": latency_ms(output, "99%"),
-        "cpu_ms": sum(cpu_ms.values()),
-        "cpu_by_role": cpu_ms,
-        "errors": int(errors.group(1)) if errors else 0,
-    }
-
-
-def latency_ms(output: str, percentile: str) -> float:
-    value, unit = re.search(rf"{percentile}\s+([\d.]+)(us|ms|s)", output).groups()
-    return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 
 
 def measure_baseline(args: argparse.Namespace) -> dict:
@@ -136,7 +108,9 @@ def measure_baseline(args: argparse.Namespace) -> dict:
         wait_for_200(f"http://127.0.0.1:{port}/", 30)
         return {
             "name": "uvicorn + Starlette (bare)",
-            **wrk(f"http://127.0.0.1:{port}/", args, {"app": [server.pid]}),
+            **wrk(
+                f"http://127.0.0.1:{port}/", args.duration, args.connections, {"app": [server.pid]}
+            ),
         }
     finally:
         server.terminate()
@@ -163,7 +137,7 @@ def measure_capstan(args: argparse.Namespace, state: pathlib.Path) -> list[dict]
             if replicas > 1:
                 deploy(replicas, env)
             roles = system_roles(capstan.pid, state)
-            row = wrk(url, args, roles)
+            row = wrk(url, args.duration, args.connections, roles)
             row["name"] = f"Capstan, {replicas} replica{'s' * (replicas > 1)}"
             if replicas == 1:
                 pids = [pid for group in roles.values() for pid in group]

@@ -7,6 +7,8 @@ lives in `state_dir`:
     replicas/<replica_id>.config.pb   the ReplicaConfig the worker was given
     replicas/<replica_id>.json        the worker's ready file: address, pid, nonce
     logs/<replica_id>.log             the worker's stdout and stderr
+    envs/<key>/                       a runtime_env.pip virtualenv, shared by
+                                      replicas with the same requirements
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from executors.base import (
     ExecutorError,
     LaunchSpec,
     Node,
-    NotSupported,
     ReplicaRef,
     ReplicaStartError,
 )
 from executors.local import processes
+from executors.local.environments import LocalEnvironments
+from executors.runtime_env.environment import Environment
 
 _POLL_S = 0.015
 _REAP_TIMEOUT_S = 5.0
@@ -48,6 +51,8 @@ class LocalSettings:
     resources: Mapping[str, float] = dataclasses.field(default_factory=dict)
     python: str = sys.executable
     start_timeout_s: float = 60.0
+    # How long building a runtime_env (pip install) may take.
+    build_timeout_s: float = 900.0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LocalSettings:
@@ -72,7 +77,8 @@ class LocalSettings:
         if not isinstance(python, str) or not python:
             raise ValueError(f"python must be the path of an interpreter, got {python!r}")
         start_timeout_s = _positive(config, "start_timeout_s", 60.0)
-        return cls(num_cpus, gpu_ids, dict(resources), python, start_timeout_s)
+        build_timeout_s = _positive(config, "build_timeout_s", 900.0)
+        return cls(num_cpus, gpu_ids, dict(resources), python, start_timeout_s, build_timeout_s)
 
 
 def _is_amount(value: Any) -> bool:
@@ -91,7 +97,11 @@ class LocalExecutor(Executor):
 
     name = "local"
     capabilities = Capabilities(
-        schedules_itself=False, adopts_replicas=True, supports_working_dir=True
+        schedules_itself=False,
+        adopts_replicas=True,
+        supports_working_dir=True,
+        supports_pip=True,
+        supports_conda=True,
     )
 
     def __init__(self, config: Mapping[str, Any], state_dir: pathlib.Path) -> None:
@@ -102,6 +112,9 @@ class LocalExecutor(Executor):
         self._replicas.mkdir(parents=True, exist_ok=True)
         self._logs.mkdir(parents=True, exist_ok=True)
         self._gpu_ids = self.settings.gpu_ids
+        self._environments = LocalEnvironments(
+            self.settings.python, state_dir / "envs", self.settings.build_timeout_s
+        )
         # One task per child we started, awaiting its exit (which reaps it).
         self._exits: dict[str, asyncio.Task[int]] = {}
 
@@ -111,6 +124,9 @@ class LocalExecutor(Executor):
         settings = self.settings
         return [Node("local", settings.num_cpus, self._gpu_ids, dict(settings.resources))]
 
+    async def prepare(self, spec: LaunchSpec) -> None:
+        await self._environments.interpreter(Environment.of(spec))
+
     async def launch(self, spec: LaunchSpec) -> ReplicaRef:
         replica_id = spec.replica_id
         if not _REPLICA_ID.fullmatch(replica_id):
@@ -118,11 +134,14 @@ class LocalExecutor(Executor):
                 f"replica_id {replica_id!r} is not a safe file name", retryable=False
             )
         env, cwd = self._environment(spec)
+        # Built by prepare; this only looks it up (or builds it, if prepare
+        # was skipped).
+        python = await self._environments.interpreter(Environment.of(spec))
         config_path = self._replicas / processes.config_name(replica_id)
         ready_path = self._ready_path(replica_id)
         ready_path.unlink(missing_ok=True)
         config_path.write_bytes(spec.config.SerializeToString())
-        process = await self._spawn(replica_id, config_path, ready_path, env, cwd)
+        process = await self._spawn(replica_id, python, config_path, ready_path, env, cwd)
         try:
             record = await self._wait_ready(replica_id, process)
         except BaseException:
@@ -163,9 +182,6 @@ class LocalExecutor(Executor):
     def _environment(self, spec: LaunchSpec) -> tuple[dict[str, str], pathlib.Path | None]:
         options = spec.config.deployment.replica_options
         runtime_env = options.runtime_env
-        for unsupported in ("pip", "conda"):
-            if getattr(runtime_env, unsupported):
-                raise NotSupported(f"the local executor does not support runtime_env.{unsupported}")
         num_cpus = options.num_cpus if options.HasField("num_cpus") else 1.0
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, int(num_cpus)))}
         env.update(runtime_env.env_vars)
@@ -185,12 +201,13 @@ class LocalExecutor(Executor):
     async def _spawn(
         self,
         replica_id: str,
+        python: str,
         config_path: pathlib.Path,
         ready_path: pathlib.Path,
         env: dict[str, str],
         cwd: pathlib.Path | None,
     ) -> asyncio.subprocess.Process:
-        command = [self.settings.python, "-m", "executors.replica"]
+        command = [python, "-m", "executors.replica"]
         command += ["--config", str(config_path), "--ready-file", str(ready_path)]
         with self._log_path(replica_id).open("ab") as log:
             try:

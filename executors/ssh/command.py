@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 
-from executors.base import ExecutorError, LaunchSpec, NotSupported
+from executors.base import ExecutorError, LaunchSpec
 from executors.ssh.remote import ReplicaFiles
 from executors.ssh.settings import HostSettings, env_vars
 
@@ -16,9 +16,6 @@ def worker_env(spec: LaunchSpec, host: HostSettings) -> dict[str, str]:
     what the placement implies (CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS)."""
     options = spec.config.deployment.replica_options
     runtime_env = options.runtime_env
-    for unsupported in ("pip", "conda"):
-        if getattr(runtime_env, unsupported):
-            raise NotSupported(f"the ssh executor does not support runtime_env.{unsupported} yet")
     num_cpus = options.num_cpus if options.HasField("num_cpus") else 1.0
     env = {"OMP_NUM_THREADS": str(max(1, int(num_cpus)))}
     env.update(host.env)
@@ -32,14 +29,13 @@ def worker_env(spec: LaunchSpec, host: HostSettings) -> dict[str, str]:
         raise ExecutorError(str(error), retryable=False) from error
 
 
-def start_script(
-    host: HostSettings, workdir: str, files: ReplicaFiles, env: Mapping[str, str]
-) -> str:
-    """A POSIX sh script that starts the worker in a session of its own
-    (setsid: its pid is its process group, so stop can signal the group)
-    and prints its pid. Everything from the spec is quoted."""
+def start_script(python: str, workdir: str, files: ReplicaFiles, env: Mapping[str, str]) -> str:
+    """A POSIX sh script that starts the worker on `python` (the host's, or
+    its runtime_env's) in a session of its own (setsid: its pid is its
+    process group, so stop can signal the group) and prints its pid.
+    Everything from the spec is quoted."""
     assignments = " ".join(shlex.quote(f"{name}={value}") for name, value in env.items())
-    worker = [host.python, "-m", "executors.replica"]
+    worker = [python, "-m", "executors.replica"]
     worker += ["--config", files.config, "--ready-file", files.ready]
     return (
         f"cd {shlex.quote(workdir)} || exit 1\n"

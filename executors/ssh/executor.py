@@ -8,6 +8,8 @@ host's workdir:
     replicas/<replica_id>.config.pb   the ReplicaConfig, shipped over SFTP
     replicas/<replica_id>.json        the worker's ready file: address, pid, nonce
     logs/<replica_id>.log             the worker's stdout and stderr
+    envs/<key>/                       a runtime_env.pip virtualenv, shared by
+                                      replicas with the same requirements
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from executors.base import (
     ReplicaRef,
     ReplicaStartError,
 )
+from executors.runtime_env.environment import Environment
 from executors.ssh import working_dir
 from executors.ssh.command import start_script, worker_env
+from executors.ssh.environments import HostEnvironments
 from executors.ssh.link import HostLink
 from executors.ssh.remote import Remote, ReplicaFiles
 from executors.ssh.settings import HostSettings, SshSettings
@@ -48,13 +52,18 @@ class SshExecutor(Executor):
 
     name = "ssh"
     capabilities = Capabilities(
-        schedules_itself=False, adopts_replicas=True, supports_working_dir=True
+        schedules_itself=False,
+        adopts_replicas=True,
+        supports_working_dir=True,
+        supports_pip=True,
+        supports_conda=True,
     )
 
     def __init__(self, config: Mapping[str, Any], state_dir: pathlib.Path) -> None:
         super().__init__(config, state_dir)
         self.settings = SshSettings.from_config(config)
         self._links = {host.name: HostLink(host, self.settings) for host in self.settings.hosts}
+        self._environments = HostEnvironments(self.settings.build_timeout_s)
 
     async def capacity(self) -> Sequence[Node]:
         async with asyncio.TaskGroup() as group:
@@ -64,6 +73,12 @@ class SshExecutor(Executor):
             for host, task in zip(self.settings.hosts, alive, strict=True)
         ]
 
+    async def prepare(self, spec: LaunchSpec) -> None:
+        environment = Environment.of(spec)
+        if not environment.is_default:
+            link = await self._place(spec.node)
+            await self._environments.interpreter(link, environment)
+
     async def launch(self, spec: LaunchSpec) -> ReplicaRef:
         replica_id = spec.replica_id
         if not _REPLICA_ID.fullmatch(replica_id):
@@ -71,11 +86,14 @@ class SshExecutor(Executor):
             raise ExecutorError(message, retryable=False)
         link = await self._place(spec.node)
         env = worker_env(spec, link.host)
+        # Built by prepare; this only looks it up (or builds it, if prepare
+        # was skipped or placed the replica elsewhere).
+        python = await self._environments.interpreter(link, Environment.of(spec))
         remote = await link.remote()
         files = remote.files(replica_id)
         pid = None
         try:
-            pid = await _start(remote, link.host, spec, files, env)
+            pid = await _start(remote, link.host, python, spec, files, env)
             record = await self._wait_ready(remote, replica_id, pid)
         except BaseException:
             await self._abandon(remote, files, replica_id, pid)
@@ -190,7 +208,12 @@ class SshExecutor(Executor):
 
 
 async def _start(
-    remote: Remote, host: HostSettings, spec: LaunchSpec, files: ReplicaFiles, env: dict[str, str]
+    remote: Remote,
+    host: HostSettings,
+    python: str,
+    spec: LaunchSpec,
+    files: ReplicaFiles,
+    env: dict[str, str],
 ) -> int:
     """Ships the config (and working_dir), starts the worker; its pid."""
     config = replica_pb2.ReplicaConfig()
@@ -199,7 +222,7 @@ async def _start(
     await remote.remove(files.ready)
     await remote.write(files.config, config.SerializeToString())
     cwd = await _prepare_working_dir(remote, spec, files, env, host.python)
-    output = await remote.run(start_script(host, cwd, files, env))
+    output = await remote.run(start_script(python, cwd, files, env))
     return int(output.split()[-1])
 
 

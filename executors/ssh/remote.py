@@ -97,6 +97,19 @@ class Remote:
             raise ExecutorError(message)
         return str(result.stdout or "")
 
+    async def execute(self, script: str) -> tuple[int | None, str, str]:
+        """Runs a long `script` (an environment build) with sh, with no
+        deadline of its own, and returns its exit status, stdout and stderr
+        whatever the status: the caller judges them. Cancelling it (as a
+        caller's timeout does) closes the channel and keeps the connection."""
+        async with self._commands, self._guard("running a long command", None):
+            process = await self._connection.create_process(f"sh -c {shlex.quote(script)}")
+            try:
+                result = await process.wait(check=False)
+            finally:
+                process.close()
+        return result.exit_status, str(result.stdout or ""), str(result.stderr or "")
+
     async def read(self, path: str, size: int = -1, offset: int = 0) -> bytes | None:
         """The file's bytes (up to `size`), or None when it does not exist."""
         async with self._guard(f"reading {path}"):
@@ -206,9 +219,11 @@ class Remote:
         await self._connection.wait_closed()
 
     @contextlib.asynccontextmanager
-    async def _guard(self, what: str) -> AsyncIterator[None]:
+    async def _guard(
+        self, what: str, timeout_s: float | None = _OPERATION_TIMEOUT_S
+    ) -> AsyncIterator[None]:
         try:
-            async with asyncio.timeout(_OPERATION_TIMEOUT_S):
+            async with asyncio.timeout(timeout_s):
                 yield
         except _LINK_ERRORS as error:
             # The link is broken: drop it, so the next call reconnects.

@@ -18,6 +18,7 @@ them, validated once so that everything past the constructor can trust it.
     verify_host_keys: true      # false trusts any host key: only for throwaway hosts
     connect_timeout_s: 10
     start_timeout_s: 60
+    build_timeout_s: 900        # building a runtime_env (pip install) on a host
     reconnect_max_backoff_s: 30
 """
 
@@ -87,6 +88,7 @@ class SshSettings:
     verify_host_keys: bool = True
     connect_timeout_s: float = 10.0
     start_timeout_s: float = 60.0
+    build_timeout_s: float = 900.0
     reconnect_max_backoff_s: float = 30.0
 
     @classmethod
@@ -111,6 +113,7 @@ class SshSettings:
             verify_host_keys=verify,
             connect_timeout_s=_positive(config, "connect_timeout_s", "", 10.0),
             start_timeout_s=_positive(config, "start_timeout_s", "", 60.0),
+            build_timeout_s=_positive(config, "build_timeout_s", "", 900.0),
             reconnect_max_backoff_s=_positive(config, "reconnect_max_backoff_s", "", 30.0),
         )
 

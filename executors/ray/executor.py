@@ -88,6 +88,12 @@ class RayExecutor(Executor):
         if reason is not None:
             raise ExecutorError(f"Ray cannot place replica {spec.replica_id}: {reason}")
         runtime_env = resources.ray_runtime_env(options.runtime_env, spec.env)
+        if "working_dir" in runtime_env:
+            # Ray uploads a local folder only for ray.init(); for an actor
+            # it wants a URI: upload it (once per content) and pass that.
+            runtime_env = await self._ray(
+                _upload_working_dir, runtime_env, self.state_dir, what="uploading working_dir"
+            )
         name = actor_name(spec.replica_id)
         self._starting.add(name)
         try:
@@ -257,6 +263,15 @@ class RayExecutor(Executor):
         except TimeoutError:
             pass
         log.warning("Ray did not report actor %s dead %.0fs after killing it", name, _KILL_WAIT_S)
+
+
+def _upload_working_dir(runtime_env: dict[str, Any], scratch: pathlib.Path) -> dict[str, Any]:
+    from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    return upload_working_dir_if_needed(
+        dict(runtime_env), include_gitignore=False, scratch_dir=str(scratch), logger=log
+    )
 
 
 def _lookup(name: str) -> Any:

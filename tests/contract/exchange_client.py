@@ -155,3 +155,16 @@ class HttpResult:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+
+async def call_once(address: str, method: str, *args: Any) -> Any:
+    """One call over a fresh Exchange stream; the decoded JSON result."""
+    async with ExchangeClient(address) as client:
+        return await client.call(method, *args)
+
+
+async def stats(address: str) -> replica_pb2.GetStatsResponse:
+    """The replica's GetStats answer."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = replica_pb2_grpc.ReplicaServiceStub(channel)
+        return await stub.GetStats(replica_pb2.GetStatsRequest(), timeout=10)

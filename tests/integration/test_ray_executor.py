@@ -12,12 +12,12 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import grpc
 import pytest
 
-from capstan.v1 import deployment_pb2, replica_pb2, replica_pb2_grpc
+from capstan.v1 import deployment_pb2, replica_pb2
 from executors.base import Executor, ExecutorError, LaunchSpec, ReplicaRef, ReplicaStartError
-from tests.contract.exchange_client import ExchangeClient
+from tests.contract.exchange_client import call_once as call
+from tests.contract.exchange_client import stats
 from tests.ray_cluster import RayCluster, make_ray_executor, ray_executor
 
 pytestmark = pytest.mark.timeout(120)
@@ -50,18 +50,6 @@ def launch_spec(
         host="127.0.0.1",
     )
     return LaunchSpec(config, env=env or {})
-
-
-async def call(address: str, method: str, *args: Any) -> Any:
-    """One request over ReplicaService.Exchange; the decoded JSON result."""
-    async with ExchangeClient(address) as client:
-        return await client.call(method, *args)
-
-
-async def stats(address: str) -> replica_pb2.GetStatsResponse:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = replica_pb2_grpc.ReplicaServiceStub(channel)
-        return await stub.GetStats(replica_pb2.GetStatsRequest(), timeout=10)
 
 
 async def wait_for(condition: Callable[[], Awaitable[Any]], timeout_s: float, what: str) -> Any:

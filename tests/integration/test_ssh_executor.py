@@ -13,13 +13,13 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 import pytest
 
-from capstan.v1 import deployment_pb2, replica_pb2, replica_pb2_grpc
+from capstan.v1 import deployment_pb2, replica_pb2
 from executors.base import ExecutorError, LaunchSpec, ReplicaRef, ReplicaStartError
 from executors.ssh import SshExecutor
-from tests.contract.exchange_client import ExchangeClient
+from tests.contract.exchange_client import call_once as call
+from tests.contract.exchange_client import stats
 from tests.sshd import SshHosts, open_ssh_executor, worker_pids
 
 # The session's two sshd hosts. Once tests/conftest.py loads tests.sshd as a
@@ -55,18 +55,6 @@ def launch_spec(
         deployment=deployment,
     )
     return LaunchSpec(config=config, node=node, env=env or {})
-
-
-async def call(address: str, method: str, *args: Any) -> Any:
-    """One request over ReplicaService.Exchange; the JSON result."""
-    async with ExchangeClient(address) as client:
-        return await client.call(method, *args)
-
-
-async def stats(address: str) -> replica_pb2.GetStatsResponse:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = replica_pb2_grpc.ReplicaServiceStub(channel)
-        return await stub.GetStats(replica_pb2.GetStatsRequest(), timeout=10)
 
 
 def workdir(state_dir: pathlib.Path, host: str) -> pathlib.Path:

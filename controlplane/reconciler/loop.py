@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from controlplane.reconciler.actuator import Actuator, Capacity
+from controlplane.reconciler.autoscaling import Autoscalers
 from controlplane.reconciler.backoff import Backoff, BackoffPolicy, after_failure
 from controlplane.reconciler.fleet import Fleet, TrackedReplica
 from controlplane.reconciler.plan import (
@@ -37,6 +38,11 @@ from controlplane.store import Store
 from executors.base import Executor, ReplicaRef
 
 log = logging.getLogger("capstan.controlplane")
+
+# How long one replica may take to report its ongoing requests; one that
+# does not answer in time contributes nothing to that sample.
+_STATS_TIMEOUT_S = 1.0
+_LIVE = (ReplicaState.PENDING, ReplicaState.STARTING, ReplicaState.RUNNING)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +78,7 @@ class Reconciler:
             settings.backoff_base_s, settings.backoff_max_s, settings.backoff_reset_s
         )
         self._backoffs: dict[str, Backoff] = {}
+        self._autoscalers = Autoscalers()
         self._records: dict[str, DeploymentRecord] = {}
         self._wake = asyncio.Event()
         self._passed = asyncio.Event()
@@ -101,6 +108,7 @@ class Reconciler:
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._actuator.bind(tasks)
+                tasks.create_task(self._autoscale())
                 while True:
                     self._wake.clear()
                     try:
@@ -138,6 +146,7 @@ class Reconciler:
 
     async def _pass(self) -> None:
         self._records = {r.name: r for r in await self._store.deployments()}
+        self._autoscalers.forget_except(self._records)
         observations, capacity = await asyncio.gather(self._observe(), self._capacity())
         await self._merge(observations)
         now = time.monotonic()
@@ -220,11 +229,17 @@ class Reconciler:
             name=record.name,
             version=record.version,
             code_hash=record.code_hash,
-            target=0 if is_stopped else spec.target_replicas,
+            target=0 if is_stopped else self._target(record),
             user_config=spec.user_config,
             max_concurrent_queries=spec.max_concurrent_queries,
             may_start=not is_waiting and not self._actuator.has_failed_start(record),
         )
+
+    def _target(self, record: DeploymentRecord) -> int:
+        if record.spec.autoscaling is None:
+            return record.spec.target_replicas
+        live = [t for t in self._fleet.of(record.name) if t.state in _LIVE]
+        return self._autoscalers.target(record, len(live))
 
     async def _dispatch(self, action: Action, capacity: Capacity) -> None:
         record = self._records.get(action.deployment)
@@ -268,11 +283,15 @@ class Reconciler:
                 state, message = assess(
                     want, replicas, is_stable=record.is_stable,
                     backoff=self._backoffs.get(want.name), now=now,
+                    is_scaling_up=self._autoscalers.is_scaling_up(want.name),
                 )  # fmt: skip
+            if state == DeploymentState.HEALTHY:
+                self._autoscalers.settled(want.name)
             if state == DeploymentState.HEALTHY and not (
                 record.is_stable and record.state == state
             ):
-                log.info("%s: version %s is rolled out", record.name, record.version)
+                if not record.is_stable:  # else back to HEALTHY after a scale or a loss
+                    log.info("%s: version %s is rolled out", record.name, record.version)
                 await self._store.mark_stable(record.name, record.generation)
             elif (state, message) != (record.state, record.message):
                 await self._store.set_status(record.name, record.generation, state, message)
@@ -283,6 +302,48 @@ class Reconciler:
                 log.info("%s: deleted", record.name)
                 await self._store.remove(record.name, record.generation)
                 self._backoffs.pop(record.name, None)
+
+    # -- autoscaling -----------------------------------------------------------
+
+    async def _autoscale(self) -> None:
+        """Polls autoscaled deployments' replicas every metrics interval and
+        runs a pass when the autoscaler changes a target. Never dies."""
+        while True:
+            try:
+                await self._autoscale_once()
+            except Exception:
+                log.exception("autoscaling round failed; the next one will retry")
+            now = time.monotonic()
+            wait_s = self._settings.reconcile_interval_s
+            next_at = self._autoscalers.next_poll_at()
+            if next_at is not None:
+                wait_s = min(wait_s, max(0.01, next_at - now))
+            await asyncio.sleep(wait_s)
+
+    async def _autoscale_once(self) -> None:
+        names = self._autoscalers.due(self._records.values(), time.monotonic())
+        if not names:
+            return
+        totals = await asyncio.gather(*(self._total_ongoing(name) for name in names))
+        now = time.monotonic()
+        changed = [self._autoscalers.sample(n, t, now) for n, t in zip(names, totals, strict=True)]
+        if any(changed):
+            self.wake()
+
+    async def _total_ongoing(self, deployment: str) -> float | None:
+        """Ongoing requests summed over the deployment's RUNNING replicas;
+        None when none answered."""
+        addresses = [t.record.address for t in self._fleet.of(deployment) if t.is_routable]
+        counts = await asyncio.gather(*(self._ongoing_one(a) for a in addresses))
+        answered = [c for c in counts if c is not None]
+        return float(sum(answered)) if answered else None
+
+    async def _ongoing_one(self, address: str) -> int | None:
+        try:
+            return await self._client.ongoing_requests(address, _STATS_TIMEOUT_S)
+        except Exception as error:  # a replica that cannot say counts for nothing
+            log.debug("no stats from replica at %s: %r", address, error)
+            return None
 
     def _publish(self) -> None:
         if self._routes.publish(self._fleet.endpoints(self._records)):

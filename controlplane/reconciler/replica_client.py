@@ -1,5 +1,5 @@
 """Calls from the control plane to replica workers (health, drain,
-reconfigure), over one channel per replica address, reused across calls."""
+reconfigure, stats), over one channel per replica address, reused across calls."""
 
 from __future__ import annotations
 
@@ -47,6 +47,11 @@ class ReplicaClient:
         if user_config is not None:
             request.user_config = user_config
         await self._stub(address).Reconfigure(request, timeout=timeout_s)
+
+    async def ongoing_requests(self, address: str, timeout_s: float) -> int:
+        """Requests queued and running on the replica now."""
+        reply = await self._stub(address).GetStats(replica_pb2.GetStatsRequest(), timeout=timeout_s)
+        return reply.ongoing_requests
 
     async def forget(self, address: str) -> None:
         """Closes the channel to a replica that is gone."""

@@ -19,10 +19,12 @@ def assess(
     is_stable: bool,
     backoff: Backoff | None,
     now: float,
+    is_scaling_up: bool = False,
 ) -> tuple[DeploymentState, str]:
     """HEALTHY once exactly `target` replicas of the desired version run with
     the desired config and nothing else is left; otherwise UPDATING, or
-    UNHEALTHY when a rolled-out deployment lost replicas or is backing off."""
+    UNHEALTHY when a rolled-out deployment lost replicas or is backing off.
+    A shortfall while the autoscaler scales up is UPDATING, not UNHEALTHY."""
     ready = [r for r in replicas if _is_ready(r, want)]
     if len(ready) == want.target and len(replicas) == len(ready):
         return DeploymentState.HEALTHY, ""
@@ -36,7 +38,7 @@ def assess(
     parts += [f"replica {r.id} failed its health checks" for r in sick]
     pending = [r for r in replicas if r.state == ReplicaState.PENDING and r.message]
     parts += [f"replica {r.id} pending: {r.message}" for r in pending[:_MAX_PENDING_REASONS]]
-    is_short = is_stable and len(ready) < want.target
+    is_short = is_stable and not is_scaling_up and len(ready) < want.target
     state = (
         DeploymentState.UNHEALTHY
         if is_backing_off or sick or is_short

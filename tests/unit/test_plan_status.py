@@ -79,3 +79,14 @@ def test_assess(
     )
     assert got_state == state
     assert message in got_message if message else got_message == ""
+
+
+@pytest.mark.parametrize(("is_scaling_up", "state"), [(False, X), (True, U)])
+def test_autoscaler_scale_up_shortfall_is_updating(
+    is_scaling_up: bool, state: DeploymentState
+) -> None:
+    got_state, got_message = assess(
+        want(3), [rep("a"), rep("b", ReplicaState.STARTING)], is_stable=True, backoff=None,
+        now=10.0, is_scaling_up=is_scaling_up,
+    )  # fmt: skip
+    assert (got_state, got_message) == (state, "1/3 replicas of version v1 running")

@@ -181,7 +181,8 @@ def stop_ray_cluster(cluster: RayCluster) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     assert not leftovers, f"Ray processes left behind: {leftovers} (logs in {cluster.temp_dir})"
-    shutil.rmtree(cluster.temp_dir, ignore_errors=True)
+    if not os.environ.get("KEEP_RAY_LOGS"):
+        shutil.rmtree(cluster.temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ raised to a day: while Ray is away, calls fail at their deadlines instead.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -41,6 +42,8 @@ class _Shared:
     is_ours: bool = False
 
 
+_CLIENT_SERVER_FAILED = "Starting Ray client server failed"
+
 _lock = threading.Lock()
 _shared = _Shared()
 
@@ -51,20 +54,32 @@ async def connect(settings: RaySettings, calls: BlockingCalls) -> None:
     to another cluster or namespace. An attempt that succeeds after its
     deadline is left again at once."""
     where = settings.address or "a local Ray"
-    try:
-        await calls.run(
-            _join,
-            settings,
-            timeout_s=settings.connect_timeout_s,
-            what=f"connecting to {where}",
-            undo=lambda _: _leave(),
-        )
-    except ExecutorError:
-        raise
-    except Exception as error:
-        raise ExecutorError(
-            f"cannot connect to Ray at {where}: {type(error).__name__}: {error}"
-        ) from error
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.connect_timeout_s
+    delay_s = 0.5
+    while True:
+        try:
+            await calls.run(
+                _join,
+                settings,
+                timeout_s=max(0.1, deadline - loop.time()),
+                what=f"connecting to {where}",
+                undo=lambda _: _leave(),
+            )
+            return
+        except ExecutorError:
+            raise
+        except Exception as error:
+            # Ray Client's proxier starts a server process per client and,
+            # on a busy machine, sometimes gives up on it: trying again helps.
+            if _CLIENT_SERVER_FAILED in str(error) and loop.time() + delay_s < deadline:
+                log.warning("Ray at %s could not start a client server; retrying", where)
+                await asyncio.sleep(delay_s)
+                delay_s = min(2 * delay_s, 5.0)
+                continue
+            raise ExecutorError(
+                f"cannot connect to Ray at {where}: {type(error).__name__}: {error}"
+            ) from error
 
 
 async def disconnect(settings: RaySettings, calls: BlockingCalls) -> None:

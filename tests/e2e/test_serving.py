@@ -254,3 +254,22 @@ def test_bad_input_loses_nothing(serve, cluster: Cluster) -> None:
     while time.monotonic() < deadline:  # every answer stays correct for a while
         assert httpx.get(cluster.http_url + "/survivor", timeout=30).text == "alive"
     assert "survivor" in serve.list_deployments()
+
+
+def test_generators_stream_over_http_and_through_handles(serve, cluster: Cluster) -> None:
+    @serve.deployment
+    class Counter:
+        def __call__(self, request):
+            n = int(request.query_params["n"])
+            return (f"{i}\n" for i in range(n))
+
+        async def count(self, n):
+            for i in range(n):
+                yield i
+
+    Counter.deploy()
+    with httpx.stream("GET", cluster.http_url + "/Counter?n=4", timeout=30) as response:
+        chunks = [chunk for chunk in response.iter_text() if chunk]
+    assert "".join(chunks) == "0\n1\n2\n3\n"
+    handle = Counter.get_handle().options(method_name="count", stream=True)
+    assert list(handle.remote(5)) == [0, 1, 2, 3, 4]

@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from capstan.v1 import controlplane_pb2, controlplane_pb2_grpc
+from controlplane.auth import BearerTokenInterceptor
 from controlplane.reconciler.loop import Reconciler
 from controlplane.reconciler.routes import RouteTable
 from controlplane.service import ControlPlaneService
@@ -99,7 +100,8 @@ class ControlPlane:
         reconciler = self.reconciler = Reconciler(
             settings, self._store, self._executors, self._routes
         )
-        server = self._server = grpc.aio.server(options=_SERVER_OPTIONS)
+        interceptors = [BearerTokenInterceptor(settings.token)] if settings.token else None
+        server = self._server = grpc.aio.server(options=_SERVER_OPTIONS, interceptors=interceptors)
         service = ControlPlaneService(
             settings, self._store, reconciler, self._routes, self._executors, self.stopped.set
         )

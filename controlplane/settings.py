@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import json
 import os
 import pathlib
@@ -44,10 +45,17 @@ class Settings:
     reconfigure_timeout_s: float = 30.0
     # Server shutdown: how long in-flight RPCs may finish.
     shutdown_grace_s: float = 5.0
+    # Bearer token every control API call must carry; required off loopback.
+    token: str = dataclasses.field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0-65535, got {self.port}")
+        if not self.token and not is_loopback(self.host):
+            raise ValueError(
+                f"the control plane listens on {self.host}, off this machine: "
+                "set a bearer token (--token or CAPSTAN_TOKEN)"
+            )
         if self.reconcile_interval_s <= 0:
             raise ValueError("reconcile_interval_s must be > 0")
         if self.default_executor not in self.executors:
@@ -66,6 +74,16 @@ class Settings:
 
     def executor_state_dir(self, name: str) -> pathlib.Path:
         return self.state_dir / "executors" / name
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_settings(
@@ -88,6 +106,7 @@ def parse_settings(
         type=float,
         default=float(env.get(f"{_ENV_PREFIX}RECONCILE_INTERVAL_S", "0.2")),
     )
+    parser.add_argument("--token", default=env.get(f"{_ENV_PREFIX}TOKEN", ""))
     args = parser.parse_args(argv)
     executors = _parse_executors(args.executors, args.executor)
     return Settings(
@@ -97,6 +116,7 @@ def parse_settings(
         default_executor=args.executor,
         executors=executors,
         reconcile_interval_s=args.reconcile_interval_s,
+        token=args.token,
     )
 
 

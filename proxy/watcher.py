@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 
 import grpc
@@ -36,7 +37,8 @@ class RouteWatcher:
     """Streams WatchRoutes from `address` and hands each table to `apply`.
 
     `revision` is that of the last table applied (None before the first);
-    `is_connected` says whether the stream is up now.
+    `is_connected` says whether the stream is up now. `token` (default
+    $CAPSTAN_TOKEN) is sent as a bearer token; an empty one sends none.
     """
 
     def __init__(
@@ -46,8 +48,12 @@ class RouteWatcher:
         *,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
+        token: str | None = None,
     ) -> None:
         self.address = address
+        token = os.environ.get("CAPSTAN_TOKEN", "") if token is None else token
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._last_failure: grpc.StatusCode | None = None
         self.revision: int | None = None
         self.is_connected = False
         self._apply = apply
@@ -79,20 +85,26 @@ class RouteWatcher:
         """Applies tables until the stream ends; whether any arrived."""
         received = False
         try:
-            async for snapshot in stub.WatchRoutes(controlplane_pb2.WatchRoutesRequest()):
+            request = controlplane_pb2.WatchRoutesRequest()
+            async for snapshot in stub.WatchRoutes(request, metadata=self._metadata):
                 if not self.is_connected:
                     log.info("watching routes at %s", self.address)
                     self.is_connected = True
+                    self._last_failure = None
                 received = True
                 self._take(snapshot)
         except grpc.aio.AioRpcError as exc:
-            # Warn once per outage, not once per retry.
-            level = logging.WARNING if self.is_connected else logging.DEBUG
+            # Warn once per outage, not once per retry; a refused token is a
+            # misconfiguration, not an outage, so it is always shown once.
+            code = exc.code()
+            refused = code == grpc.StatusCode.UNAUTHENTICATED and self._last_failure != code
+            level = logging.WARNING if self.is_connected or refused else logging.DEBUG
+            self._last_failure = code
             log.log(
                 level,
                 "route watch on %s failed (%s); serving revision %s meanwhile",
                 self.address,
-                exc.code().name,
+                code.name,
                 self.revision,
             )
         self.is_connected = False

@@ -13,6 +13,7 @@ import argparse
 import collections
 import contextlib
 import importlib
+import os
 import runpy
 import signal
 import sys
@@ -45,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--http-port", type=int, default=8000)
     start.add_argument("--grpc-port", type=int, default=9000)
     start.add_argument("--config", help="YAML or JSON: default_executor, executors")
+    start.add_argument(
+        "--token", help="bearer token the control API requires (default: $CAPSTAN_TOKEN)"
+    )
     start.set_defaults(command=_start)
 
     run = commands.add_parser("run", help="deploy from a script or module:attribute and serve")
@@ -73,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
 def _start(args: argparse.Namespace) -> None:
     from capstan.launcher import LocalServices, read_config
 
+    if args.token:  # the proxy and local replicas read it from their environment
+        os.environ["CAPSTAN_TOKEN"] = args.token
+
     services = LocalServices(
         config=read_config(args.config) if args.config else None,
         state_dir=args.state_dir,
@@ -81,7 +88,11 @@ def _start(args: argparse.Namespace) -> None:
         http_port=args.http_port,
         grpc_port=args.grpc_port,
     )
-    services.run()
+    try:
+        services.run()
+    except ValueError as error:  # settings that cannot work, e.g. no token off-machine
+        print(f"capstan start: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _run(args: argparse.Namespace) -> None:

@@ -29,11 +29,22 @@ def default_address() -> str:
     return os.environ.get("CAPSTAN_ADDRESS", DEFAULT_ADDRESS)
 
 
-class ControlPlaneClient:
-    """One channel to one control plane; methods block and raise CapstanError."""
+def default_token() -> str:
+    """The bearer token to send: $CAPSTAN_TOKEN, else none."""
+    return os.environ.get("CAPSTAN_TOKEN", "")
 
-    def __init__(self, address: str | None = None) -> None:
+
+class ControlPlaneClient:
+    """One channel to one control plane; methods block and raise CapstanError.
+
+    `token` (default $CAPSTAN_TOKEN) goes with every call as a bearer token;
+    an empty one sends none.
+    """
+
+    def __init__(self, address: str | None = None, token: str | None = None) -> None:
         self.address = address or default_address()
+        token = default_token() if token is None else token
+        self._metadata = [("authorization", f"Bearer {token}")] if token else None
         self._channel = grpc.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
         self._stub = controlplane_pb2_grpc.ControlPlaneServiceStub(self._channel)
 
@@ -67,9 +78,8 @@ class ControlPlaneClient:
     def close(self) -> None:
         self._channel.close()
 
-    @staticmethod
-    def _call(method, request):
+    def _call(self, method, request):
         try:
-            return method(request)
+            return method(request, metadata=self._metadata)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None

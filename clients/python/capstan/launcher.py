@@ -58,6 +58,8 @@ class LocalServices:
             port=int(port),
             default_executor=self.config.get("default_executor", "local"),
             executors=self.config.get("executors", {"local": {}}),
+            # The proxy and replicas inherit the same variable to send it.
+            token=os.environ.get("CAPSTAN_TOKEN", ""),
         )
         proxy = self._ensure_proxy()
         try:

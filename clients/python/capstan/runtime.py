@@ -89,7 +89,8 @@ class Runtime:
 
     async def _send(self, deployment: str, invocation: replica_pb2.Invocation):
         request = replica_pb2.RequestFrame(invocation=invocation)
-        await self._watcher.wait_ready(APPEAR_TIMEOUT_S)
+        if self._watcher.revision is None:  # only until the first table arrives
+            await self._watcher.wait_ready(APPEAR_TIMEOUT_S)
         try:
             return await self._router.send(deployment, request)
         except NotFound:

@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 from capstan import options as _options
+from capstan.batching import batch
 from capstan.client import ControlPlaneClient, default_address
 from capstan.deployment import Application, Deployment, deployment, from_stored, ingress
 from capstan.errors import Unavailable
@@ -21,6 +22,7 @@ __all__ = [
     "DeploymentHandle",
     "DeploymentResponse",
     "DeploymentResponseGenerator",
+    "batch",
     "connect",
     "delete",
     "deployment",

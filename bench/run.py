@@ -9,6 +9,8 @@ to the first 200, and the peak RSS of the whole system with one replica. The
 second (skipped with --no-executors): a row per executor (local, ssh on two
 loopback sshd hosts, ray on a local Ray head) with seconds to deploy one
 replica, seconds to scale it 1 -> 4, and wrk through the proxy to one replica.
+Between them, a batching table: a handler that costs 10 ms per call, batched
+with `@serve.batch` and not (bench/batching_table.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import tempfile
 import time
 import urllib.request
 
+from batching_table import measure_batching, print_batching_table
 from wrk import ensure_wrk, wrk
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -55,8 +58,9 @@ def main() -> None:
     ensure_wrk()
     rows = [measure_baseline(args)]
     with tempfile.TemporaryDirectory(prefix="capstan-bench-") as state:
-        rows += measure_capstan(args, pathlib.Path(state))
-    print_table(rows)
+        capstan_rows, batching_rows = measure_capstan(args, pathlib.Path(state))
+    print_table(rows + capstan_rows)
+    print_batching_table(batching_rows, args.connections)
     if not args.no_executors:
         # Imported only when used: it loads the sshd and Ray helpers from tests/.
         from executor_table import measure_executors, print_executor_table
@@ -117,7 +121,8 @@ def measure_baseline(args: argparse.Namespace) -> dict:
         server.wait()
 
 
-def measure_capstan(args: argparse.Namespace, state: pathlib.Path) -> list[dict]:
+def measure_capstan(args: argparse.Namespace, state: pathlib.Path) -> tuple[list[dict], list[dict]]:
+    """The hello rows (1 and 2 replicas), then the batching rows."""
     control_port, http_port, grpc_port = free_ports(3)
     address = f"127.0.0.1:{control_port}"
     env = {**os.environ, "CAPSTAN_ADDRESS": address}
@@ -143,7 +148,8 @@ def measure_capstan(args: argparse.Namespace, state: pathlib.Path) -> list[dict]
                 pids = [pid for group in roles.values() for pid in group]
                 row.update(cold_start_s=cold_start_s, rss_mib=peak_rss_mib(pids), processes=pids)
             rows.append(row)
-        return rows
+        base_url = url.rstrip("/")
+        return rows, measure_batching(base_url, env, args.duration, args.connections)
     finally:
         subprocess.run([sys.executable, "-m", "capstan", "--address", address, "shutdown"], env=env,
                        capture_output=True)  # fmt: skip

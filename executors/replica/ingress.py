@@ -1,10 +1,9 @@
 """Class-based ASGI ingress: the app a class carries in `__capstan_asgi_app__`.
 
 Two jobs, done once the instance exists:
-- FastAPI routes written as methods of the class (`@app.get("/") def
-  root(self)`) are rebuilt so that FastAPI fills `self` with the replica's
-  instance (taken from the scope's `"capstan.instance"`) instead of reading
-  it from the query string, as Ray Serve's class-based views do.
+- FastAPI routes written as methods of the class and not yet bound to the
+  instance are bound (`bind_methods`, from capstan.fastapi_views, which
+  `serve.ingress` uses where the class is defined).
 - The app's lifespan (startup and shutdown handlers) runs, as a server
   would run it; the state it sets reaches each request's `request.state`.
 """
@@ -12,67 +11,16 @@ Two jobs, done once the instance exists:
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from typing import Any
 
+from capstan.fastapi_views import bind_methods
+
+__all__ = ["Lifespan", "bind_methods"]
+
 log = logging.getLogger("capstan.replica")
 
-_BOUND_MARK = "__capstan_bound__"
 _SHUTDOWN_TIMEOUT_S = 10.0
-
-
-def bind_methods(app: Any, cls: type) -> None:
-    """Makes FastAPI routes defined as methods of `cls` receive the instance
-    as `self`. Other apps are left alone. Idempotent."""
-    if not type(app).__module__.startswith("fastapi"):
-        return
-    from fastapi.routing import APIRoute  # deferred: only FastAPI ingresses need it
-
-    methods = {id(value) for klass in cls.__mro__ for value in vars(klass).values()}
-    routes = app.router.routes
-    for index, route in enumerate(routes):
-        if type(route) is APIRoute and id(route.endpoint) in methods:
-            _take_self_from_scope(route.endpoint)
-            routes[index] = _rebuilt(route)
-
-
-def _take_self_from_scope(endpoint: Any) -> None:
-    if getattr(endpoint, _BOUND_MARK, False):
-        return
-    from fastapi import Depends
-
-    signature = inspect.signature(endpoint)
-    first, *rest = signature.parameters.values()
-    parameters = [
-        first.replace(default=Depends(_instance_getter())),
-        # After a parameter with a default, the others must be keyword-only.
-        *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in rest),
-    ]
-    endpoint.__signature__ = signature.replace(parameters=parameters)
-    setattr(endpoint, _BOUND_MARK, True)
-
-
-def _instance_getter() -> Any:
-    from starlette.requests import Request
-
-    def instance(request: Any) -> Any:
-        return request.scope["capstan.instance"]
-
-    # A real class, not the string that postponed annotations would leave.
-    request = inspect.Parameter(
-        "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request
-    )
-    instance.__signature__ = inspect.Signature([request])  # type: ignore[attr-defined]
-    return instance
-
-
-def _rebuilt(route: Any) -> Any:
-    # Constructing the route again makes FastAPI re-read the endpoint's
-    # signature; every constructor argument is kept as an attribute.
-    names = list(inspect.signature(type(route).__init__).parameters)[1:]
-    settings = {name: getattr(route, name) for name in names if hasattr(route, name)}
-    return type(route)(**settings)
 
 
 class Lifespan:

@@ -7,8 +7,10 @@ as it is.
 
 The ingress contract with the SDK: a class decorated by `serve.ingress(app)`
 carries the ASGI app (FastAPI, Starlette, any ASGI 3 callable) in the class
-attribute `__capstan_asgi_app__`. The worker constructs the class as usual,
-then serves HTTP requests by calling that app as ASGI; every scope it passes
+attribute `__capstan_asgi_app__`, or a function that builds the app in
+`__capstan_asgi_builder__` (called once the instance exists, as Ray Serve
+calls `serve.ingress(builder)`'s builder). The worker constructs the class
+as usual, then serves HTTP requests by calling that app as ASGI; every scope it passes
 holds the constructed instance under the key `"capstan.instance"`, so routes
 written as methods can have their `self` bound to the live instance (for
 FastAPI, a dependency that returns `request.scope["capstan.instance"]`).
@@ -31,6 +33,7 @@ from capstan.v1 import deployment_pb2, replica_pb2
 from executors.replica.payload import decode_arguments
 
 ASGI_APP_ATTRIBUTE = "__capstan_asgi_app__"
+ASGI_BUILDER_ATTRIBUTE = "__capstan_asgi_builder__"
 WRAPPED_ATTRIBUTE = "func_or_class"
 
 
@@ -59,7 +62,7 @@ def load(config: replica_pb2.ReplicaConfig) -> UserCode:
     name = getattr(obj, "__name__", type(obj).__name__)
     if inspect.isclass(obj):
         instance = _construct(obj, name, spec.init_arguments)
-        return UserCode(name, instance, False, getattr(obj, ASGI_APP_ATTRIBUTE, None))
+        return UserCode(name, instance, False, _asgi_app(obj, name))
     if _is_asgi_app(obj):
         return UserCode(name, obj, False, obj)
     if callable(obj):
@@ -121,6 +124,16 @@ def _construct(cls: type, name: str, arguments: deployment_pb2.Arguments) -> Any
         return cls(*args, **kwargs)
     except Exception as error:
         raise LoadError(f"constructor of {name} raised {_describe(error)}") from error
+
+
+def _asgi_app(cls: type, name: str) -> Any:
+    builder = getattr(cls, ASGI_BUILDER_ATTRIBUTE, None)
+    if builder is None:
+        return getattr(cls, ASGI_APP_ATTRIBUTE, None)
+    try:
+        return builder()
+    except Exception as error:
+        raise LoadError(f"the ASGI app builder of {name} raised {_describe(error)}") from error
 
 
 def _refuse_init_arguments(name: str, arguments: deployment_pb2.Arguments) -> None:

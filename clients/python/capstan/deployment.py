@@ -149,17 +149,6 @@ def deployment(
     return decorate(_func_or_class) if _func_or_class is not None else decorate
 
 
-def ingress(app: Any) -> Callable[[type], type]:
-    """Serves a FastAPI or Starlette app from a deployment class: HTTP requests
-    go to the app as ASGI, its routes' `self` bound to the replica's instance."""
-
-    def decorate(cls: type) -> type:
-        cls.__capstan_asgi_app__ = app
-        return cls
-
-    return decorate
-
-
 def from_stored(message: Any) -> Deployment:
     """A Deployment rebuilt from the control plane's record, ready to redeploy
     with the same code, arguments and options."""

@@ -12,9 +12,10 @@ from typing import Any
 from capstan import options as _options
 from capstan.batching import batch
 from capstan.client import ControlPlaneClient, default_address
-from capstan.deployment import Application, Deployment, deployment, from_stored, ingress
+from capstan.deployment import Application, Deployment, deployment, from_stored
 from capstan.errors import Unavailable
 from capstan.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
+from capstan.ingress import ingress
 
 __all__ = [
     "Application",

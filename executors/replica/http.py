@@ -19,6 +19,7 @@ from typing import Any
 
 from capstan.v1 import replica_pb2
 from executors.replica.invoker import Invoker, Target, is_stream
+from executors.replica.payload import jsonable
 
 log = logging.getLogger("capstan.replica")
 
@@ -187,7 +188,9 @@ def render(value: Any) -> tuple[bytes, bytes]:
         return value.encode(), b"text/plain; charset=utf-8"
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value), b"application/octet-stream"
-    body = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    body = json.dumps(
+        value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=jsonable
+    )
     return body.encode(), b"application/json"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from capstan.errors import InternalError, InvalidSpec
@@ -44,10 +45,28 @@ def encode_result(value: Any, encoding: int, what: str) -> deployment_pb2.Payloa
     if encoding == PICKLE:
         return deployment_pb2.Payload(encoding=PICKLE, data=_pickle(value, what))
     try:
-        data = json.dumps(value, separators=(",", ":")).encode()
+        data = json.dumps(value, separators=(",", ":"), default=jsonable).encode()
     except (TypeError, ValueError) as error:
         raise InternalError(f"result of {what} is not JSON-serialisable: {error}") from error
     return deployment_pb2.Payload(encoding=JSON, data=data)
+
+
+def jsonable(value: Any) -> Any:
+    """What JSON makes of a value `json` cannot write (its `default` hook), as
+    Ray Serve does: FastAPI's `jsonable_encoder` when FastAPI is installed;
+    else mappings (starlette's `QueryParams`, `Headers`) as objects and other
+    iterables as arrays. Raises `TypeError` for anything else."""
+    try:
+        from fastapi.encoders import jsonable_encoder  # deferred: only odd results get here
+    except ImportError:
+        jsonable_encoder = None
+    if jsonable_encoder is not None:
+        return jsonable_encoder(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes):
+        return list(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _parse_json(data: bytes, field: str) -> Any:

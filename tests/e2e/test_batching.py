@@ -127,3 +127,37 @@ def test_reconfigure_changes_the_batch_size(serve) -> None:
     sizes, max_batch_size = handle.report.remote().result(timeout_s=30)
     assert max_batch_size == 2
     assert max(sizes) == 2
+
+
+def test_a_streaming_batch_streams_over_http(serve, cluster: Cluster) -> None:
+    from starlette.responses import StreamingResponse
+
+    @serve.deployment
+    class Numbers:
+        @serve.batch(max_batch_size=5, batch_wait_timeout_s=0.2)
+        async def numbers(self, limits):
+            for i in range(max(limits)):
+                yield [f"{i}/{len(limits)}\n" if i < limit else StopIteration for limit in limits]
+
+        async def __call__(self, request):
+            limit = int(request.query_params["max"])
+            return StreamingResponse(self.numbers(limit), media_type="text/plain")
+
+    serve.run(Numbers.bind(), route_prefix="/numbers")
+
+    async def fetch(http: httpx.AsyncClient, limit: int) -> list[str]:
+        reply = await http.get("/numbers", params={"max": limit})
+        assert reply.status_code == 200
+        return reply.text.splitlines()
+
+    async def fetch_all() -> list[list[str]]:
+        async with httpx.AsyncClient(base_url=cluster.http_url, timeout=30) as http:
+            return await asyncio.gather(*(fetch(http, limit) for limit in (1, 3, 2)))
+
+    bodies = asyncio.run(fetch_all())
+    assert [[line.split("/")[0] for line in body] for body in bodies] == [
+        ["0"],
+        ["0", "1", "2"],
+        ["0", "1"],
+    ]
+    assert max(int(line.split("/")[1]) for body in bodies for line in body) > 1

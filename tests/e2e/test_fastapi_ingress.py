@@ -87,6 +87,18 @@ class Factory:
     pass
 
 
+standalone = FastAPI()
+
+
+@standalone.get("/hi")
+def say_hi() -> str:
+    return "Hello world!"
+
+
+# Ray's form for an app whose routes are plain functions: no class of one's own.
+Standalone = capstan_serve.deployment(capstan_serve.ingress(standalone)())
+
+
 @capstan_serve.deployment
 class Echo:
     def __call__(self, request: Request):
@@ -123,6 +135,11 @@ def test_an_ingress_builder_function_is_called_on_the_replica(
     serve.run(Factory.bind(), route_prefix="/factory")
     reply = httpx.get(cluster.http_url + "/factory/built", timeout=30)
     assert reply.json() == {"built": True}
+
+
+def test_an_app_without_a_class_of_its_own_is_served(serve, cluster: Cluster, by_value) -> None:
+    serve.run(Standalone.bind(), route_prefix="/standalone")
+    assert httpx.get(cluster.http_url + "/standalone/hi", timeout=30).json() == "Hello world!"
 
 
 def test_returned_query_params_serialise_as_json(serve, cluster: Cluster, by_value) -> None:

@@ -206,3 +206,23 @@ async def test_a_pickled_handler_takes_its_settings_but_not_its_queues() -> None
     copy = pickle.loads(data)
     assert copy.double._get_max_batch_size() == 3
     assert await asyncio.gather(copy().double(1), copy().double(2)) == [2, 4]
+
+
+async def test_batch_size_fn_measures_batches_and_refuses_calls_too_large_for_any() -> None:
+    seen: list[list[str]] = []
+
+    @batch(
+        max_batch_size=10,
+        batch_wait_timeout_s=0.05,
+        batch_size_fn=lambda texts: sum(map(len, texts)),
+    )
+    async def tokens(texts: list[str]) -> list[int]:
+        seen.append(texts)
+        return [len(text) for text in texts]
+
+    calls = [tokens("aaaa"), tokens("bbbb"), tokens("x" * 11), tokens("cccc"), tokens("ddd")]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert results[:2] == [4, 4] and results[3:] == [4, 3]
+    assert isinstance(results[2], ValueError)
+    assert "has size 11, more than max_batch_size 10" in str(results[2])
+    assert seen == [["aaaa", "bbbb"], ["cccc", "ddd"]]

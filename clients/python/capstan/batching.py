@@ -1,242 +1,27 @@
 """`serve.batch`: concurrent calls on one replica grouped into one list call.
 
-Each call puts its arguments on the instance's `BatchQueue` and waits. The
-queue's task takes up to `max_batch_size` calls, waiting at most
-`batch_wait_timeout_s` after the first for more, and calls the handler once
-with a list per argument; the i-th result goes back to the i-th caller. A
-handler that is a generator yields one list per step and each caller gets a
-stream of its own elements (`StopIteration` in a caller's slot ends its
-stream early), as Ray Serve's does.
-
-The queue lives on the event loop, so calls group even when the handler is
-a sync function: the wrapper is always `async`, and a sync handler runs in a
-thread so that a batch does not stall the loop. It runs inside replicas, so
-it imports only the standard library.
+The decorated function or method takes lists and returns (or yields) lists;
+what `serve.batch` returns takes one item per call, queues it on a
+`BatchQueue` (capstan.batch_queue) and answers with the caller's own result.
+Its settings can change at run time, e.g. from `reconfigure`, through
+`set_max_batch_size` / `set_batch_wait_timeout_s`. Only the standard library
+is imported: this runs inside replicas.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-# A caller's stream is over: the handler finished, or put StopIteration in its slot.
-_END = object()
-_STREAM_ENDS = (StopIteration, StopAsyncIteration)
-
-
-@dataclasses.dataclass
-class BatchSettings:
-    """The settings of one decorated handler; mutable at run time through the
-    wrapper's `set_max_batch_size` / `set_batch_wait_timeout_s`."""
-
-    max_batch_size: int = 10
-    batch_wait_timeout_s: float = 0.01
-    max_concurrent_batches: int = 1
-
-    def __post_init__(self) -> None:
-        check_max_batch_size(self.max_batch_size)
-        check_batch_wait_timeout_s(self.batch_wait_timeout_s)
-        _check_positive_int("max_concurrent_batches", self.max_concurrent_batches)
-
-
-def check_max_batch_size(value: Any) -> None:
-    """Raises `TypeError` / `ValueError` unless `value` is an int of at least 1."""
-    _check_positive_int("max_batch_size", value)
-
-
-def check_batch_wait_timeout_s(value: Any) -> None:
-    """Raises `TypeError` / `ValueError` unless `value` is a number of at least 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"batch_wait_timeout_s must be a number, got {type(value).__name__}")
-    if not value >= 0:
-        raise ValueError(f"batch_wait_timeout_s must be at least 0, got {value}")
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-
-
-@dataclasses.dataclass(frozen=True, slots=True, eq=False)
-class Call:
-    """One caller's arguments and where its answer goes: a future for a plain
-    handler, a queue of items (ended by `_END` or an exception) for a stream."""
-
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    reply: asyncio.Future[Any] | asyncio.Queue[Any]
-
-
-class BatchQueue:
-    """Collects calls for `handler` on the running loop and runs them in batches.
-
-    `handler` takes a list per argument of the calls (with `self` already
-    bound for a method) and returns, or yields, a list with one result per call."""
-
-    def __init__(self, handler: Callable[..., Any], name: str, settings: BatchSettings) -> None:
-        self.name = name
-        self.settings = settings
-        self._handler = handler
-        self._is_stream = inspect.isasyncgenfunction(handler) or inspect.isgeneratorfunction(
-            handler
-        )
-        self._pending: asyncio.Queue[Call] = asyncio.Queue()
-        self._loop = asyncio.get_running_loop()
-        self._slots = asyncio.Semaphore(settings.max_concurrent_batches)
-        self._batches: set[asyncio.Task[None]] = set()
-        self._task = self._loop.create_task(self._run(), name=f"serve.batch {name}")
-
-    def is_usable(self) -> bool:
-        """False once the loop it runs on is gone (a new loop needs a new queue)."""
-        return not self._loop.is_closed() and self._loop is asyncio.get_running_loop()
-
-    async def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Queues one call and returns its own result; raises what the batch raised."""
-        future = self._loop.create_future()
-        self._pending.put_nowait(Call(args, kwargs, future))
-        return await future
-
-    async def stream(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncIterator[Any]:
-        """Queues one call and yields its own elements of each step of the batch."""
-        items: asyncio.Queue[Any] = asyncio.Queue()
-        self._pending.put_nowait(Call(args, kwargs, items))
-        while (item := await items.get()) is not _END:
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
-
-    async def _run(self) -> None:
-        while True:
-            batch = await self._next_batch()
-            await self._slots.acquire()
-            task = self._loop.create_task(self._process(batch))
-            self._batches.add(task)
-            task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._batches.discard(task)
-        self._slots.release()
-
-    async def _next_batch(self) -> list[Call]:
-        """The next calls to run: up to max_batch_size, waiting at most
-        batch_wait_timeout_s after the first for the rest."""
-        batch = [await self._pending.get()]
-        size, wait_s = self.settings.max_batch_size, self.settings.batch_wait_timeout_s
-        deadline = self._loop.time() + wait_s
-        while len(batch) < size:
-            if self._pending.empty():
-                remaining = deadline - self._loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    async with asyncio.timeout(remaining):
-                        batch.append(await self._pending.get())
-                except TimeoutError:
-                    break
-            else:
-                batch.append(self._pending.get_nowait())
-        return batch
-
-    async def _process(self, batch: list[Call]) -> None:
-        # A caller that gave up before the batch ran is left out of it.
-        batch = [c for c in batch if not (isinstance(c.reply, asyncio.Future) and c.reply.done())]
-        if not batch:
-            return
-        try:
-            args, kwargs = self._arguments(batch)
-            if self._is_stream:
-                await self._deliver_stream(batch, args, kwargs)
-            else:
-                results = await self._invoke(args, kwargs)
-                for call, result in zip(batch, self._checked(results, len(batch)), strict=True):
-                    _answer(call, result)
-        except Exception as error:
-            for call in batch:
-                _fail(call, error)
-
-    def _arguments(self, batch: list[Call]) -> tuple[list[list[Any]], dict[str, list[Any]]]:
-        """A list per positional and per keyword argument, across the batch."""
-        shape = (len(batch[0].args), sorted(batch[0].kwargs))
-        for call in batch:
-            if (len(call.args), sorted(call.kwargs)) != shape:
-                raise TypeError(
-                    f"calls batched by {self.name} must pass the same arguments: one passed "
-                    f"{len(call.args)} positional and {sorted(call.kwargs)}, another "
-                    f"{shape[0]} positional and {shape[1]}"
-                )
-        args = [[call.args[i] for call in batch] for i in range(shape[0])]
-        kwargs = {key: [call.kwargs[key] for call in batch] for key in shape[1]}
-        return args, kwargs
-
-    async def _invoke(self, args: list[list[Any]], kwargs: dict[str, list[Any]]) -> Any:
-        if inspect.iscoroutinefunction(self._handler):
-            return await self._handler(*args, **kwargs)
-        result = await asyncio.to_thread(functools.partial(self._handler, *args, **kwargs))
-        return await result if inspect.isawaitable(result) else result
-
-    async def _deliver_stream(
-        self, batch: list[Call], args: list[list[Any]], kwargs: dict[str, list[Any]]
-    ) -> None:
-        open_calls = list(batch)
-        async for step in _steps(self._handler(*args, **kwargs)):
-            for call, item in zip(batch, self._checked(step, len(batch)), strict=True):
-                if call not in open_calls:
-                    continue
-                if any(item is end for end in _STREAM_ENDS):
-                    open_calls.remove(call)
-                    _answer(call, _END)
-                else:
-                    _answer(call, item)
-        for call in open_calls:
-            _answer(call, _END)
-
-    def _checked(self, results: Any, expected: int) -> list[Any]:
-        if isinstance(results, str | bytes) or not hasattr(results, "__len__"):
-            raise TypeError(
-                f"{self.name} is a batch handler, so it must return a list with one result "
-                f"per call; it returned {type(results).__name__}"
-            )
-        if len(results) != expected:
-            raise ValueError(
-                f"{self.name} returned {len(results)} results for a batch of {expected} "
-                "calls; a batch handler must return one result per call, in order"
-            )
-        return list(results)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Failure:
-    error: BaseException
-
-
-def _answer(call: Call, value: Any) -> None:
-    if isinstance(call.reply, asyncio.Queue):
-        call.reply.put_nowait(value)
-    elif not call.reply.done():
-        call.reply.set_result(value)
-
-
-def _fail(call: Call, error: BaseException) -> None:
-    if isinstance(call.reply, asyncio.Queue):
-        call.reply.put_nowait(_Failure(error))
-    elif not call.reply.done():
-        call.reply.set_exception(error)
-
-
-async def _steps(generator: Any) -> AsyncIterator[Any]:
-    """The steps of a sync or async generator; a sync one advances in a thread."""
-    if inspect.isasyncgen(generator):
-        async for step in generator:
-            yield step
-        return
-    while (step := await asyncio.to_thread(next, generator, _END)) is not _END:
-        yield step
+from capstan.batch_queue import (
+    BatchQueue,
+    BatchSettings,
+    check_batch_wait_timeout_s,
+    check_max_batch_size,
+)
 
 
 class _Batcher:
@@ -292,6 +77,7 @@ def batch(
     max_batch_size: int = 10,
     batch_wait_timeout_s: float = 0.01,
     max_concurrent_batches: int = 1,
+    batch_size_fn: Callable[[list[Any]], int] | None = None,
 ) -> Any:
     """Makes a function or method that takes lists into one called per item:
     `@serve.batch` or `@serve.batch(max_batch_size=..., batch_wait_timeout_s=...)`.
@@ -300,12 +86,16 @@ def batch(
     result; the handler (sync or async, or a generator yielding lists to
     stream) is called with up to `max_batch_size` items at once, after at
     most `batch_wait_timeout_s` of waiting for the batch to fill, and at most
-    `max_concurrent_batches` batches run at a time. The returned function
-    has `set_max_batch_size`, `set_batch_wait_timeout_s` and Ray Serve's
-    `_get_max_batch_size` / `_get_batch_wait_timeout_s`."""
+    `max_concurrent_batches` batches run at a time. `batch_size_fn`, given the
+    calls' first arguments, measures a batch instead of `len` (e.g. in
+    tokens). The returned function has `set_max_batch_size`,
+    `set_batch_wait_timeout_s` and Ray Serve's `_get_max_batch_size` /
+    `_get_batch_wait_timeout_s`."""
     if _func is not None and not callable(_func):
         raise TypeError("@serve.batch decorates a function or a method")
-    settings = BatchSettings(max_batch_size, batch_wait_timeout_s, max_concurrent_batches)
+    settings = BatchSettings(
+        max_batch_size, batch_wait_timeout_s, max_concurrent_batches, batch_size_fn
+    )
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         if not callable(func):

@@ -121,8 +121,15 @@ class BatchQueue:
 
     async def _run(self) -> None:
         while True:
-            batch = await self._next_batch()
+            # The slot is taken before the batch forms: calls that arrive while
+            # every slot is busy fill the next batch, rather than queueing up
+            # behind it in small batches of their own.
             await self._slots.acquire()
+            try:
+                batch = await self._next_batch()
+            except BaseException:
+                self._slots.release()
+                raise
             task = self._loop.create_task(self._process(batch))
             self._batches.add(task)
             task.add_done_callback(self._finished)

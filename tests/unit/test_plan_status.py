@@ -28,8 +28,8 @@ def test_backoff_grows_caps_and_resets(failures_at: list[float], failures: int, 
         backoff = after_failure(backoff, now, "boom", POLICY)
     assert backoff is not None
     assert backoff.failures == failures
-    assert backoff.retry_at - failures_at[-1] == retry_in
-    assert backoff.is_waiting(failures_at[-1]) and not backoff.is_waiting(backoff.retry_at)
+    assert backoff.retry_mono_s - failures_at[-1] == retry_in
+    assert backoff.is_waiting(failures_at[-1]) and not backoff.is_waiting(backoff.retry_mono_s)
 
 
 def want(target: int = 2, **kw: object) -> Desired:
@@ -75,7 +75,7 @@ def test_assess(
     message: str,
 ) -> None:
     got_state, got_message = assess(
-        desired, replicas, is_stable=is_stable, backoff=backoff, now=10.0
+        desired, replicas, is_stable=is_stable, backoff=backoff, now_mono_s=10.0
     )
     assert got_state == state
     assert message in got_message if message else got_message == ""
@@ -87,6 +87,6 @@ def test_autoscaler_scale_up_shortfall_is_updating(
 ) -> None:
     got_state, got_message = assess(
         want(3), [rep("a"), rep("b", ReplicaState.STARTING)], is_stable=True, backoff=None,
-        now=10.0, is_scaling_up=is_scaling_up,
+        now_mono_s=10.0, is_scaling_up=is_scaling_up,
     )  # fmt: skip
     assert (got_state, got_message) == (state, "1/3 replicas of version v1 running")

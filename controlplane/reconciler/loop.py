@@ -17,7 +17,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping
 
 from controlplane.launch import Capacity, launch_spec
 from controlplane.reconciler import adoption, outcomes
@@ -26,18 +26,20 @@ from controlplane.reconciler.backoff import BackoffPolicy
 from controlplane.reconciler.desired import desire
 from controlplane.reconciler.fleet import Fleet
 from controlplane.reconciler.lifecycle import Phase, Replica
+from controlplane.reconciler.observer import Observer
 from controlplane.reconciler.plan import Action, Desired, StartReplica, StopReplica, plan
 from controlplane.reconciler.recorder import Recorder, start_key
 from controlplane.reconciler.replica_client import ReplicaClient
 from controlplane.reconciler.replica_moves import new_replica, placed, stopped
 from controlplane.reconciler.routes import RouteTable
 from controlplane.reconciler.scaling_memory import ScalingMemory
+from controlplane.reconciler.scaling_poller import ScalingPoller
 from controlplane.reconciler.status import removable, status, status_write
 from controlplane.records import DeploymentRecord, DeploymentState, ReplicaState
 from controlplane.scheduler import place_on_executor
 from controlplane.settings import Settings
 from controlplane.store import Store
-from executors.base import Executor, Node, ReplicaRef
+from executors.base import Executor, ReplicaRef
 
 log = logging.getLogger("capstan.controlplane")
 _LIVE = (ReplicaState.PENDING, ReplicaState.STARTING, ReplicaState.RUNNING)
@@ -69,6 +71,11 @@ class Reconciler:
             store, self._fleet, policy, settings.health_failure_threshold, self._changed
         )
         self._scaling = ScalingMemory()
+        self._observer = Observer(executors, settings.observe_timeout_s)
+        self._poller = ScalingPoller(
+            self._scaling, self._fleet, self._actuator, lambda: self._records.values(),
+            self.wake, settings.reconcile_interval_s,
+        )  # fmt: skip
         self._records: dict[str, DeploymentRecord] = {}
         self._stopping_unknown: set[str] = set()
         self._tasks: asyncio.TaskGroup | None = None
@@ -92,7 +99,7 @@ class Reconciler:
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
-                tasks.create_task(self._autoscale())
+                tasks.create_task(self._poller.run())
                 while True:
                     self._wake.clear()
                     try:
@@ -123,10 +130,11 @@ class Reconciler:
     async def _pass(self) -> None:
         self._records = {r.name: r for r in await self._store.deployments()}
         self._scaling.forget_except(self._records)
-        observations, capacity = await asyncio.gather(self._observe(), self._capacity())
+        observations, capacity = await self._observer.look()
         for replica in adoption.dead(self._fleet, observations):
             await self._record(replica.id, outcomes.Died())
-        for executor, ref in adoption.unknown(self._fleet, observations):
+        known = {replica.id for replica in self._fleet}
+        for executor, ref in adoption.unknown(known, observations):
             self._stop_unknown(executor, ref)
         now_mono_s = time.monotonic()
         await self._check_health(now_mono_s)
@@ -139,34 +147,6 @@ class Reconciler:
             await self._update_statuses(desired, now_mono_s)
         await self._remove_deleted()
         self._publish()
-
-    async def _observe(self) -> dict[str, adoption.Observation | None]:
-        names = list(self._executors)
-        results = await asyncio.gather(*(self._observe_one(name) for name in names))
-        return dict(zip(names, results, strict=True))
-
-    async def _observe_one(self, name: str) -> adoption.Observation | None:
-        asked_mono_s = time.monotonic()
-        try:
-            async with asyncio.timeout(self._settings.observe_timeout_s):
-                refs = await self._executors[name].observe()
-        except Exception as error:  # judge no replica dead on a failed look
-            log.warning("executor %s could not observe its replicas: %r", name, error)
-            return None
-        return adoption.Observation(asked_mono_s, {ref.replica_id: ref for ref in refs})
-
-    async def _capacity(self) -> Capacity:
-        names = list(self._executors)
-        results = await asyncio.gather(*(self._capacity_one(name) for name in names))
-        return dict(zip(names, results, strict=True))
-
-    async def _capacity_one(self, name: str) -> Sequence[Node] | str:
-        try:
-            async with asyncio.timeout(self._settings.observe_timeout_s):
-                return await self._executors[name].capacity()
-        except Exception as error:
-            log.warning("executor %s could not report capacity: %r", name, error)
-            return repr(error)
 
     async def _check_health(self, now_mono_s: float) -> None:
         for replica in self._fleet:
@@ -333,38 +313,3 @@ class Reconciler:
     def _publish(self) -> None:
         if self._routes.publish(self._fleet.endpoints(self._records)):
             log.info("route table revision %d", self._routes.revision)
-
-    # -- autoscaling -----------------------------------------------------------
-
-    async def _autoscale(self) -> None:
-        """Polls autoscaled deployments' replicas every metrics interval and
-        runs a pass when the autoscaler changes a target. Never dies."""
-        while True:
-            try:
-                await self._autoscale_once()
-            except Exception:
-                log.exception("autoscaling round failed; the next one will retry")
-            wait_s = self._settings.reconcile_interval_s
-            next_poll_mono_s = self._scaling.next_poll_mono_s()
-            if next_poll_mono_s is not None:
-                wait_s = min(wait_s, max(0.01, next_poll_mono_s - time.monotonic()))
-            await asyncio.sleep(wait_s)
-
-    async def _autoscale_once(self) -> None:
-        names = self._scaling.due(self._records.values(), time.monotonic())
-        if not names:
-            return
-        totals = await asyncio.gather(*(self._total_ongoing(name) for name in names))
-        now_mono_s = time.monotonic()
-        pairs = zip(names, totals, strict=True)
-        changed = [self._scaling.sample(name, total, now_mono_s) for name, total in pairs]
-        if any(changed):
-            self.wake()
-
-    async def _total_ongoing(self, deployment: str) -> float | None:
-        """Ongoing requests summed over the deployment's routable replicas;
-        None when none answered."""
-        addresses = [r.record.address for r in self._fleet.of(deployment) if r.is_routable]
-        counts = await asyncio.gather(*(self._actuator.ongoing(a) for a in addresses))
-        answered = [c for c in counts if c is not None]
-        return float(sum(answered)) if answered else None

@@ -43,7 +43,7 @@ from executors.base import Executor, ReplicaRef
 
 log = logging.getLogger("capstan.controlplane")
 _LIVE = (ReplicaState.PENDING, ReplicaState.STARTING, ReplicaState.RUNNING)
-_TASKED = (Phase.STARTING, Phase.DRAINING, Phase.STOPPING)
+_STOPPED_BY_TASK = (Phase.DRAINING, Phase.STOPPING)
 
 
 class Reconciler:
@@ -142,7 +142,9 @@ class Reconciler:
         for action in plan(desired, self._fleet.observed()):
             await self._dispatch(action, capacity)
         for replica in adoption.unfinished_stops(list(self._fleet)):
-            await self._stop(replica, drain=False, reason="finish stopping")
+            current = self._fleet.get(replica.id)  # as it is after the awaits above
+            if current is not None:
+                await self._stop(current, drain=False, reason="finish stopping")
         if not self._is_stopping_all:
             await self._update_statuses(desired, now_mono_s)
         await self._remove_deleted()
@@ -194,7 +196,7 @@ class Reconciler:
         log.info("%s: %s replica %s (%s)", action.deployment, verb, replica.id, action.reason)
         if isinstance(action, StopReplica):
             await self._stop(replica, drain=action.drain, reason=action.reason)
-        elif record is not None:
+        elif record is not None and replica.phase == Phase.RUNNING:  # not made SICK meanwhile
             await self._fleet.put(replica.moved(Phase.RECONFIGURING))
             reconfigure = self._actuator.reconfigure(replica, action, record)
             self._spawn(f"reconfigure {replica.id}", replica.id, reconfigure)
@@ -234,7 +236,7 @@ class Reconciler:
         if after.phase == Phase.CANCELLED:
             return  # its launch task hands it back when the launch returns
         self._changed()  # routers drop it before the drain begins
-        if after.phase in _TASKED:
+        if after.phase in _STOPPED_BY_TASK:
             is_draining = after.phase == Phase.DRAINING
             report = self._reporter(after.id)
             stop = self._actuator.stop(after, spec, drain=is_draining, report=report)
@@ -277,10 +279,7 @@ class Reconciler:
         return report
 
     async def _record(self, replica_id: str, outcome: outcomes.Outcome) -> None:
-        replica = self._fleet.get(replica_id)
-        if replica is not None:
-            deployment = self._records.get(replica.deployment)
-            await self._recorder.record(replica_id, outcome, deployment)
+        await self._recorder.record(replica_id, outcome, self._records)
 
     def _changed(self) -> None:
         self._publish()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from controlplane.reconciler import outcomes
 from controlplane.reconciler.backoff import Backoff, BackoffPolicy, after_failure
@@ -46,13 +46,17 @@ class Recorder:
         self.failed_starts: set[tuple[str, int, str, str]] = set()
 
     async def record(
-        self, replica_id: str, outcome: outcomes.Outcome, deployment: DeploymentRecord | None
+        self,
+        replica_id: str,
+        outcome: outcomes.Outcome,
+        deployments: Mapping[str, DeploymentRecord],
     ) -> None:
         """What `outcome` means for the replica (if it is still tracked) and
-        for `deployment` (its latest record), written down."""
+        its deployment (as last read, in `deployments`), written down."""
         replica = self._fleet.get(replica_id)
         if replica is None:
             return
+        deployment = deployments.get(replica.deployment)
         context = outcomes.Context(deployment, time.monotonic(), self._threshold)
         effects = outcomes.settle(replica, outcome, context)
         await self._fleet.put(effects.replica)

@@ -41,6 +41,7 @@ class Actuator:
         self._executors = executors
         self._client = client
         self._reconfigure_timeout_s = reconfigure_timeout_s
+        self._stopping_unknown: set[str] = set()
 
     async def launch(
         self, deployment: DeploymentRecord, launch: LaunchSpec, report: Report
@@ -95,8 +96,16 @@ class Actuator:
                 log.warning("replica %s still had %d requests after draining", replica_id, left)
 
     async def stop_unknown(self, executor: str, ref: ReplicaRef) -> None:
-        """Stops a replica an executor runs but the store does not know."""
-        await self._executors[executor].stop(ref, _ORPHAN_SPEC_TIMEOUT_S)
+        """Stops a replica an executor runs but the store does not know;
+        does nothing while an earlier call is stopping it."""
+        if ref.replica_id in self._stopping_unknown:
+            return
+        log.warning("executor %s runs unknown replica %s; stopping it", executor, ref.replica_id)
+        self._stopping_unknown.add(ref.replica_id)
+        try:
+            await self._executors[executor].stop(ref, _ORPHAN_SPEC_TIMEOUT_S)
+        finally:
+            self._stopping_unknown.discard(ref.replica_id)
 
     async def reconfigure(
         self, replica: Replica, action: ReconfigureReplica, deployment: DeploymentRecord

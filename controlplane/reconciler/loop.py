@@ -34,12 +34,11 @@ from controlplane.reconciler.replica_moves import new_replica, placed, stopped
 from controlplane.reconciler.routes import RouteTable
 from controlplane.reconciler.scaling_memory import ScalingMemory
 from controlplane.reconciler.scaling_poller import ScalingPoller
-from controlplane.reconciler.status import removable, status, status_write
-from controlplane.records import DeploymentRecord, DeploymentState, ReplicaState
+from controlplane.records import DeploymentRecord, ReplicaState
 from controlplane.scheduler import place_on_executor
 from controlplane.settings import Settings
 from controlplane.store import Store
-from executors.base import Executor, ReplicaRef
+from executors.base import Executor
 
 log = logging.getLogger("capstan.controlplane")
 _LIVE = (ReplicaState.PENDING, ReplicaState.STARTING, ReplicaState.RUNNING)
@@ -67,17 +66,17 @@ class Reconciler:
         policy = BackoffPolicy(
             settings.backoff_base_s, settings.backoff_max_s, settings.backoff_reset_s
         )
-        self._recorder = Recorder(
-            store, self._fleet, policy, settings.health_failure_threshold, self._changed
-        )
         self._scaling = ScalingMemory()
+        self._recorder = Recorder(
+            store, self._fleet, self._scaling, policy, settings.health_failure_threshold,
+            self._changed,
+        )  # fmt: skip
         self._observer = Observer(executors, settings.observe_timeout_s)
         self._poller = ScalingPoller(
             self._scaling, self._fleet, self._actuator, lambda: self._records.values(),
             self.wake, settings.reconcile_interval_s,
         )  # fmt: skip
         self._records: dict[str, DeploymentRecord] = {}
-        self._stopping_unknown: set[str] = set()
         self._tasks: asyncio.TaskGroup | None = None
         self._wake = asyncio.Event()
         self._passed = asyncio.Event()
@@ -135,7 +134,8 @@ class Reconciler:
             await self._record(replica.id, outcomes.Died())
         known = {replica.id for replica in self._fleet}
         for executor, ref in adoption.unknown(known, observations):
-            self._stop_unknown(executor, ref)
+            stop = self._actuator.stop_unknown(executor, ref)
+            self._spawn(f"stop unknown {ref.replica_id}", None, stop)
         now_mono_s = time.monotonic()
         await self._check_health(now_mono_s)
         desired = self._desired(now_mono_s)
@@ -146,8 +146,9 @@ class Reconciler:
             if current is not None:
                 await self._stop(current, drain=False, reason="finish stopping")
         if not self._is_stopping_all:
-            await self._update_statuses(desired, now_mono_s)
-        await self._remove_deleted()
+            observed = self._fleet.observed()
+            await self._recorder.statuses(desired, self._records, observed, now_mono_s)
+        await self._recorder.remove_deleted(self._records.values())
         self._publish()
 
     async def _check_health(self, now_mono_s: float) -> None:
@@ -242,20 +243,6 @@ class Reconciler:
             stop = self._actuator.stop(after, spec, drain=is_draining, report=report)
             self._spawn(f"stop {after.id}", after.id, stop)
 
-    def _stop_unknown(self, executor: str, ref: ReplicaRef) -> None:
-        replica_id = ref.replica_id
-        if replica_id in self._stopping_unknown:
-            return
-        log.warning("executor %s runs unknown replica %s; stopping it", executor, replica_id)
-        self._stopping_unknown.add(replica_id)
-        self._spawn(f"stop unknown {replica_id}", None, self._forget_unknown(executor, ref))
-
-    async def _forget_unknown(self, executor: str, ref: ReplicaRef) -> None:
-        try:
-            await self._actuator.stop_unknown(executor, ref)
-        finally:
-            self._stopping_unknown.discard(ref.replica_id)
-
     # -- tasks and what they end with ------------------------------------------
 
     def _spawn(self, what: str, replica_id: str | None, work: Awaitable[object]) -> None:
@@ -284,30 +271,6 @@ class Reconciler:
     def _changed(self) -> None:
         self._publish()
         self.wake()
-
-    # -- status ----------------------------------------------------------------
-
-    async def _update_statuses(self, desired: list[Desired], now_mono_s: float) -> None:
-        observed = self._fleet.observed()
-        for want in desired:
-            record = self._records[want.name]
-            replicas = [r for r in observed if r.deployment == want.name]
-            assessed = status(
-                want, record, replicas, backoff=self._recorder.backoffs.get(want.name),
-                now_mono_s=now_mono_s, is_scaling_up=self._scaling.is_scaling_up(want.name),
-            )  # fmt: skip
-            if assessed is None:
-                continue
-            if assessed[0] == DeploymentState.HEALTHY:
-                self._scaling.settled(want.name)
-            write = status_write(record, *assessed)
-            if write is not None:
-                await self._recorder.status(record, write)
-
-    async def _remove_deleted(self) -> None:
-        with_replicas = {replica.deployment for replica in self._fleet}
-        for record in removable(self._records.values(), with_replicas):
-            await self._recorder.remove(record)
 
     def _publish(self) -> None:
         if self._routes.publish(self._fleet.endpoints(self._records)):

@@ -1,6 +1,7 @@
 """Records what the reconciler learnt: the one place it writes the store
 (replica records through the Fleet; events, failed rollouts, statuses and
-removals here) and keeps each deployment's start backoff.
+removals here) and keeps each deployment's start backoff. What to write is
+decided by pure functions (`outcomes.settle`, `status.status_write`).
 
 Each write of a deployment's status names the apply (generation) it was
 computed for, so it lands only if no apply or failure came in between.
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from controlplane.reconciler import outcomes
 from controlplane.reconciler.backoff import Backoff, BackoffPolicy, after_failure
 from controlplane.reconciler.fleet import Fleet
 from controlplane.reconciler.lifecycle import Phase
-from controlplane.reconciler.status import StatusWrite
-from controlplane.records import DeploymentRecord
+from controlplane.reconciler.plan import Desired, Observed
+from controlplane.reconciler.scaling_memory import ScalingMemory
+from controlplane.reconciler.status import StatusWrite, removable, status, status_write
+from controlplane.records import DeploymentRecord, DeploymentState
 from controlplane.store import Store
 
 log = logging.getLogger("capstan.controlplane")
@@ -31,12 +34,14 @@ class Recorder:
         self,
         store: Store,
         fleet: Fleet,
+        scaling: ScalingMemory,
         policy: BackoffPolicy,
         health_failure_threshold: int,
         on_change: Callable[[], None],
     ) -> None:
         self._store = store
         self._fleet = fleet
+        self._scaling = scaling
         self._policy = policy
         self._threshold = health_failure_threshold
         self._on_change = on_change
@@ -93,8 +98,30 @@ class Recorder:
         if failed is not None:
             log.warning("%s: rollout of %s failed: %s", record.name, record.version, message)
 
-    async def status(self, record: DeploymentRecord, write: StatusWrite) -> None:
-        """Stores a deployment's new status, as of apply `record.generation`."""
+    async def statuses(
+        self,
+        desired: Sequence[Desired],
+        records: Mapping[str, DeploymentRecord],
+        observed: Sequence[Observed],
+        now_mono_s: float,
+    ) -> None:
+        """Assesses each desired deployment and stores its status if it changed."""
+        for want in desired:
+            record = records[want.name]
+            replicas = [r for r in observed if r.deployment == want.name]
+            assessed = status(
+                want, record, replicas, backoff=self.backoffs.get(want.name),
+                now_mono_s=now_mono_s, is_scaling_up=self._scaling.is_scaling_up(want.name),
+            )  # fmt: skip
+            if assessed is None:
+                continue
+            if assessed[0] == DeploymentState.HEALTHY:
+                self._scaling.settled(want.name)
+            write = status_write(record, *assessed)
+            if write is not None:
+                await self._status(record, write)
+
+    async def _status(self, record: DeploymentRecord, write: StatusWrite) -> None:
         if write.is_rollout_done:
             log.info("%s: version %s is rolled out", record.name, record.version)
         if write.is_stable:
@@ -102,11 +129,14 @@ class Recorder:
         else:
             await self._store.set_status(record.name, record.generation, write.state, write.message)
 
-    async def remove(self, record: DeploymentRecord) -> None:
-        """Forgets a deleted deployment whose replicas are all gone."""
-        log.info("%s: deleted", record.name)
-        await self._store.remove(record.name, record.generation)
-        self.backoffs.pop(record.name, None)
+    async def remove_deleted(self, records: Iterable[DeploymentRecord]) -> None:
+        """Forgets the deleted deployments whose replicas are all gone: the
+        one place a deployment leaves the store."""
+        with_replicas = {replica.deployment for replica in self._fleet}
+        for record in removable(records, with_replicas):
+            log.info("%s: deleted", record.name)
+            await self._store.remove(record.name, record.generation)
+            self.backoffs.pop(record.name, None)
 
 
 def start_key(record: DeploymentRecord, version: str | None = None) -> tuple[str, int, str, str]:

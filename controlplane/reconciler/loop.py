@@ -4,8 +4,9 @@ Each pass (every `reconcile_interval_s`, and at once when woken by an apply,
 a delete or a finished task) gathers observations (the store, what each
 executor runs, capacity), asks the pure functions what they mean and what to
 do (adoption, desired, plan, status), and hands actions to the Actuator as
-tasks. Whatever a task ends with is settled (a pure function) and recorded
-in one place, `_record`. A failing pass is logged and the next one runs.
+tasks. Whatever a task ends with is settled (a pure function) and written
+by the Recorder, the one place the store is written (replica records through
+the Fleet). A failing pass is logged and the next one runs.
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ class Context:
 
     deployment: DeploymentRecord | None
     now_mono_s: float
-    health_failure_threshold: int = 3
+    health_failure_threshold: int
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,7 +32,7 @@ def replica(phase: Phase, version: str = "v1", failures: int = 0) -> Replica:
 
 
 def settle(r: Replica, outcome: o.Outcome, deployment: DeploymentRecord = STABLE) -> o.Effects:
-    return o.settle(r, outcome, o.Context(deployment, now_mono_s=100.0))
+    return o.settle(r, outcome, o.Context(deployment, now_mono_s=100.0, health_failure_threshold=3))
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,7 @@ class AutoscalerState:
 
     target: int
     direction: Direction = Direction.NONE
-    since: float | None = None
+    since_mono_s: float | None = None
 
     @classmethod
     def initial(cls, policy: Autoscaling) -> AutoscalerState:
@@ -59,7 +59,7 @@ def decide(
     policy: Autoscaling,
     current: int,
     state: AutoscalerState,
-    now: float,
+    now_mono_s: float,
 ) -> tuple[int, AutoscalerState]:
     """The replica count to run now, and the state to pass next time.
     `current` is the count the deployment is scaled to (normally
@@ -72,9 +72,11 @@ def decide(
     direction = Direction((desired > current) - (desired < current))
     if direction == Direction.NONE:
         return current, AutoscalerState(current)
-    since = state.since if direction == state.direction and state.since is not None else now
+    since = state.since_mono_s
+    if direction != state.direction or since is None:
+        since = now_mono_s
     delay_s = policy.upscale_delay_s if direction == Direction.UP else policy.downscale_delay_s
-    if now - since >= delay_s:
+    if now_mono_s - since >= delay_s:
         return _act(desired)
     return current, AutoscalerState(current, direction, since)
 

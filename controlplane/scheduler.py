@@ -148,3 +148,21 @@ def _number(value: float) -> str:
 
 def _amount(value: float, unit: str) -> str:
     return f"{_number(value)} {unit}" + ("" if value == 1 else "s")
+
+
+def place_on_executor(
+    options: ReplicaOptions,
+    executor: str,
+    *,
+    schedules_itself: bool,
+    nodes: Sequence[Node] | str,
+    used: Sequence[Placement],
+) -> Placement | NoFit:
+    """A placement on `executor`, whose capacity is `nodes` (or why it could
+    not be read). An executor that schedules itself (Ray) is handed the
+    request as is, on no particular node."""
+    if schedules_itself:
+        return Placement(node="", num_cpus=options.num_cpus, resources=options.resources)
+    if isinstance(nodes, str):
+        return NoFit(f"cannot read the capacity of executor {executor!r}: {nodes}")
+    return place(options, nodes, used)

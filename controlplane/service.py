@@ -190,9 +190,6 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
             await self._reconciler.stop_all_replicas(timeout_s)
         except TimeoutError:
             log.warning("some replicas were still stopping after %.0f s", timeout_s)
-        if not request.keep_deployments:
-            for record in records:
-                await self._store.remove(record.spec.name, record.generation)
         self._on_shutdown()
         return cp.ShutdownResponse()
 

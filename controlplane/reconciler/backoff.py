@@ -21,23 +21,23 @@ class BackoffPolicy:
 @dataclasses.dataclass(frozen=True)
 class Backoff:
     """Where one deployment stands: how many failures in a row, and when
-    starting replicas may resume."""
+    (monotonic seconds) the last came and starting replicas may resume."""
 
     failures: int = 0
-    last_failure_at: float = 0.0
-    retry_at: float = 0.0
+    last_failure_mono_s: float = 0.0
+    retry_mono_s: float = 0.0
     reason: str = ""
 
-    def is_waiting(self, now: float) -> bool:
-        return now < self.retry_at
+    def is_waiting(self, now_mono_s: float) -> bool:
+        return now_mono_s < self.retry_mono_s
 
 
 def after_failure(
-    backoff: Backoff | None, now: float, reason: str, policy: BackoffPolicy
+    backoff: Backoff | None, now_mono_s: float, reason: str, policy: BackoffPolicy
 ) -> Backoff:
-    """The backoff after one more failure at `now`."""
+    """The backoff after one more failure at `now_mono_s`."""
     previous = backoff or Backoff()
-    is_fresh = now - previous.last_failure_at > policy.reset_s
+    is_fresh = now_mono_s - previous.last_failure_mono_s > policy.reset_s
     failures = 1 if is_fresh or previous.failures == 0 else previous.failures + 1
     delay = min(policy.max_s, policy.base_s * 2 ** (failures - 1))
-    return Backoff(failures=failures, last_failure_at=now, retry_at=now + delay, reason=reason)
+    return Backoff(failures, now_mono_s, now_mono_s + delay, reason)

@@ -1,11 +1,12 @@
 """The reconcile loop: the only impure part of reconciliation.
 
-Each pass (every `reconcile_interval_s`, and at once when woken by an apply
-or delete) reads the desired state from the store, asks every executor what
-runs, merges that with the stored replicas (adoption: a stored replica the
-executor still runs is kept; one it no longer runs is dead and replaced; one
-it runs but the store does not know is stopped), plans, and hands the plan's
-actions to the Actuator. A failing pass is logged and the next one runs.
+Each pass (every `reconcile_interval_s`, and at once when woken by an apply,
+a delete or a finished task) gathers observations (the store, what each
+executor runs, capacity), asks the pure functions what they mean and what to
+do (adoption, desired, plan, status), and hands actions to the Actuator as
+tasks. Whatever a task ends with is settled (a pure function) and written
+by the Recorder, the one place the store is written (replica records through
+the Fleet). A failing pass is logged and the next one runs.
 """
 
 from __future__ import annotations
@@ -14,43 +15,35 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
+import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping
 
-from controlplane.reconciler.actuator import Actuator, Capacity
-from controlplane.reconciler.autoscaling import Autoscalers
-from controlplane.reconciler.backoff import Backoff, BackoffPolicy, after_failure
-from controlplane.reconciler.fleet import Fleet, TrackedReplica
-from controlplane.reconciler.plan import (
-    Action,
-    Desired,
-    ReconfigureReplica,
-    StartReplica,
-    StopReplica,
-    plan,
-)
+from controlplane.launch import Capacity, launch_spec
+from controlplane.reconciler import adoption, outcomes
+from controlplane.reconciler.actuator import Actuator, Report
+from controlplane.reconciler.backoff import BackoffPolicy
+from controlplane.reconciler.desired import desire
+from controlplane.reconciler.fleet import Fleet
+from controlplane.reconciler.lifecycle import Phase, Replica
+from controlplane.reconciler.observer import Observer
+from controlplane.reconciler.plan import Action, Desired, StartReplica, StopReplica, plan
+from controlplane.reconciler.recorder import Recorder, start_key
 from controlplane.reconciler.replica_client import ReplicaClient
+from controlplane.reconciler.replica_moves import new_replica, placed, stopped
 from controlplane.reconciler.routes import RouteTable
-from controlplane.reconciler.status import assess
-from controlplane.records import DeploymentRecord, DeploymentState, ReplicaState
+from controlplane.reconciler.scaling_memory import ScalingMemory
+from controlplane.reconciler.scaling_poller import ScalingPoller
+from controlplane.records import DeploymentRecord, ReplicaState
+from controlplane.scheduler import place_on_executor
 from controlplane.settings import Settings
 from controlplane.store import Store
-from executors.base import Executor, ReplicaRef
+from executors.base import Executor
 
 log = logging.getLogger("capstan.controlplane")
-
-# How long one replica may take to report its ongoing requests; one that
-# does not answer in time contributes nothing to that sample.
-_STATS_TIMEOUT_S = 1.0
 _LIVE = (ReplicaState.PENDING, ReplicaState.STARTING, ReplicaState.RUNNING)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Observation:
-    """What one executor reported, and when the question was asked."""
-
-    asked_at: float
-    refs: Mapping[str, ReplicaRef]
+_STOPPED_BY_TASK = (Phase.DRAINING, Phase.STOPPING)
 
 
 class Reconciler:
@@ -70,28 +63,26 @@ class Reconciler:
         self._routes = routes
         self._fleet = Fleet(store)
         self._client = ReplicaClient()
-        self._actuator = Actuator(
-            settings, store, self._fleet, executors, self._client,
-            on_change=self._changed, on_failure=self._failed,
-        )  # fmt: skip
-        self._policy = BackoffPolicy(
+        self._actuator = Actuator(executors, self._client, settings.reconfigure_timeout_s)
+        policy = BackoffPolicy(
             settings.backoff_base_s, settings.backoff_max_s, settings.backoff_reset_s
         )
-        self._backoffs: dict[str, Backoff] = {}
-        self._autoscalers = Autoscalers()
+        self._scaling = ScalingMemory()
+        self._recorder = Recorder(
+            store, self._fleet, self._scaling, policy, settings.health_failure_threshold,
+            self._changed,
+        )  # fmt: skip
+        self._observer = Observer(executors, settings.observe_timeout_s)
+        self._poller = ScalingPoller(
+            self._scaling, self._fleet, self._actuator, lambda: self._records.values(),
+            self.wake, settings.reconcile_interval_s,
+        )  # fmt: skip
         self._records: dict[str, DeploymentRecord] = {}
+        self._tasks: asyncio.TaskGroup | None = None
         self._wake = asyncio.Event()
         self._passed = asyncio.Event()
         self._is_stopping_all = False
-
-    @property
-    def control_plane_address(self) -> str:
-        return self._actuator.control_plane_address
-
-    @control_plane_address.setter
-    def control_plane_address(self, address: str) -> None:
-        """Handed to replicas so handles inside them can reach us."""
-        self._actuator.control_plane_address = address
+        self.control_plane_address = ""  # handed to replicas, for their handles
 
     def wake(self) -> None:
         """Runs a pass now instead of at the next interval."""
@@ -107,8 +98,8 @@ class Reconciler:
         log.info("reconciler adopted %d stored replicas", len(self._fleet))
         try:
             async with asyncio.TaskGroup() as tasks:
-                self._actuator.bind(tasks)
-                tasks.create_task(self._autoscale())
+                self._tasks = tasks
+                tasks.create_task(self._poller.run())
                 while True:
                     self._wake.clear()
                     try:
@@ -124,122 +115,71 @@ class Reconciler:
             await self._client.close()
 
     async def stop_all_replicas(self, timeout_s: float) -> None:
-        """Stops (drains) every replica and starts no more. Raises
-        TimeoutError if some are still stopping after `timeout_s`."""
+        """Stops (drains) every replica, starts no more, and removes the
+        deployments being deleted. Raises TimeoutError if some replicas are
+        still stopping after `timeout_s`."""
         self._is_stopping_all = True
         self.wake()
         async with asyncio.timeout(timeout_s):
             while len(self._fleet):
                 await self.next_pass()
-
-    def _changed(self) -> None:
-        self._publish()
-        self.wake()
-
-    def _failed(self, deployment: str, reason: str) -> None:
-        now = time.monotonic()
-        backoff = after_failure(self._backoffs.get(deployment), now, reason, self._policy)
-        self._backoffs[deployment] = backoff
-        log.warning("%s: %s; next start in %.1f s", deployment, reason, backoff.retry_at - now)
+            await self.next_pass()  # one with no replicas left, to remove the deleted
 
     # -- one pass ------------------------------------------------------------
 
     async def _pass(self) -> None:
         self._records = {r.name: r for r in await self._store.deployments()}
-        self._autoscalers.forget_except(self._records)
-        observations, capacity = await asyncio.gather(self._observe(), self._capacity())
-        await self._merge(observations)
-        now = time.monotonic()
-        self._check_health(now)
-        desired = self._desired(now)
+        self._scaling.forget_except(self._records)
+        observations, capacity = await self._observer.look()
+        for replica in adoption.dead(self._fleet, observations):
+            await self._record(replica.id, outcomes.Died())
+        known = {replica.id for replica in self._fleet}
+        for executor, ref in adoption.unknown(known, observations):
+            stop = self._actuator.stop_unknown(executor, ref)
+            self._spawn(f"stop unknown {ref.replica_id}", None, stop)
+        now_mono_s = time.monotonic()
+        await self._check_health(now_mono_s)
+        desired = self._desired(now_mono_s)
         for action in plan(desired, self._fleet.observed()):
             await self._dispatch(action, capacity)
-        await self._finish_stops()
+        for replica in adoption.unfinished_stops(list(self._fleet)):
+            current = self._fleet.get(replica.id)  # as it is after the awaits above
+            if current is not None:
+                await self._stop(current, drain=False, reason="finish stopping")
         if not self._is_stopping_all:
-            await self._update_statuses(desired, now)
-        await self._remove_deleted()
+            observed = self._fleet.observed()
+            await self._recorder.statuses(desired, self._records, observed, now_mono_s)
+        await self._recorder.remove_deleted(self._records.values())
         self._publish()
 
-    async def _observe(self) -> dict[str, _Observation | None]:
-        names = list(self._executors)
-        results = await asyncio.gather(*(self._observe_one(name) for name in names))
-        return dict(zip(names, results, strict=True))
-
-    async def _observe_one(self, name: str) -> _Observation | None:
-        asked_at = time.monotonic()
-        try:
-            async with asyncio.timeout(self._settings.observe_timeout_s):
-                refs = await self._executors[name].observe()
-        except Exception as error:  # judge no replica dead on a failed look
-            log.warning("executor %s could not observe its replicas: %r", name, error)
-            return None
-        return _Observation(asked_at, {ref.replica_id: ref for ref in refs})
-
-    async def _capacity(self) -> Capacity:
-        names = list(self._executors)
-        results = await asyncio.gather(*(self._capacity_one(name) for name in names))
-        return dict(zip(names, results, strict=True))
-
-    async def _capacity_one(self, name: str) -> Sequence | str:
-        try:
-            async with asyncio.timeout(self._settings.observe_timeout_s):
-                return await self._executors[name].capacity()
-        except Exception as error:
-            log.warning("executor %s could not report capacity: %r", name, error)
-            return repr(error)
-
-    async def _merge(self, observations: Mapping[str, _Observation | None]) -> None:
-        for tracked in self._fleet:
-            seen = observations.get(tracked.record.executor)
-            if seen is None or tracked.state != ReplicaState.RUNNING:
+    async def _check_health(self, now_mono_s: float) -> None:
+        for replica in self._fleet:
+            record = self._records.get(replica.deployment)
+            if record is None or not outcomes.health_check_due(replica, record, now_mono_s):
                 continue
-            if tracked.ref_since < seen.asked_at and tracked.id not in seen.refs:
-                await self._bury(tracked)
-        for name, seen in observations.items():
-            for replica_id, ref in (seen.refs if seen else {}).items():
-                if replica_id not in self._fleet:
-                    self._actuator.stop_unknown(name, ref)
+            await self._fleet.put(dataclasses.replace(replica, health_due_mono_s=math.inf))
+            check = self._actuator.check_health(replica, record.spec)
+            self._spawn(f"health {replica.id}", replica.id, check)
 
-    async def _bury(self, tracked: TrackedReplica) -> None:
-        deployment = tracked.record.deployment
-        message = f"replica {tracked.id} exited unexpectedly"
-        await self._fleet.remove(tracked)
-        await self._store.add_event(deployment, tracked.id, "died", message)
-        self._failed(deployment, message)
-
-    def _check_health(self, now: float) -> None:
-        for tracked in self._fleet:
-            record = self._records.get(tracked.record.deployment)
-            if record is None or not tracked.is_routable or tracked.is_checking:
-                continue
-            if now >= tracked.health_due:
-                self._actuator.check_health(tracked, record.spec)
-
-    def _desired(self, now: float) -> list[Desired]:
+    def _desired(self, now_mono_s: float) -> list[Desired]:
         if self._is_stopping_all:
             return []
-        return [self._desired_one(record, now) for record in self._records.values()]
+        return [
+            desire(
+                record,
+                autoscaled=self._autoscaled(record),
+                backoff=self._recorder.backoffs.get(record.name),
+                has_failed_start=start_key(record) in self._recorder.failed_starts,
+                now_mono_s=now_mono_s,
+            )
+            for record in self._records.values()
+        ]
 
-    def _desired_one(self, record: DeploymentRecord, now: float) -> Desired:
-        spec = record.spec
-        backoff = self._backoffs.get(record.name)
-        is_waiting = backoff is not None and backoff.is_waiting(now)
-        is_stopped = record.is_deleting or record.is_halted
-        return Desired(
-            name=record.name,
-            version=record.version,
-            code_hash=record.code_hash,
-            target=0 if is_stopped else self._target(record),
-            user_config=spec.user_config,
-            max_concurrent_queries=spec.max_concurrent_queries,
-            may_start=not is_waiting and not self._actuator.has_failed_start(record),
-        )
-
-    def _target(self, record: DeploymentRecord) -> int:
-        if record.spec.autoscaling is None:
-            return record.spec.target_replicas
-        live = [t for t in self._fleet.of(record.name) if t.state in _LIVE]
-        return self._autoscalers.target(record, len(live))
+    def _autoscaled(self, record: DeploymentRecord) -> int | None:
+        if record.spec.autoscaling is None or record.is_deleting or record.is_halted:
+            return None
+        live = [r for r in self._fleet.of(record.name) if r.record.state in _LIVE]
+        return self._scaling.target(record, len(live))
 
     async def _dispatch(self, action: Action, capacity: Capacity) -> None:
         record = self._records.get(action.deployment)
@@ -247,110 +187,92 @@ class Reconciler:
             assert record is not None, "the planner starts replicas of known deployments"
             if action.replica_id is None:
                 log.info("%s: start a replica (%s)", action.deployment, action.reason)
-            await self._actuator.start(action, record, capacity)
+            await self._start(action, record, capacity)
             return
-        tracked = self._fleet.get(action.replica_id)
-        if tracked is None:
+        replica = self._fleet.get(action.replica_id)
+        if replica is None:
             return
-        log.info("%s: %s replica %s (%s)", action.deployment, _verb(action), tracked.id,
-                 action.reason)  # fmt: skip
+        verb = "reconfigure"
         if isinstance(action, StopReplica):
-            spec = record.spec if record else None
-            await self._actuator.stop(tracked, drain=action.drain, reason=action.reason, spec=spec)
-        elif record is not None:
-            self._actuator.reconfigure(tracked, action, record)
+            verb = "drain and stop" if action.drain else "stop"
+        log.info("%s: %s replica %s (%s)", action.deployment, verb, replica.id, action.reason)
+        if isinstance(action, StopReplica):
+            await self._stop(replica, drain=action.drain, reason=action.reason)
+        elif record is not None and replica.phase == Phase.RUNNING:  # not made SICK meanwhile
+            await self._fleet.put(replica.moved(Phase.RECONFIGURING))
+            reconfigure = self._actuator.reconfigure(replica, action, record)
+            self._spawn(f"reconfigure {replica.id}", replica.id, reconfigure)
 
-    async def _finish_stops(self) -> None:
-        """Replicas left DRAINING or STOPPING with nothing stopping them: a
-        failed stop, or a stop the previous control plane did not finish."""
-        leaving = (ReplicaState.DRAINING, ReplicaState.STOPPING)
-        for tracked in self._fleet:
-            if tracked.state in leaving and not tracked.has_task:
-                record = self._records.get(tracked.record.deployment)
-                spec = record.spec if record else None
-                await self._actuator.stop(tracked, drain=False, reason="finish stopping", spec=spec)
-
-    async def _update_statuses(self, desired: list[Desired], now: float) -> None:
-        observed = self._fleet.observed()
-        for want in desired:
-            record = self._records[want.name]
-            replicas = [r for r in observed if r.deployment == want.name]
-            if record.is_deleting:
-                state, message = DeploymentState.DELETING, f"stopping {len(replicas)} replicas"
-            elif record.state == DeploymentState.DEPLOY_FAILED:
-                continue  # stays failed, with its reason, until the next apply
-            else:
-                state, message = assess(
-                    want, replicas, is_stable=record.is_stable,
-                    backoff=self._backoffs.get(want.name), now=now,
-                    is_scaling_up=self._autoscalers.is_scaling_up(want.name),
-                )  # fmt: skip
-            if state == DeploymentState.HEALTHY:
-                self._autoscalers.settled(want.name)
-            if state == DeploymentState.HEALTHY and not (
-                record.is_stable and record.state == state
-            ):
-                if not record.is_stable:  # else back to HEALTHY after a scale or a loss
-                    log.info("%s: version %s is rolled out", record.name, record.version)
-                await self._store.mark_stable(record.name, record.generation)
-            elif (state, message) != (record.state, record.message):
-                await self._store.set_status(record.name, record.generation, state, message)
-
-    async def _remove_deleted(self) -> None:
-        for record in self._records.values():
-            if record.is_deleting and not self._fleet.of(record.name):
-                log.info("%s: deleted", record.name)
-                await self._store.remove(record.name, record.generation)
-                self._backoffs.pop(record.name, None)
-
-    # -- autoscaling -----------------------------------------------------------
-
-    async def _autoscale(self) -> None:
-        """Polls autoscaled deployments' replicas every metrics interval and
-        runs a pass when the autoscaler changes a target. Never dies."""
-        while True:
-            try:
-                await self._autoscale_once()
-            except Exception:
-                log.exception("autoscaling round failed; the next one will retry")
-            now = time.monotonic()
-            wait_s = self._settings.reconcile_interval_s
-            next_at = self._autoscalers.next_poll_at()
-            if next_at is not None:
-                wait_s = min(wait_s, max(0.01, next_at - now))
-            await asyncio.sleep(wait_s)
-
-    async def _autoscale_once(self) -> None:
-        names = self._autoscalers.due(self._records.values(), time.monotonic())
-        if not names:
+    async def _start(self, action: StartReplica, record: DeploymentRecord, cap: Capacity) -> None:
+        """Places a replica (a new one, or a PENDING one again) and launches it."""
+        spec = record.spec
+        replica = self._fleet.get(action.replica_id) or new_replica(
+            action, record, f"{record.name}-{secrets.token_hex(4)}", time.time()
+        )
+        placement = place_on_executor(
+            spec.replica, spec.executor,
+            schedules_itself=self._executors[spec.executor].capabilities.schedules_itself,
+            nodes=cap.get(spec.executor, "not configured"),
+            used=self._fleet.placements(spec.executor),
+        )  # fmt: skip
+        after = placed(replica, placement, time.time())
+        await self._fleet.put(after)
+        if after.phase == Phase.UNPLACEABLE:
+            if after.record.message != replica.record.message:
+                log.info("replica %s pending: %s", after.id, after.record.message)
             return
-        totals = await asyncio.gather(*(self._total_ongoing(name) for name in names))
-        now = time.monotonic()
-        changed = [self._autoscalers.sample(n, t, now) for n, t in zip(names, totals, strict=True)]
-        if any(changed):
-            self.wake()
+        where = after.record.placement
+        assert where is not None, "a STARTING replica is placed"
+        address = self.control_plane_address
+        launch = launch_spec(self._settings, address, after.record, spec, where, cap)
+        report = self._reporter(after.id)
+        self._spawn(f"launch {after.id}", after.id, self._actuator.launch(record, launch, report))
 
-    async def _total_ongoing(self, deployment: str) -> float | None:
-        """Ongoing requests summed over the deployment's RUNNING replicas;
-        None when none answered."""
-        addresses = [t.record.address for t in self._fleet.of(deployment) if t.is_routable]
-        counts = await asyncio.gather(*(self._ongoing_one(a) for a in addresses))
-        answered = [c for c in counts if c is not None]
-        return float(sum(answered)) if answered else None
+    async def _stop(self, replica: Replica, *, drain: bool, reason: str) -> None:
+        """Takes a replica out of service: off the route table at once, then
+        (if `drain`) drained, then stopped by its executor."""
+        record = self._records.get(replica.deployment)
+        spec = record.spec if record else None
+        after = stopped(replica, drain=drain and spec is not None, reason=reason)
+        await self._fleet.put(after)
+        if after.phase == Phase.CANCELLED:
+            return  # its launch task hands it back when the launch returns
+        self._changed()  # routers drop it before the drain begins
+        if after.phase in _STOPPED_BY_TASK:
+            is_draining = after.phase == Phase.DRAINING
+            report = self._reporter(after.id)
+            stop = self._actuator.stop(after, spec, drain=is_draining, report=report)
+            self._spawn(f"stop {after.id}", after.id, stop)
 
-    async def _ongoing_one(self, address: str) -> int | None:
+    # -- tasks and what they end with ------------------------------------------
+
+    def _spawn(self, what: str, replica_id: str | None, work: Awaitable[object]) -> None:
+        assert self._tasks is not None, "run() first"
+        self._tasks.create_task(self._carry_out(what, replica_id, work))
+
+    async def _carry_out(self, what: str, replica_id: str | None, work: Awaitable[object]) -> None:
+        """Runs one action; records its outcome. Logs what it raised instead of
+        letting it cancel every other task in the group."""
         try:
-            return await self._client.ongoing_requests(address, _STATS_TIMEOUT_S)
-        except Exception as error:  # a replica that cannot say counts for nothing
-            log.debug("no stats from replica at %s: %r", address, error)
-            return None
+            outcome = await work
+            if replica_id is not None:
+                await self._record(replica_id, outcome)  # type: ignore[arg-type]
+        except Exception:
+            log.exception("%s failed", what)
+
+    def _reporter(self, replica_id: str) -> Report:
+        async def report(outcome: outcomes.Outcome) -> None:
+            await self._record(replica_id, outcome)
+
+        return report
+
+    async def _record(self, replica_id: str, outcome: outcomes.Outcome) -> None:
+        await self._recorder.record(replica_id, outcome, self._records)
+
+    def _changed(self) -> None:
+        self._publish()
+        self.wake()
 
     def _publish(self) -> None:
         if self._routes.publish(self._fleet.endpoints(self._records)):
             log.info("route table revision %d", self._routes.revision)
-
-
-def _verb(action: Action) -> str:
-    if isinstance(action, ReconfigureReplica):
-        return "reconfigure"
-    return "drain and stop" if isinstance(action, StopReplica) and action.drain else "stop"

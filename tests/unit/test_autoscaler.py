@@ -102,7 +102,7 @@ def test_state_remembers_direction_and_since(
     state: AutoscalerState, samples: list[float], now: float, direction: Direction, since: float
 ) -> None:
     _, after = decide(samples, P, state.target, state, now)
-    assert (after.direction, after.since) == (direction, since)
+    assert (after.direction, after.since_mono_s) == (direction, since)
 
 
 @pytest.mark.parametrize(

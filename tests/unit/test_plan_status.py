@@ -1,13 +1,17 @@
-"""Backoff and status, the pure helpers around the planner, as tables."""
+"""Backoff and status (what it is, what of it to store, when a deleted
+deployment goes), the pure helpers around the planner, as tables."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
 from controlplane.reconciler.backoff import Backoff, BackoffPolicy, after_failure
 from controlplane.reconciler.plan import Desired, Observed
-from controlplane.reconciler.status import assess
-from controlplane.records import DeploymentState, ReplicaState
+from controlplane.reconciler.status import StatusWrite, assess, removable, status, status_write
+from controlplane.records import DeploymentRecord, DeploymentState, ReplicaState
+from controlplane.spec import DeploymentSpec
 
 POLICY = BackoffPolicy(base_s=1.0, max_s=8.0, reset_s=100.0)
 
@@ -28,8 +32,8 @@ def test_backoff_grows_caps_and_resets(failures_at: list[float], failures: int, 
         backoff = after_failure(backoff, now, "boom", POLICY)
     assert backoff is not None
     assert backoff.failures == failures
-    assert backoff.retry_at - failures_at[-1] == retry_in
-    assert backoff.is_waiting(failures_at[-1]) and not backoff.is_waiting(backoff.retry_at)
+    assert backoff.retry_mono_s - failures_at[-1] == retry_in
+    assert backoff.is_waiting(failures_at[-1]) and not backoff.is_waiting(backoff.retry_mono_s)
 
 
 def want(target: int = 2, **kw: object) -> Desired:
@@ -75,7 +79,7 @@ def test_assess(
     message: str,
 ) -> None:
     got_state, got_message = assess(
-        desired, replicas, is_stable=is_stable, backoff=backoff, now=10.0
+        desired, replicas, is_stable=is_stable, backoff=backoff, now_mono_s=10.0
     )
     assert got_state == state
     assert message in got_message if message else got_message == ""
@@ -87,6 +91,57 @@ def test_autoscaler_scale_up_shortfall_is_updating(
 ) -> None:
     got_state, got_message = assess(
         want(3), [rep("a"), rep("b", ReplicaState.STARTING)], is_stable=True, backoff=None,
-        now=10.0, is_scaling_up=is_scaling_up,
+        now_mono_s=10.0, is_scaling_up=is_scaling_up,
     )  # fmt: skip
     assert (got_state, got_message) == (state, "1/3 replicas of version v1 running")
+
+
+SPEC = DeploymentSpec(name="d", import_path="app:D")
+NEW = DeploymentRecord(name="d", spec=SPEC, version="v1", generation=1)
+ROLLED_OUT = dataclasses.replace(NEW, stable_spec=SPEC, stable_version="v1", state=H)
+F, D = DeploymentState.DEPLOY_FAILED, DeploymentState.DELETING
+
+
+@pytest.mark.parametrize(
+    ("record", "state", "message", "write"),
+    [
+        (NEW, H, "", StatusWrite(H, "", is_stable=True, is_rollout_done=True)),
+        (ROLLED_OUT, H, "", None),  # already so
+        (dataclasses.replace(ROLLED_OUT, state=X), H, "", StatusWrite(H, "", is_stable=True)),
+        (NEW, U, "1/2", StatusWrite(U, "1/2")),
+        (dataclasses.replace(NEW, message="1/2"), U, "1/2", None),  # unchanged
+        (ROLLED_OUT, X, "1/2", StatusWrite(X, "1/2")),
+    ],
+)
+def test_status_write(
+    record: DeploymentRecord, state: DeploymentState, message: str, write: StatusWrite | None
+) -> None:
+    assert status_write(record, state, message) == write
+
+
+@pytest.mark.parametrize(
+    ("record", "assessed"),
+    [
+        (
+            dataclasses.replace(NEW, is_deleting=True),
+            (DeploymentState.DELETING, "stopping 1 replicas"),
+        ),
+        (dataclasses.replace(NEW, state=F, message="boom"), None),  # keeps its reason
+        (NEW, (U, "0/2 replicas of version v1 running")),
+    ],
+)
+def test_status(record: DeploymentRecord, assessed: tuple | None) -> None:
+    replicas = [rep("a", ReplicaState.STARTING)]
+    got = status(want(), record, replicas, backoff=None, now_mono_s=0.0, is_scaling_up=False)
+    assert got == assessed
+
+
+@pytest.mark.parametrize(
+    ("is_deleting", "with_replicas", "removed"),
+    [(True, set(), True), (True, {"d"}, False), (False, set(), False)],
+)
+def test_a_deleted_deployment_goes_with_its_last_replica(
+    is_deleting: bool, with_replicas: set[str], removed: bool
+) -> None:
+    record = dataclasses.replace(NEW, is_deleting=is_deleting)
+    assert removable([record], with_replicas) == ([record] if removed else [])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.scheduler import NoFit, Placement, place, placement_env
+from controlplane.scheduler import NoFit, Placement, place, place_on_executor, placement_env
 from controlplane.spec import ReplicaOptions
 from executors.base import Node
 
@@ -186,3 +186,27 @@ def test_placement_env(
 def test_placement_round_trips_through_json() -> None:
     placement = Placement("gpu", 1.5, {"0": 0.5}, {"tpu": 1.0})
     assert Placement.from_json(placement.to_json()) == placement
+
+
+@pytest.mark.parametrize(
+    ("schedules_itself", "nodes", "used_cpus", "placed"),
+    [
+        (True, "unreachable", 4, Placement(node="", num_cpus=2, resources={"tpu": 1})),
+        (False, [TPU_BOX], 0, Placement(node="tpu", num_cpus=2, resources={"tpu": 1})),
+        (False, [TPU_BOX], 1, "needs 2 CPU"),  # full: stays pending, says why
+        (False, "timed out", 0, "cannot read the capacity of executor 'x': timed out"),
+    ],
+)
+def test_place_on_executor(
+    schedules_itself: bool, nodes: list[Node] | str, used_cpus: float, placed: Placement | str
+) -> None:
+    """An executor that schedules itself (Ray) gets the request as is; one
+    whose capacity could not be read places nothing and says why."""
+    got = place_on_executor(
+        opts(2, tpu=1), "x", schedules_itself=schedules_itself, nodes=nodes,
+        used=[used("tpu", used_cpus)],
+    )  # fmt: skip
+    if isinstance(placed, str):
+        assert isinstance(got, NoFit) and placed in got.reason
+    else:
+        assert got == placed

@@ -29,15 +29,15 @@ class _Scaled:
     generation: int
     policy: Autoscaling
     state: AutoscalerState
-    # (monotonic time, total ongoing requests), oldest first.
+    # (monotonic seconds, total ongoing requests), oldest first.
     samples: collections.deque[tuple[float, float]] = dataclasses.field(
         default_factory=collections.deque
     )
-    next_poll_at: float = 0.0
+    next_poll_mono_s: float = 0.0
     is_scaling_up: bool = False
 
 
-class Autoscalers:
+class ScalingMemory:
     """Every autoscaled deployment's samples and decision, by name."""
 
     def __init__(self) -> None:
@@ -59,22 +59,22 @@ class Autoscalers:
         if scaled is not None:
             scaled.is_scaling_up = False
 
-    def due(self, records: Iterable[DeploymentRecord], now: float) -> list[str]:
+    def due(self, records: Iterable[DeploymentRecord], now_mono_s: float) -> list[str]:
         """Autoscaled deployments whose metrics should be polled now."""
         names = []
         for record in records:
             scaled = self._scaled.get(record.name)
             if scaled is None or record.is_deleting or record.is_halted:
                 continue
-            if scaled.generation == record.generation and now >= scaled.next_poll_at:
-                scaled.next_poll_at = now + scaled.policy.metrics_interval_s
+            if scaled.generation == record.generation and now_mono_s >= scaled.next_poll_mono_s:
+                scaled.next_poll_mono_s = now_mono_s + scaled.policy.metrics_interval_s
                 names.append(record.name)
         return names
 
-    def next_poll_at(self) -> float | None:
-        return min((s.next_poll_at for s in self._scaled.values()), default=None)
+    def next_poll_mono_s(self) -> float | None:
+        return min((s.next_poll_mono_s for s in self._scaled.values()), default=None)
 
-    def sample(self, name: str, total: float | None, now: float) -> bool:
+    def sample(self, name: str, total: float | None, now_mono_s: float) -> bool:
         """Records one poll's total ongoing requests (None: no replica
         answered) and decides. Returns True when the target changed."""
         scaled = self._scaled.get(name)
@@ -82,12 +82,12 @@ class Autoscalers:
             return False
         policy, samples = scaled.policy, scaled.samples
         if total is not None:
-            samples.append((now, total))
-        while samples and samples[0][0] < now - policy.look_back_period_s:
+            samples.append((now_mono_s, total))
+        while samples and samples[0][0] < now_mono_s - policy.look_back_period_s:
             samples.popleft()
         recent = [ongoing for _, ongoing in samples]
         before = scaled.state.target
-        target, scaled.state = decide(recent, policy, before, scaled.state, now)
+        target, scaled.state = decide(recent, policy, before, scaled.state, now_mono_s)
         if target == before:
             return False
         mean = sum(recent) / len(recent)

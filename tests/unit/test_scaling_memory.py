@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.reconciler.autoscaling import Autoscalers
+from controlplane.reconciler.scaling_memory import ScalingMemory
 from controlplane.records import DeploymentRecord
 from controlplane.spec import Autoscaling, DeploymentSpec
 
@@ -37,9 +37,9 @@ def record(generation: int = 1, **policy: object) -> DeploymentRecord:
     ],
 )
 def test_where_a_deployment_starts(first_live: int, then: DeploymentRecord, target: int) -> None:
-    autoscalers = Autoscalers()
-    autoscalers.target(record(**_initial(then)), first_live)
-    assert autoscalers.target(then, live=first_live) == target
+    memory = ScalingMemory()
+    memory.target(record(**_initial(then)), first_live)
+    assert memory.target(then, live=first_live) == target
 
 
 def _initial(then: DeploymentRecord) -> dict[str, object]:
@@ -61,20 +61,20 @@ def _initial(then: DeploymentRecord) -> dict[str, object]:
 def test_sample_decides(
     samples: list[tuple[float, float | None]], target: int, changed: bool
 ) -> None:
-    autoscalers = Autoscalers()
-    autoscalers.target(record(), 0)
-    results = [autoscalers.sample("d", total, now) for now, total in samples]
-    assert autoscalers.target(record(), 0) == target
+    memory = ScalingMemory()
+    memory.target(record(), 0)
+    results = [memory.sample("d", total, now) for now, total in samples]
+    assert memory.target(record(), 0) == target
     assert results[-1] == changed
 
 
 def test_polls_are_due_every_metrics_interval() -> None:
-    autoscalers = Autoscalers()
-    assert autoscalers.due([record()], 0.0) == []  # unknown until a pass asks its target
-    autoscalers.target(record(), 0)
-    assert autoscalers.due([record()], 0.0) == ["d"]
-    assert autoscalers.due([record()], 0.4) == []
-    assert autoscalers.due([record()], 0.5) == ["d"]
-    assert autoscalers.next_poll_at() == 1.0
-    autoscalers.forget_except([])
-    assert autoscalers.next_poll_at() is None
+    memory = ScalingMemory()
+    assert memory.due([record()], 0.0) == []  # unknown until a pass asks its target
+    memory.target(record(), 0)
+    assert memory.due([record()], 0.0) == ["d"]
+    assert memory.due([record()], 0.4) == []
+    assert memory.due([record()], 0.5) == ["d"]
+    assert memory.next_poll_mono_s() == 1.0
+    memory.forget_except([])
+    assert memory.next_poll_mono_s() is None

@@ -154,14 +154,14 @@ class DeploymentSpec:
     graceful_shutdown_timeout_s: float = 20.0
     replica: ReplicaOptions = dataclasses.field(default_factory=ReplicaOptions)
     executor: str = ""
+    application: str = ""
 
     def __post_init__(self) -> None:
-        _require(
-            bool(_NAME.fullmatch(self.name)),
-            f"name {self.name!r} must be 1-64 letters, digits, '_' or '-'",
-        )
+        check_name(self.name, "name")
+        if self.application:
+            check_name(self.application, "application")
         self._check_code()
-        self._check_route_prefix()
+        check_route_prefix(self.route_prefix)
         _require(self.num_replicas >= 0, f"num_replicas must be >= 0, got {self.num_replicas}")
         _require(
             self.max_concurrent_queries >= 1,
@@ -190,22 +190,6 @@ class DeploymentSpec:
                 f"code.import_path {self.import_path!r} must look like 'package.module:attribute'",
             )
 
-    def _check_route_prefix(self) -> None:
-        prefix = self.route_prefix
-        if prefix is None:
-            return
-        _require(prefix.startswith("/"), f'route_prefix "{prefix}" must start with "/"')
-        if prefix != "/":
-            _require(
-                not prefix.endswith("/"),
-                f'route_prefix "{prefix}" must not end with "/" (use "{prefix.rstrip("/")}")',
-            )
-            segments = prefix[1:].split("/")
-            _require(
-                all(_ROUTE_SEGMENT.fullmatch(s) for s in segments),
-                f'route_prefix "{prefix}" has an empty or invalid path segment',
-            )
-
     def _check_init_arguments(self) -> None:
         args = self.init_arguments
         if args.encoding == deployment_pb2.ENCODING_PICKLE:
@@ -220,6 +204,12 @@ class DeploymentSpec:
                 isinstance(_check_json(args.kwargs, "init_kwargs"), dict),
                 "init_kwargs must be a JSON object",
             )
+
+    @property
+    def id(self) -> str:
+        """The name routes, handles and the store use: "<application>.<name>"
+        inside an application (names are unique per application only)."""
+        return f"{self.application}.{self.name}" if self.application else self.name
 
     @property
     def target_replicas(self) -> int:
@@ -278,6 +268,7 @@ class DeploymentSpec:
             init_arguments=msg.init_arguments,
             replica=ReplicaOptions.from_proto(msg.replica_options),
             executor=msg.executor,
+            application=msg.application,
             **optional,
         )
 
@@ -294,6 +285,7 @@ class DeploymentSpec:
             graceful_shutdown_timeout_s=self.graceful_shutdown_timeout_s,
             replica_options=self.replica.to_proto(),
             executor=self.executor,
+            application=self.application,
         )
         if self.import_path:
             msg.code.import_path = self.import_path
@@ -307,6 +299,31 @@ class DeploymentSpec:
         else:
             msg.autoscaling_config.CopyFrom(self.autoscaling.to_proto())
         return msg
+
+
+def check_name(name: str, field: str) -> None:
+    """Names become file names, log names and route keys: keep them plain."""
+    _require(
+        bool(_NAME.fullmatch(name)),
+        f"{field} {name!r} must be 1-64 letters, digits, '_' or '-'",
+    )
+
+
+def check_route_prefix(prefix: str | None) -> None:
+    """None (not on HTTP), "/", or "/a/b" with no empty or odd segment."""
+    if prefix is None:
+        return
+    _require(prefix.startswith("/"), f'route_prefix "{prefix}" must start with "/"')
+    if prefix != "/":
+        _require(
+            not prefix.endswith("/"),
+            f'route_prefix "{prefix}" must not end with "/" (use "{prefix.rstrip("/")}")',
+        )
+        segments = prefix[1:].split("/")
+        _require(
+            all(_ROUTE_SEGMENT.fullmatch(s) for s in segments),
+            f'route_prefix "{prefix}" has an empty or invalid path segment',
+        )
 
 
 def _check_json(text: str | bytes, field: str) -> object:

@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from capstan.context import ReplicaID, set_replica_context, set_servable_object
 from capstan.errors import CapstanError
 from capstan.v1 import replica_pb2, replica_pb2_grpc
 from executors.replica.exchange import ExchangeStream
@@ -210,7 +211,10 @@ async def start_replica(config: replica_pb2.ReplicaConfig) -> RunningReplica:
     Raises `LoadError` when the user's code fails to import, construct or
     reconfigure; the message names the cause."""
     _export_environment(config)
+    spec = config.deployment
+    set_replica_context(ReplicaID(config.replica_id, spec.name, spec.application))
     worker = Worker(config, load(config))
+    set_servable_object(worker.user.target)
     try:
         await _apply_user_config(worker)
         lifespan = await _start_app(worker)

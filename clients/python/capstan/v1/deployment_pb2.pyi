@@ -338,6 +338,7 @@ class DeploymentSpec(_message.Message):
     GRACEFUL_SHUTDOWN_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     REPLICA_OPTIONS_FIELD_NUMBER: _builtins.int
     EXECUTOR_FIELD_NUMBER: _builtins.int
+    APPLICATION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """[A-Za-z0-9_-]{1,64}; unique per control plane."""
     version: _builtins.str
@@ -366,6 +367,10 @@ class DeploymentSpec(_message.Message):
     graceful_shutdown_timeout_s: _builtins.float
     executor: _builtins.str
     """The executor plugin that runs the replicas; empty means the default."""
+    application: _builtins.str
+    """The application this deployment belongs to; set by the control plane
+    (ApplyApplication), empty for a deployment applied on its own.
+    """
     @_builtins.property
     def autoscaling_config(self) -> Global___AutoscalingConfig: ...
     @_builtins.property
@@ -396,10 +401,11 @@ class DeploymentSpec(_message.Message):
         graceful_shutdown_timeout_s: _builtins.float | None = ...,
         replica_options: Global___ReplicaOptions | None = ...,
         executor: _builtins.str = ...,
+        application: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_graceful_shutdown_timeout_s", b"_graceful_shutdown_timeout_s", "_graceful_shutdown_wait_loop_s", b"_graceful_shutdown_wait_loop_s", "_health_check_period_s", b"_health_check_period_s", "_health_check_timeout_s", b"_health_check_timeout_s", "_max_concurrent_queries", b"_max_concurrent_queries", "_max_queued_requests", b"_max_queued_requests", "_num_replicas", b"_num_replicas", "_prev_version", b"_prev_version", "_route_prefix", b"_route_prefix", "_user_config", b"_user_config", "_version", b"_version", "autoscaling_config", b"autoscaling_config", "code", b"code", "graceful_shutdown_timeout_s", b"graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s", b"graceful_shutdown_wait_loop_s", "health_check_period_s", b"health_check_period_s", "health_check_timeout_s", b"health_check_timeout_s", "init_arguments", b"init_arguments", "max_concurrent_queries", b"max_concurrent_queries", "max_queued_requests", b"max_queued_requests", "num_replicas", b"num_replicas", "prev_version", b"prev_version", "replica_options", b"replica_options", "route_prefix", b"route_prefix", "user_config", b"user_config", "version", b"version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_graceful_shutdown_timeout_s", b"_graceful_shutdown_timeout_s", "_graceful_shutdown_wait_loop_s", b"_graceful_shutdown_wait_loop_s", "_health_check_period_s", b"_health_check_period_s", "_health_check_timeout_s", b"_health_check_timeout_s", "_max_concurrent_queries", b"_max_concurrent_queries", "_max_queued_requests", b"_max_queued_requests", "_num_replicas", b"_num_replicas", "_prev_version", b"_prev_version", "_route_prefix", b"_route_prefix", "_user_config", b"_user_config", "_version", b"_version", "autoscaling_config", b"autoscaling_config", "code", b"code", "executor", b"executor", "graceful_shutdown_timeout_s", b"graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s", b"graceful_shutdown_wait_loop_s", "health_check_period_s", b"health_check_period_s", "health_check_timeout_s", b"health_check_timeout_s", "init_arguments", b"init_arguments", "max_concurrent_queries", b"max_concurrent_queries", "max_queued_requests", b"max_queued_requests", "name", b"name", "num_replicas", b"num_replicas", "prev_version", b"prev_version", "replica_options", b"replica_options", "route_prefix", b"route_prefix", "user_config", b"user_config", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_graceful_shutdown_timeout_s", b"_graceful_shutdown_timeout_s", "_graceful_shutdown_wait_loop_s", b"_graceful_shutdown_wait_loop_s", "_health_check_period_s", b"_health_check_period_s", "_health_check_timeout_s", b"_health_check_timeout_s", "_max_concurrent_queries", b"_max_concurrent_queries", "_max_queued_requests", b"_max_queued_requests", "_num_replicas", b"_num_replicas", "_prev_version", b"_prev_version", "_route_prefix", b"_route_prefix", "_user_config", b"_user_config", "_version", b"_version", "application", b"application", "autoscaling_config", b"autoscaling_config", "code", b"code", "executor", b"executor", "graceful_shutdown_timeout_s", b"graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s", b"graceful_shutdown_wait_loop_s", "health_check_period_s", b"health_check_period_s", "health_check_timeout_s", b"health_check_timeout_s", "init_arguments", b"init_arguments", "max_concurrent_queries", b"max_concurrent_queries", "max_queued_requests", b"max_queued_requests", "name", b"name", "num_replicas", b"num_replicas", "prev_version", b"prev_version", "replica_options", b"replica_options", "route_prefix", b"route_prefix", "user_config", b"user_config", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__graceful_shutdown_timeout_s: _TypeAlias = _typing.Literal["graceful_shutdown_timeout_s"]  # noqa: Y015
     _WhichOneofArgType__graceful_shutdown_timeout_s: _TypeAlias = _typing.Literal["_graceful_shutdown_timeout_s", b"_graceful_shutdown_timeout_s"]  # noqa: Y015

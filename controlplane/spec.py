@@ -35,6 +35,8 @@ class Autoscaling:
     downscale_delay_s: float = 600.0
     metrics_interval_s: float = 10.0
     look_back_period_s: float = 30.0
+    upscaling_factor: float | None = None
+    downscaling_factor: float | None = None
 
     def __post_init__(self) -> None:
         prefix = "autoscaling_config"
@@ -57,6 +59,9 @@ class Autoscaling:
         for field in ("upscale_delay_s", "downscale_delay_s", "look_back_period_s"):
             _require(getattr(self, field) >= 0, f"{prefix}.{field} must be >= 0")
         _require(self.metrics_interval_s > 0, f"{prefix}.metrics_interval_s must be > 0")
+        for field in ("upscaling_factor", "downscaling_factor"):
+            factor = getattr(self, field)
+            _require(factor is None or factor > 0, f"{prefix}.{field} must be > 0")
 
     @classmethod
     def from_proto(cls, msg: deployment_pb2.AutoscalingConfig) -> Autoscaling:
@@ -155,6 +160,7 @@ class DeploymentSpec:
     replica: ReplicaOptions = dataclasses.field(default_factory=ReplicaOptions)
     executor: str = ""
     application: str = ""
+    logging_config: str | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name, "name")
@@ -177,6 +183,11 @@ class DeploymentSpec:
             _require(getattr(self, field) >= 0, f"{field} must be >= 0")
         if self.user_config is not None:
             _check_json(self.user_config, "user_config")
+        if self.logging_config is not None:
+            _require(
+                isinstance(_check_json(self.logging_config, "logging_config"), dict),
+                "logging_config must be a JSON object",
+            )
         self._check_init_arguments()
 
     def _check_code(self) -> None:
@@ -249,6 +260,7 @@ class DeploymentSpec:
                 "health_check_timeout_s",
                 "graceful_shutdown_wait_loop_s",
                 "graceful_shutdown_timeout_s",
+                "logging_config",
             )
             if has(name)
         }
@@ -291,7 +303,7 @@ class DeploymentSpec:
             msg.code.import_path = self.import_path
         else:
             msg.code.pickled = self.pickled_code
-        for name in ("version", "prev_version", "user_config"):
+        for name in ("version", "prev_version", "user_config", "logging_config"):
             if getattr(self, name) is not None:
                 setattr(msg, name, getattr(self, name))
         if self.autoscaling is None:

@@ -24,6 +24,7 @@ from capstan.v1 import replica_pb2, replica_pb2_grpc
 from executors.replica.exchange import ExchangeStream
 from executors.replica.ingress import Lifespan, bind_methods
 from executors.replica.loader import LoadError, load
+from executors.replica.logs import apply_logging_config
 from executors.replica.worker import Worker
 
 log = logging.getLogger("capstan.replica")
@@ -211,6 +212,7 @@ async def start_replica(config: replica_pb2.ReplicaConfig) -> RunningReplica:
     Raises `LoadError` when the user's code fails to import, construct or
     reconfigure; the message names the cause."""
     _export_environment(config)
+    apply_logging_config(config)
     spec = config.deployment
     set_replica_context(ReplicaID(config.replica_id, spec.name, spec.application))
     worker = Worker(config, load(config))

@@ -5,11 +5,19 @@ managing deployments, key concepts, model composition)."""
 
 from __future__ import annotations
 
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
 import httpx
 import pytest
 
 import capstan
-from tests.cluster import Cluster
+from tests.cluster import Cluster, wait_until
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _names(serve) -> set[str]:
@@ -169,3 +177,47 @@ def test_local_testing_mode_runs_the_graph_in_process() -> None:
 
     handle = serve.run(Front.bind(Doubler.bind()), _local_testing_mode=True)
     assert handle.remote(20).result() == 41
+
+
+def _capstan_run(cluster: Cluster, *argv: str, url: str, expect: str, cwd=None) -> None:
+    """Runs `capstan run ...` against the cluster until `url` answers `expect`,
+    then stops it as Ctrl-C does."""
+    command = [sys.executable, "-m", "capstan", "--address", cluster.address, "run", *argv]
+    env = {**os.environ, "CAPSTAN_HTTP_URL": cluster.http_url}
+    process = subprocess.Popen(command, env=env, cwd=cwd or ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+
+        def answered():
+            if process.poll() is not None:
+                raise AssertionError(f"capstan run exited: {process.stdout.read()}")
+            try:
+                return httpx.get(url, timeout=5).text == expect
+            except httpx.HTTPError:
+                return False
+
+        wait_until(answered, 60, f"{url} to answer {expect!r}")
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+        process.stdout.close()
+
+
+def test_capstan_run_builder_with_arguments(serve, cluster: Cluster) -> None:
+    _capstan_run(
+        cluster, "tests.apps.builder:app_builder", "greeting=Howdy", "name=pardner",
+        "--name", "built", "--route-prefix", "/built",
+        url=cluster.http_url + "/built", expect="Howdy, pardner",
+    )  # fmt: skip
+    assert serve.status().applications["built"].status == "RUNNING"
+
+
+def test_capstan_run_script_that_only_binds(serve, cluster: Cluster, tmp_path) -> None:
+    script = tmp_path / "compose.py"
+    script.write_text(
+        "from capstan import serve\n"
+        "from tests.apps.builder import Greeter, Greeting\n"
+        "app = Greeter.bind(Greeting.bind('Hey'), 'script')\n"
+    )
+    _capstan_run(cluster, str(script), "--route-prefix", "/script",
+                 url=cluster.http_url + "/script", expect="Hey, script")  # fmt: skip

@@ -18,7 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from capstan.context import ReplicaID, set_replica_context, set_servable_object
+from capstan.context import ReplicaID, loaded_models, set_replica_context, set_servable_object
 from capstan.errors import CapstanError
 from capstan.v1 import replica_pb2, replica_pb2_grpc
 from executors.replica.exchange import ExchangeStream
@@ -97,6 +97,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
         """The stream's only writer. Response frames queue up on `out` from
         every request's task; each write takes all that queued meanwhile."""
         out, write, worker = stream.out, context.write, self._worker
+        models_sent = 0  # the revision of loaded_models() this stream has seen
         while (frame := await out.get()) is not None:
             frames = [frame]
             while not out.empty():
@@ -104,9 +105,12 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
                 if frame is None:
                     break
                 frames.append(frame)
-            await write(
-                replica_pb2.ExchangeResponse(frames=frames, ongoing_requests=worker.ongoing)
-            )
+            message = replica_pb2.ExchangeResponse(frames=frames, ongoing_requests=worker.ongoing)
+            revision, model_ids = loaded_models()
+            if revision != models_sent:
+                models_sent = revision
+                message.loaded_models.ids.extend(model_ids)
+            await write(message)
             if frame is None:
                 return
 

@@ -4,6 +4,7 @@ worker before the user's class is constructed, read by user code through
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 from typing import Any
 
@@ -64,3 +65,30 @@ def set_servable_object(instance: Any) -> None:
 def current_replica_context() -> ReplicaContext | None:
     """This process's replica context, or None outside a replica."""
     return _current
+
+
+# -- model multiplexing ----------------------------------------------------------
+
+_model_id: contextvars.ContextVar[str] = contextvars.ContextVar("multiplexed_model_id", default="")
+_loaded_models: tuple[int, tuple[str, ...]] = (0, ())
+
+
+def get_multiplexed_model_id() -> str:
+    """The model id the current request asked for ("" when none)."""
+    return _model_id.get()
+
+
+def set_multiplexed_model_id(model_id: str) -> None:
+    """Called by the replica worker inside each request's own task."""
+    _model_id.set(model_id)
+
+
+def set_loaded_models(model_ids: tuple[str, ...]) -> None:
+    """Called by `serve.multiplexed` whenever the replica's models change."""
+    global _loaded_models
+    _loaded_models = (_loaded_models[0] + 1, model_ids)
+
+
+def loaded_models() -> tuple[int, tuple[str, ...]]:
+    """(revision, model ids): the revision changes whenever the ids do."""
+    return _loaded_models

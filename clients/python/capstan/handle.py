@@ -77,11 +77,13 @@ class DeploymentHandle:
         *,
         stream: bool = False,
         app_name: str = "",
+        multiplexed_model_id: str = "",
     ) -> None:
         self.deployment_name = deployment_name
         self.app_name = app_name
         self.method_name = method_name
         self.stream = stream
+        self.multiplexed_model_id = multiplexed_model_id
         self._target = f"{app_name}.{deployment_name}" if app_name else deployment_name
 
     def options(
@@ -89,14 +91,17 @@ class DeploymentHandle:
         *,
         method_name: str | None = None,
         stream: bool | None = None,
+        multiplexed_model_id: str | None = None,
         use_new_handle_api: bool = True,  # Ray 2.x's migration flag; always new here
     ) -> DeploymentHandle:
         """A handle with some options changed."""
+        model = self.multiplexed_model_id if multiplexed_model_id is None else multiplexed_model_id
         return DeploymentHandle(
             self.deployment_name,
             self.method_name if method_name is None else method_name,
             stream=self.stream if stream is None else stream,
             app_name=self.app_name,
+            multiplexed_model_id=model,
         )
 
     def __getattr__(self, name: str) -> DeploymentHandle:
@@ -114,22 +119,23 @@ class DeploymentHandle:
                 items = self._stream_resolved(runtime, args, kwargs)
                 return DeploymentResponseGenerator(items, runtime)
             return DeploymentResponse(runtime.submit(self._call_resolved(runtime, args, kwargs)))
-        invocation = _invocation(self.method_name, args, kwargs)
+        invocation = _invocation(self.method_name, args, kwargs, self.multiplexed_model_id)
         if self.stream:
             return DeploymentResponseGenerator(runtime.stream(self._target, invocation), runtime)
         return DeploymentResponse(runtime.submit(runtime.call(self._target, invocation)))
 
     async def _call_resolved(self, runtime, args: tuple, kwargs: dict) -> Any:
-        invocation = await _resolved_invocation(self.method_name, args, kwargs)
+        invocation = await _resolved_invocation(self, args, kwargs)
         return await runtime.call(self._target, invocation)
 
     async def _stream_resolved(self, runtime, args: tuple, kwargs: dict) -> AsyncIterator[Any]:
-        invocation = await _resolved_invocation(self.method_name, args, kwargs)
+        invocation = await _resolved_invocation(self, args, kwargs)
         async for item in runtime.stream(self._target, invocation):
             yield item
 
     def __reduce__(self):
-        state = (self.deployment_name, self.method_name, self.stream, self.app_name)
+        state = (self.deployment_name, self.method_name, self.stream, self.app_name,
+                 self.multiplexed_model_id)  # fmt: skip
         return (_rebuild_handle, state)
 
     def __repr__(self) -> str:
@@ -140,8 +146,12 @@ class DeploymentHandle:
         )
 
 
-def _rebuild_handle(name: str, method: str, stream: bool, app_name: str = "") -> DeploymentHandle:
-    return DeploymentHandle(name, method, stream=stream, app_name=app_name)
+def _rebuild_handle(
+    name: str, method: str, stream: bool, app_name: str = "", model_id: str = ""
+) -> DeploymentHandle:
+    return DeploymentHandle(
+        name, method, stream=stream, app_name=app_name, multiplexed_model_id=model_id
+    )
 
 
 def _has_responses(args: tuple, kwargs: dict) -> bool:
@@ -149,20 +159,21 @@ def _has_responses(args: tuple, kwargs: dict) -> bool:
     return any(isinstance(v, DeploymentResponse) for v in values)
 
 
-async def _resolved_invocation(method: str, args: tuple, kwargs: dict) -> Any:
+async def _resolved_invocation(handle: DeploymentHandle, args: tuple, kwargs: dict) -> Any:
     async def resolved(value: Any) -> Any:
         return await value if isinstance(value, DeploymentResponse) else value
 
     args = tuple([await resolved(a) for a in args])
     kwargs = {k: await resolved(v) for k, v in kwargs.items()}
-    return _invocation(method, args, kwargs)
+    return _invocation(handle.method_name, args, kwargs, handle.multiplexed_model_id)
 
 
-def _invocation(method: str, args: tuple, kwargs: dict) -> Any:
+def _invocation(method: str, args: tuple, kwargs: dict, model_id: str = "") -> Any:
     from capstan.v1 import replica_pb2
 
     return replica_pb2.Invocation(
         method=method,
+        multiplexed_model_id=model_id,
         arguments=deployment_pb2.Arguments(
             encoding=deployment_pb2.ENCODING_PICKLE,
             args=cloudpickle.dumps(args) if args else b"",

@@ -13,10 +13,11 @@ from typing import Any
 from capstan import options as _options
 from capstan.build import build
 from capstan.client import ControlPlaneClient, default_address
-from capstan.context import ReplicaContext, current_replica_context
+from capstan.context import ReplicaContext, current_replica_context, get_multiplexed_model_id
 from capstan.deployment import Application, Deployment, deployment, from_stored, ingress
 from capstan.errors import NotFound, Unavailable
 from capstan.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
+from capstan.multiplex import multiplexed
 from capstan.schema import LoggingConfig, ServeStatus, serve_status
 
 log = logging.getLogger("capstan")
@@ -36,9 +37,11 @@ __all__ = [
     "get_app_handle",
     "get_deployment",
     "get_deployment_handle",
+    "get_multiplexed_model_id",
     "get_replica_context",
     "ingress",
     "list_deployments",
+    "multiplexed",
     "run",
     "shutdown",
     "start",

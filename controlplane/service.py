@@ -18,6 +18,7 @@ import grpc
 from capstan.errors import CapstanError, DeadlineExceeded, DeployFailed, InvalidSpec, NotFound
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc
+from controlplane.application import ApplicationRecord, ApplicationSpec, application_state
 from controlplane.reconciler.loop import Reconciler
 from controlplane.reconciler.routes import RouteTable
 from controlplane.records import DeploymentRecord, DeploymentState, ReplicaRecord
@@ -92,14 +93,120 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
     ) -> cp.ApplyDeploymentResponse:
         """Validates and stores the spec, then (with `wait`) follows the rollout."""
         spec = self._with_executor(DeploymentSpec.from_proto(request.spec))
+        if spec.application:
+            raise InvalidSpec(
+                f'application "{spec.application}" is set by ApplyApplication; '
+                "apply a deployment on its own without it"
+            )
+        spec, warnings = await self._keep_versioned_code(spec)
         version = spec.version if spec.version is not None else secrets.token_hex(6)
         record = await self._store.apply(spec, version)
-        log.info("%s: applied version %s (apply #%d)", spec.name, version, record.generation)
+        log.info("%s: applied version %s (apply #%d)", spec.id, version, record.generation)
         self._reconciler.wake()
         if request.wait:
-            async with _deadline(request.timeout_s, f'rollout of "{spec.name}" version {version}'):
+            async with _deadline(request.timeout_s, f'rollout of "{spec.id}" version {version}'):
                 await self._follow_rollout(record)
-        return cp.ApplyDeploymentResponse(deployment=await self._deployment(spec.name))
+        return cp.ApplyDeploymentResponse(
+            deployment=await self._deployment(spec.id), warnings=warnings
+        )
+
+    async def _keep_versioned_code(self, spec: DeploymentSpec) -> tuple[DeploymentSpec, list[str]]:
+        """An unchanged `version` means "do not redeploy the code" (Ray Serve's
+        rule): the stored code and constructor arguments stay, and the caller
+        is warned when what they sent differs."""
+        stored = await self._store.get(spec.id)
+        if spec.version is None or stored is None or stored.version != spec.version:
+            return spec, []
+        kept = dataclasses.replace(
+            spec,
+            import_path=stored.spec.import_path,
+            pickled_code=stored.spec.pickled_code,
+            init_arguments=stored.spec.init_arguments,
+        )
+        if kept.code_hash() == spec.code_hash():
+            return spec, []
+        warning = (
+            f'deployment "{spec.id}": version "{spec.version}" is unchanged but the code or '
+            "constructor arguments differ from the running ones; the running code is kept. "
+            "Change `version` to roll out the new code."
+        )
+        log.warning("%s", warning)
+        return kept, [warning]
+
+    @_answers_errors
+    async def ApplyApplication(
+        self, request: cp.ApplyApplicationRequest, context: grpc.aio.ServicerContext
+    ) -> cp.ApplyApplicationResponse:
+        """Validates and stores a whole application, replacing the one of that
+        name; then (with `wait`) follows every deployment's rollout."""
+        app = ApplicationSpec.from_proto(request.application)
+        specs, warnings = [], []
+        for spec in app.deployments:
+            spec, warned = await self._keep_versioned_code(self._with_executor(spec))
+            specs.append(spec)
+            warnings += warned
+        app = dataclasses.replace(app, deployments=tuple(specs))
+        versions = {s.id: s.version or secrets.token_hex(6) for s in specs}
+        records, deleting = await self._store.apply_application(app, versions)
+        log.info("application %s: applied %s", app.name, ", ".join(app.deployment_ids))
+        self._reconciler.wake()
+        if request.wait:  # done when the new ones serve and the old ones are gone
+            async with _deadline(request.timeout_s, f'rollout of application "{app.name}"'):
+                await asyncio.gather(
+                    *(self._follow_rollout(r) for r in records),
+                    *(self._follow_delete(r) for r in deleting),
+                )
+        return cp.ApplyApplicationResponse(
+            application=await self._application(app.name), warnings=warnings
+        )
+
+    @_answers_errors
+    async def DeleteApplication(
+        self, request: cp.DeleteApplicationRequest, context: grpc.aio.ServicerContext
+    ) -> cp.DeleteApplicationResponse:
+        """Forgets the application and deletes its deployments; with `wait`,
+        returns when their replicas have stopped."""
+        records = await self._store.delete_application(request.name)
+        log.info("application %s: delete requested", request.name)
+        self._reconciler.wake()
+        if request.wait:
+            await asyncio.gather(*(self._follow_delete(r) for r in records))
+        return cp.DeleteApplicationResponse()
+
+    @_answers_errors
+    async def GetApplication(
+        self, request: cp.GetApplicationRequest, context: grpc.aio.ServicerContext
+    ) -> cp.GetApplicationResponse:
+        """The application with its state and deployments."""
+        return cp.GetApplicationResponse(application=await self._application(request.name))
+
+    @_answers_errors
+    async def ListApplications(
+        self, request: cp.ListApplicationsRequest, context: grpc.aio.ServicerContext
+    ) -> cp.ListApplicationsResponse:
+        """Every application with its state and deployments."""
+        apps = await self._store.applications()
+        return cp.ListApplicationsResponse(
+            applications=[await self._application(app.name, app) for app in apps]
+        )
+
+    async def _application(self, name: str, app: ApplicationRecord | None = None) -> cp.Application:
+        app = app or await self._store.application(name)
+        if app is None:
+            raise NotFound(f'application "{name}" not found')
+        deployments = []
+        for deployment_id in app.deployments:
+            with contextlib.suppress(NotFound):  # removed meanwhile
+                deployments.append(await self._deployment(deployment_id))
+        state, message = application_state([(d.state, d.message) for d in deployments])
+        return cp.Application(
+            name=app.name,
+            route_prefix=app.route_prefix or "",
+            ingress=app.ingress,
+            state=int(state),
+            message=message,
+            deployments=deployments,
+        )
 
     def _with_executor(self, spec: DeploymentSpec) -> DeploymentSpec:
         name = spec.executor or self._settings.default_executor
@@ -134,12 +241,16 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
         record = await self._store.mark_deleting(request.name)
         log.info("%s: delete requested", request.name)
         self._reconciler.wake()
-        while request.wait:
-            current = await self._store.get(request.name)
-            if current is None or current.generation != record.generation:
-                break
-            await self._reconciler.next_pass()
+        if request.wait:
+            await self._follow_delete(record)
         return cp.DeleteDeploymentResponse()
+
+    async def _follow_delete(self, record: DeploymentRecord) -> None:
+        while True:
+            current = await self._store.get(record.name)
+            if current is None or current.generation != record.generation:
+                return
+            await self._reconciler.next_pass()
 
     @_answers_errors
     async def GetDeployment(
@@ -179,7 +290,9 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
         once the replicas are gone."""
         records = await self._store.deployments()
         if not request.keep_deployments:
-            records = [await self._store.mark_deleting(r.spec.name) for r in records]
+            for app in await self._store.applications():
+                await self._store.delete_application(app.name)
+            records = [await self._store.mark_deleting(r.name) for r in records]
         timeout_s = _SHUTDOWN_SLACK_S + max(
             (r.spec.graceful_shutdown_wait_loop_s + r.spec.graceful_shutdown_timeout_s
              for r in records),
@@ -217,6 +330,7 @@ async def _deadline(timeout_s: float, what: str) -> AsyncIterator[None]:
 
 def _deployment_proto(record: DeploymentRecord, replicas: list[ReplicaRecord]) -> cp.Deployment:
     return cp.Deployment(
+        id=record.name,
         spec=record.spec.to_proto(),
         version=record.version,
         state=int(record.state),

@@ -35,6 +35,8 @@ class Autoscaling:
     downscale_delay_s: float = 600.0
     metrics_interval_s: float = 10.0
     look_back_period_s: float = 30.0
+    upscaling_factor: float | None = None
+    downscaling_factor: float | None = None
 
     def __post_init__(self) -> None:
         prefix = "autoscaling_config"
@@ -57,6 +59,9 @@ class Autoscaling:
         for field in ("upscale_delay_s", "downscale_delay_s", "look_back_period_s"):
             _require(getattr(self, field) >= 0, f"{prefix}.{field} must be >= 0")
         _require(self.metrics_interval_s > 0, f"{prefix}.metrics_interval_s must be > 0")
+        for field in ("upscaling_factor", "downscaling_factor"):
+            factor = getattr(self, field)
+            _require(factor is None or factor > 0, f"{prefix}.{field} must be > 0")
 
     @classmethod
     def from_proto(cls, msg: deployment_pb2.AutoscalingConfig) -> Autoscaling:
@@ -154,14 +159,15 @@ class DeploymentSpec:
     graceful_shutdown_timeout_s: float = 20.0
     replica: ReplicaOptions = dataclasses.field(default_factory=ReplicaOptions)
     executor: str = ""
+    application: str = ""
+    logging_config: str | None = None
 
     def __post_init__(self) -> None:
-        _require(
-            bool(_NAME.fullmatch(self.name)),
-            f"name {self.name!r} must be 1-64 letters, digits, '_' or '-'",
-        )
+        check_name(self.name, "name")
+        if self.application:
+            check_name(self.application, "application")
         self._check_code()
-        self._check_route_prefix()
+        check_route_prefix(self.route_prefix)
         _require(self.num_replicas >= 0, f"num_replicas must be >= 0, got {self.num_replicas}")
         _require(
             self.max_concurrent_queries >= 1,
@@ -177,6 +183,11 @@ class DeploymentSpec:
             _require(getattr(self, field) >= 0, f"{field} must be >= 0")
         if self.user_config is not None:
             _check_json(self.user_config, "user_config")
+        if self.logging_config is not None:
+            _require(
+                isinstance(_check_json(self.logging_config, "logging_config"), dict),
+                "logging_config must be a JSON object",
+            )
         self._check_init_arguments()
 
     def _check_code(self) -> None:
@@ -188,22 +199,6 @@ class DeploymentSpec:
             _require(
                 bool(_IMPORT_PATH.fullmatch(self.import_path)),
                 f"code.import_path {self.import_path!r} must look like 'package.module:attribute'",
-            )
-
-    def _check_route_prefix(self) -> None:
-        prefix = self.route_prefix
-        if prefix is None:
-            return
-        _require(prefix.startswith("/"), f'route_prefix "{prefix}" must start with "/"')
-        if prefix != "/":
-            _require(
-                not prefix.endswith("/"),
-                f'route_prefix "{prefix}" must not end with "/" (use "{prefix.rstrip("/")}")',
-            )
-            segments = prefix[1:].split("/")
-            _require(
-                all(_ROUTE_SEGMENT.fullmatch(s) for s in segments),
-                f'route_prefix "{prefix}" has an empty or invalid path segment',
             )
 
     def _check_init_arguments(self) -> None:
@@ -220,6 +215,12 @@ class DeploymentSpec:
                 isinstance(_check_json(args.kwargs, "init_kwargs"), dict),
                 "init_kwargs must be a JSON object",
             )
+
+    @property
+    def id(self) -> str:
+        """The name routes, handles and the store use: "<application>.<name>"
+        inside an application (names are unique per application only)."""
+        return f"{self.application}.{self.name}" if self.application else self.name
 
     @property
     def target_replicas(self) -> int:
@@ -259,6 +260,7 @@ class DeploymentSpec:
                 "health_check_timeout_s",
                 "graceful_shutdown_wait_loop_s",
                 "graceful_shutdown_timeout_s",
+                "logging_config",
             )
             if has(name)
         }
@@ -278,6 +280,7 @@ class DeploymentSpec:
             init_arguments=msg.init_arguments,
             replica=ReplicaOptions.from_proto(msg.replica_options),
             executor=msg.executor,
+            application=msg.application,
             **optional,
         )
 
@@ -294,12 +297,13 @@ class DeploymentSpec:
             graceful_shutdown_timeout_s=self.graceful_shutdown_timeout_s,
             replica_options=self.replica.to_proto(),
             executor=self.executor,
+            application=self.application,
         )
         if self.import_path:
             msg.code.import_path = self.import_path
         else:
             msg.code.pickled = self.pickled_code
-        for name in ("version", "prev_version", "user_config"):
+        for name in ("version", "prev_version", "user_config", "logging_config"):
             if getattr(self, name) is not None:
                 setattr(msg, name, getattr(self, name))
         if self.autoscaling is None:
@@ -307,6 +311,31 @@ class DeploymentSpec:
         else:
             msg.autoscaling_config.CopyFrom(self.autoscaling.to_proto())
         return msg
+
+
+def check_name(name: str, field: str) -> None:
+    """Names become file names, log names and route keys: keep them plain."""
+    _require(
+        bool(_NAME.fullmatch(name)),
+        f"{field} {name!r} must be 1-64 letters, digits, '_' or '-'",
+    )
+
+
+def check_route_prefix(prefix: str | None) -> None:
+    """None (not on HTTP), "/", or "/a/b" with no empty or odd segment."""
+    if prefix is None:
+        return
+    _require(prefix.startswith("/"), f'route_prefix "{prefix}" must start with "/"')
+    if prefix != "/":
+        _require(
+            not prefix.endswith("/"),
+            f'route_prefix "{prefix}" must not end with "/" (use "{prefix.rstrip("/")}")',
+        )
+        segments = prefix[1:].split("/")
+        _require(
+            all(_ROUTE_SEGMENT.fullmatch(s) for s in segments),
+            f'route_prefix "{prefix}" has an empty or invalid path segment',
+        )
 
 
 def _check_json(text: str | bytes, field: str) -> object:

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import pathlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from capstan.errors import AlreadyExists, NotFound, VersionConflict
 from capstan.v1 import deployment_pb2
+from controlplane.application import ApplicationRecord, ApplicationSpec
 from controlplane.records import (
     DeploymentRecord,
     DeploymentState,
@@ -84,6 +86,19 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_deployment ON events (deployment, id);
 """
+# Tables added after schema 1 shipped: created where missing, so an older
+# state.db opens unchanged.
+_ADDITIONS = """
+CREATE TABLE IF NOT EXISTS applications (
+    name TEXT PRIMARY KEY,
+    route_prefix TEXT,
+    ingress TEXT NOT NULL,
+    deployments TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
 
 _T = TypeVar("_T")
 
@@ -129,7 +144,7 @@ class Store:
         with self._transaction():
             row = self._conn.execute(
                 "SELECT version, generation, created_at FROM deployments WHERE name = ?",
-                (spec.name,),
+                (spec.id,),
             ).fetchone()
             _check_prev_version(spec, row[0] if row else None)
             self._check_route_free(spec)
@@ -146,7 +161,7 @@ class Store:
                        message = '', is_halted = 0, is_deleting = 0,
                        updated_at = excluded.updated_at""",
                 (
-                    spec.name,
+                    spec.id,
                     _spec_bytes(spec),
                     version,
                     spec.code_hash(),
@@ -160,10 +175,10 @@ class Store:
             self._conn.execute(
                 """INSERT INTO deployment_versions (name, version, generation, spec, applied_at)
                    VALUES (?, ?, ?, ?, ?)""",
-                (spec.name, version, generation, _spec_bytes(spec), now),
+                (spec.id, version, generation, _spec_bytes(spec), now),
             )
-            self._event(spec.name, "", "applied", f"version {version} (apply #{generation})")
-            return self._get(spec.name)  # type: ignore[return-value]
+            self._event(spec.id, "", "applied", f"version {version} (apply #{generation})")
+            return self._get(spec.id)  # type: ignore[return-value]
 
     def _check_route_free(self, spec: DeploymentSpec) -> None:
         if spec.route_prefix is None:
@@ -171,7 +186,7 @@ class Store:
         holder = self._conn.execute(
             """SELECT name FROM deployments
                WHERE route_prefix = ? AND name != ? AND is_deleting = 0""",
-            (spec.route_prefix, spec.name),
+            (spec.route_prefix, spec.id),
         ).fetchone()
         if holder:
             raise AlreadyExists(
@@ -302,6 +317,73 @@ class Store:
         ).fetchall()
         return [VersionRecord(r[0], r[1], r[2], _load_spec(r[3]), r[4]) for r in rows]
 
+    # -- applications --------------------------------------------------------
+
+    async def apply_application(
+        self, app: ApplicationSpec, versions: Mapping[str, str]
+    ) -> tuple[list[DeploymentRecord], list[DeploymentRecord]]:
+        """Makes `app` the application's desired state in one transaction:
+        each deployment applied (with `versions[id]`), those of the previous
+        application of that name that are not in it marked deleting. Returns
+        (applied, deleting). Raises (and changes nothing) as `apply` does."""
+        return await self._run(self._apply_application, app, versions)
+
+    def _apply_application(
+        self, app: ApplicationSpec, versions: Mapping[str, str]
+    ) -> tuple[list[DeploymentRecord], list[DeploymentRecord]]:
+        now = time.time()
+        with self._transaction():
+            old = self._application(app.name)
+            gone = sorted(set(old.deployments if old else ()) - set(app.deployment_ids))
+            # First, so that their routes are free for the new deployments.
+            deleting = [self._mark_deleting(d) for d in gone if self._get(d) is not None]
+            records = [self._apply(spec, versions[spec.id]) for spec in app.deployments]
+            self._conn.execute(
+                """INSERT INTO applications (name, route_prefix, ingress, deployments,
+                       generation, created_at, updated_at) VALUES (?, ?, ?, ?, 1, ?, ?)
+                   ON CONFLICT (name) DO UPDATE SET route_prefix = excluded.route_prefix,
+                       ingress = excluded.ingress, deployments = excluded.deployments,
+                       generation = generation + 1, updated_at = excluded.updated_at""",
+                (
+                    app.name,
+                    app.route_prefix,
+                    app.ingress,
+                    json.dumps(app.deployment_ids),
+                    now,
+                    now,
+                ),
+            )
+            self._event(app.name, "", "application_applied", ", ".join(app.deployment_ids))
+            return records, deleting
+
+    async def application(self, name: str) -> ApplicationRecord | None:
+        return await self._run(self._application, name)
+
+    def _application(self, name: str) -> ApplicationRecord | None:
+        row = self._conn.execute(_SELECT_APPLICATION + " WHERE name = ?", (name,)).fetchone()
+        return _application(row) if row else None
+
+    async def applications(self) -> list[ApplicationRecord]:
+        return await self._run(self._applications)
+
+    def _applications(self) -> list[ApplicationRecord]:
+        rows = self._conn.execute(_SELECT_APPLICATION + " ORDER BY name").fetchall()
+        return [_application(row) for row in rows]
+
+    async def delete_application(self, name: str) -> list[DeploymentRecord]:
+        """Forgets the application and marks its deployments deleting (their
+        routes go at once). NotFound if unknown. Returns those deployments."""
+        return await self._run(self._delete_application, name)
+
+    def _delete_application(self, name: str) -> list[DeploymentRecord]:
+        with self._transaction():
+            app = self._application(name)
+            if app is None:
+                raise NotFound(f'application "{name}" not found')
+            self._conn.execute("DELETE FROM applications WHERE name = ?", (name,))
+            self._event(name, "", "application_deleted", "delete requested")
+            return [self._mark_deleting(d) for d in app.deployments if self._get(d) is not None]
+
     # -- replicas ------------------------------------------------------------
 
     async def put_replica(self, record: ReplicaRecord) -> None:
@@ -396,6 +478,8 @@ class Store:
 
 _SELECT_DEPLOYMENT = """SELECT name, spec, version, generation, state, message, stable_spec,
     stable_version, is_halted, is_deleting, created_at, updated_at FROM deployments"""
+_SELECT_APPLICATION = """SELECT name, route_prefix, ingress, deployments, generation,
+    created_at, updated_at FROM applications"""
 _SELECT_REPLICA = """SELECT id, deployment, version, code_hash, state, executor, user_config,
     max_concurrent_queries, ref, placement, message, started_at FROM replicas"""
 
@@ -415,6 +499,7 @@ def _connect(path: pathlib.Path) -> sqlite3.Connection:
         raise RuntimeError(
             f"{path} has schema version {found}; this control plane knows {SCHEMA_VERSION}"
         )
+    conn.executescript(f"BEGIN; {_ADDITIONS} COMMIT;")
     return conn
 
 
@@ -423,7 +508,7 @@ def _check_prev_version(spec: DeploymentSpec, stored: str | None) -> None:
         return
     found = f'version "{stored}"' if stored else "no deployment"
     raise VersionConflict(
-        f'prev_version "{spec.prev_version}" does not match {found} for "{spec.name}"; '
+        f'prev_version "{spec.prev_version}" does not match {found} for "{spec.id}"; '
         "nothing was changed. Re-read the deployment and apply again."
     )
 
@@ -450,6 +535,18 @@ def _deployment(row: tuple) -> DeploymentRecord:
         is_deleting=bool(row[9]),
         created_at=row[10],
         updated_at=row[11],
+    )
+
+
+def _application(row: tuple) -> ApplicationRecord:
+    return ApplicationRecord(
+        name=row[0],
+        route_prefix=row[1],
+        ingress=row[2],
+        deployments=tuple(json.loads(row[3])),
+        generation=row[4],
+        created_at=row[5],
+        updated_at=row[6],
     )
 
 

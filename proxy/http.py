@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from typing import Any
 
 from capstan import errors
@@ -26,6 +27,10 @@ Receive = Any
 Send = Any
 
 DEFAULT_MAX_BODY_BYTES = 64 << 20
+# Ray Serve's request id header: echoed when the caller sends one, else made.
+REQUEST_ID = b"x-request-id"
+# Ray Serve's header naming the multiplexed model a request is for.
+MODEL_ID = b"serve_multiplexed_model_id"
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 _JSON = [(b"content-type", b"application/json")]
 _NO_ROUTE = b"No route matches this path; GET /-/routes lists the routes this proxy serves.\n"
@@ -70,25 +75,30 @@ class HttpProxy:
             limit = f"request body exceeds the proxy's limit of {self.max_body_bytes} bytes\n"
             await _respond(send, 413, limit.encode())
             return
-        request = _exchange_request(scope, body, route)
+        request, request_id, model_id = _exchange_request(scope, body, route)
         try:
             async with DisconnectWatch(receive, self.disconnect_check_s):
-                await self._forward(route.deployment, request, send)
+                await self._forward(route.deployment, request, request_id, model_id, send)
         except errors.CapstanError as exc:
-            await _respond(send, *_error_status(exc))
+            status, text = _error_status(exc)
+            await _respond(send, status, text, [*_TEXT, (REQUEST_ID, request_id)])
 
     async def _forward(
-        self, deployment: str, request: replica_pb2.RequestFrame, send: Send
+        self,
+        deployment: str,
+        request: replica_pb2.RequestFrame,
+        request_id: bytes,
+        model_id: str,
+        send: Send,
     ) -> None:
-        replies = await self.router.send(deployment, request)
+        replies = await self.router.send(deployment, request, model_id)
         try:
             reply = await replies.__anext__()
             part = reply.http
-            start = {
-                "type": "http.response.start",
-                "status": part.status,
-                "headers": [(h.name, h.value) for h in part.headers],
-            }
+            headers = [(h.name, h.value) for h in part.headers]
+            if not any(name.lower() == REQUEST_ID for name, _ in headers):
+                headers.append((REQUEST_ID, request_id))
+            start = {"type": "http.response.start", "status": part.status, "headers": headers}
             await send(start)
             await send(
                 {"type": "http.response.body", "body": part.body, "more_body": not reply.done}
@@ -191,7 +201,12 @@ class DisconnectWatch:
             self._task.cancel()
 
 
-def _exchange_request(scope: Scope, body: bytes, route: Route) -> replica_pb2.RequestFrame:
+def _exchange_request(
+    scope: Scope, body: bytes, route: Route
+) -> tuple[replica_pb2.RequestFrame, bytes, str]:
+    """The frame for the replica, the request's id (the caller's X-Request-ID
+    if it sent one, else a new one that the replica sees too), and the
+    multiplexed model it asks for ("" for none)."""
     # Filled in place: building an HttpRequest and then assigning it to the
     # RequestFrame would copy the body.
     request = replica_pb2.RequestFrame()
@@ -201,8 +216,17 @@ def _exchange_request(scope: Scope, body: bytes, route: Route) -> replica_pb2.Re
     http.path = scope["path"]
     http.query_string = scope["query_string"]
     add_header = http.headers.add
+    request_id = b""
+    model_id = ""
     for name, value in scope["headers"]:
         add_header(name=name, value=value)
+        if name == REQUEST_ID:  # ASGI servers lower-case header names
+            request_id = value
+        elif name == MODEL_ID:
+            model_id = value.decode("latin-1")
+    if not request_id:
+        request_id = uuid.uuid4().hex.encode()
+        add_header(name=REQUEST_ID, value=request_id)
     http.body = body
     # ASGI's root_path for an app mounted at "/" is "", not "/".
     http.root_path = route.prefix if route.prefix != "/" else ""
@@ -210,7 +234,7 @@ def _exchange_request(scope: Scope, body: bytes, route: Route) -> replica_pb2.Re
     if client:
         http.client_host, http.client_port = client[0], client[1] or 0
     http.http_version = scope["http_version"]
-    return request
+    return request, request_id, model_id
 
 
 def _error_status(exc: errors.CapstanError) -> tuple[int, bytes]:

@@ -142,6 +142,8 @@ class ReplicaClient:
         self.address = address
         self.ongoing = 0
         self.is_broken = False
+        # The multiplexed models the replica last said it holds.
+        self.model_ids: frozenset[str] = frozenset()
         self._connect_timeout_s = connect_timeout_s
         self._channel: grpc.aio.Channel | None = None
         self._session: asyncio.Task[None] | None = None
@@ -285,6 +287,8 @@ class ReplicaClient:
             if message is eof:
                 raise _StreamEnded("the replica closed the stream")
             self.ongoing = message.ongoing_requests
+            if message.HasField("loaded_models"):
+                self.model_ids = frozenset(message.loaded_models.ids)
             for reply in message.frames:
                 inbox = waiters.get(reply.id)
                 if inbox is None:

@@ -77,6 +77,27 @@ def pick(
     return best
 
 
+def pick_for_model(
+    slots: Sequence[Slot],
+    max_concurrent: int,
+    model_id: str,
+    avoid: Sequence[Slot] = (),
+    rng: random.Random = _RNG,
+) -> Slot | None:
+    """For a multiplexed request: the least-loaded replica holding `model_id`
+    with room; else, so as to evict the least, one holding the fewest models;
+    else any with room."""
+    holders = [slot for slot in slots if model_id in slot.client.model_ids]
+    chosen = pick(holders, max_concurrent, avoid, rng) if holders else None
+    if chosen is None:
+        fewest = min((len(slot.client.model_ids) for slot in slots), default=0)
+        emptiest = [slot for slot in slots if len(slot.client.model_ids) == fewest]
+        chosen = pick(emptiest, max_concurrent, avoid, rng) or pick(
+            slots, max_concurrent, avoid, rng
+        )
+    return chosen
+
+
 def _load(slot: Slot, max_concurrent: int, avoid: Sequence[Slot]) -> int | None:
     in_flight = slot.in_flight
     if in_flight >= max_concurrent:
@@ -100,11 +121,14 @@ class Pool:
     max_queued: int = -1
     waiters: deque[asyncio.Future[Slot]] = field(default_factory=deque)
 
-    def try_acquire(self, avoid: Sequence[Slot]) -> Slot | None:
+    def try_acquire(self, avoid: Sequence[Slot], model_id: str = "") -> Slot | None:
         """A slot taken at once, or None when the request must wait."""
         if self.waiters:
             return None  # first come, first served
-        slot = pick(self.slots, self.max_concurrent, avoid, self.rng)
+        if model_id:
+            slot = pick_for_model(self.slots, self.max_concurrent, model_id, avoid, self.rng)
+        else:
+            slot = pick(self.slots, self.max_concurrent, avoid, self.rng)
         if slot is not None:
             slot.in_flight += 1
         return slot
@@ -207,8 +231,11 @@ class Router:
             for name, pool in self._pools.items()
         }
 
-    async def send(self, deployment: str, request: replica_pb2.RequestFrame) -> Replies:
-        """Sends `request` to the least-loaded replica of `deployment` and
+    async def send(
+        self, deployment: str, request: replica_pb2.RequestFrame, model_id: str = ""
+    ) -> Replies:
+        """Sends `request` to the least-loaded replica of `deployment` (for a
+        multiplexed `model_id`, one that holds the model if one can) and
         returns once the replica answered first. A replica that rejected it is
         replaced by another, up to max_attempts. The caller must exhaust the
         replies or `cancel()` them; either frees the replica's slot.
@@ -216,7 +243,7 @@ class Router:
         Raises NotFound, BackPressure, Unavailable, or the first reply's error."""
         avoid: tuple[Slot, ...] = ()
         for _ in range(self._max_attempts):
-            slot = await self._acquire(deployment, avoid)
+            slot = await self._acquire(deployment, avoid, model_id)
             try:
                 replies = slot.client.send(request)
             except Rejected:
@@ -265,9 +292,9 @@ class Router:
             raise errors.NotFound(f"no deployment named {deployment!r}")
         return pool
 
-    async def _acquire(self, deployment: str, avoid: Sequence[Slot]) -> Slot:
+    async def _acquire(self, deployment: str, avoid: Sequence[Slot], model_id: str) -> Slot:
         pool = self.pool(deployment)
-        slot = pool.try_acquire(avoid)
+        slot = pool.try_acquire(avoid, model_id)
         if slot is None:
             slot = await pool.wait(self._no_replica_timeout_s)
         return slot

@@ -32,5 +32,7 @@ def serve(cluster: Cluster, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("CAPSTAN_HTTP_URL", cluster.http_url)
     serve.start(address=cluster.address)
     yield serve
+    for name in serve.status().applications:
+        serve.delete(name)
     for name in serve.list_deployments():
         serve.delete(name)

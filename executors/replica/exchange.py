@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from capstan.context import set_multiplexed_model_id
 from capstan.errors import CapstanError
 from capstan.v1 import replica_pb2
 from executors.replica import http
@@ -42,6 +43,8 @@ _NOT_USER_CODE = tuple(
 )
 
 Response = replica_pb2.ResponseFrame
+# Ray Serve's header naming the model an HTTP request is for.
+MODEL_ID_HEADER = b"serve_multiplexed_model_id"
 
 
 class ExchangeStream:
@@ -140,6 +143,8 @@ class ExchangeStream:
 
     async def _invoke(self, rid: int, invocation: replica_pb2.Invocation) -> Response:
         worker = self._worker
+        if invocation.multiplexed_model_id:  # this task's own context
+            set_multiplexed_model_id(invocation.multiplexed_model_id)
         try:
             method = invocation.method or "__call__"
             target = worker.target(method)
@@ -178,6 +183,9 @@ class ExchangeStream:
 
     async def _http(self, rid: int, request: replica_pb2.HttpRequest) -> Response:
         worker = self._worker
+        for header in request.headers:
+            if header.name == MODEL_ID_HEADER:
+                set_multiplexed_model_id(header.value.decode("latin-1"))
         user = worker.user
         if user.asgi_app is not None:
             return await http.serve_app(

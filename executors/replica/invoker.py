@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import dataclasses
 import functools
 import inspect
@@ -74,7 +75,9 @@ class Invoker:
             return target.fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
         call = functools.partial(target.fn, *args, **kwargs) if kwargs else target.fn
-        result = await loop.run_in_executor(self._pool, call, *(() if kwargs else args))
+        # The request's context (its multiplexed model id) goes with it to the thread.
+        run = contextvars.copy_context().run
+        result = await loop.run_in_executor(self._pool, run, call, *(() if kwargs else args))
         if inspect.isawaitable(result):
             # A sync function that hands back a coroutine (a decorator's doing).
             result = await result

@@ -18,11 +18,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from capstan.context import ReplicaID, loaded_models, set_replica_context, set_servable_object
 from capstan.errors import CapstanError
 from capstan.v1 import replica_pb2, replica_pb2_grpc
 from executors.replica.exchange import ExchangeStream
 from executors.replica.ingress import Lifespan, bind_methods
 from executors.replica.loader import LoadError, load
+from executors.replica.logs import apply_logging_config
 from executors.replica.worker import Worker
 
 log = logging.getLogger("capstan.replica")
@@ -95,6 +97,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
         """The stream's only writer. Response frames queue up on `out` from
         every request's task; each write takes all that queued meanwhile."""
         out, write, worker = stream.out, context.write, self._worker
+        models_sent = 0  # the revision of loaded_models() this stream has seen
         while (frame := await out.get()) is not None:
             frames = [frame]
             while not out.empty():
@@ -102,9 +105,12 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
                 if frame is None:
                     break
                 frames.append(frame)
-            await write(
-                replica_pb2.ExchangeResponse(frames=frames, ongoing_requests=worker.ongoing)
-            )
+            message = replica_pb2.ExchangeResponse(frames=frames, ongoing_requests=worker.ongoing)
+            revision, model_ids = loaded_models()
+            if revision != models_sent:
+                models_sent = revision
+                message.loaded_models.ids.extend(model_ids)
+            await write(message)
             if frame is None:
                 return
 
@@ -210,7 +216,11 @@ async def start_replica(config: replica_pb2.ReplicaConfig) -> RunningReplica:
     Raises `LoadError` when the user's code fails to import, construct or
     reconfigure; the message names the cause."""
     _export_environment(config)
+    apply_logging_config(config)
+    spec = config.deployment
+    set_replica_context(ReplicaID(config.replica_id, spec.name, spec.application))
     worker = Worker(config, load(config))
+    set_servable_object(worker.user.target)
     try:
         await _apply_user_config(worker)
         lifespan = await _start_app(worker)

@@ -12,15 +12,15 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import importlib
 import os
-import runpy
 import signal
 import sys
 import threading
 
 from capstan.client import ControlPlaneClient, default_address
 from capstan.errors import CapstanError
+from capstan.options import DEFAULT
+from capstan.targets import load_target, parse_arguments
 from capstan.v1 import controlplane_pb2 as cp
 
 
@@ -52,7 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     start.set_defaults(command=_start)
 
     run = commands.add_parser("run", help="deploy from a script or module:attribute and serve")
-    run.add_argument("target", help="path/to/app.py, or package.module:deployment")
+    run.add_argument("target", help="path/to/app.py, or package.module:app_or_builder")
+    run.add_argument("arguments", nargs="*", help="key=value arguments for an app builder")
+    run.add_argument("--name", default="default", help="the application's name")
+    run.add_argument("--route-prefix", help='where the application answers HTTP (default "/")')
     run.add_argument("--state-dir", default=".capstan")
     run.set_defaults(command=_run)
 
@@ -99,11 +102,10 @@ def _run(args: argparse.Namespace) -> None:
     from capstan import serve
 
     serve.start(address=args.address, state_dir=args.state_dir)
-    if args.target.endswith(".py"):
-        runpy.run_path(args.target, run_name="__main__")
-    else:
-        module, _, attribute = args.target.partition(":")
-        serve.run(getattr(importlib.import_module(module), attribute))
+    app = load_target(args.target, parse_arguments(args.arguments))
+    if app is not None:
+        prefix = args.route_prefix if args.route_prefix is not None else DEFAULT
+        serve.run(app, name=args.name, route_prefix=prefix)
     for deployment in serve.connect().list():
         route = deployment.spec.route_prefix
         where = f"http://127.0.0.1:8000{route}" if route else "(no HTTP route)"

@@ -58,9 +58,27 @@ class ControlPlaneClient:
 
     def apply(
         self, spec: deployment_pb2.DeploymentSpec, *, wait: bool = True, timeout_s: float = 0
-    ) -> cp.Deployment:
+    ) -> cp.ApplyDeploymentResponse:
         request = cp.ApplyDeploymentRequest(spec=spec, wait=wait, timeout_s=timeout_s)
-        return self._call(self._stub.ApplyDeployment, request).deployment
+        return self._call(self._stub.ApplyDeployment, request)
+
+    def apply_application(
+        self, app: cp.ApplicationSpec, *, wait: bool = True, timeout_s: float = 0
+    ) -> cp.ApplyApplicationResponse:
+        request = cp.ApplyApplicationRequest(application=app, wait=wait, timeout_s=timeout_s)
+        return self._call(self._stub.ApplyApplication, request)
+
+    def delete_application(self, name: str, *, wait: bool = True) -> None:
+        request = cp.DeleteApplicationRequest(name=name, wait=wait)
+        self._call(self._stub.DeleteApplication, request)
+
+    def get_application(self, name: str) -> cp.Application:
+        request = cp.GetApplicationRequest(name=name)
+        return self._call(self._stub.GetApplication, request).application
+
+    def list_applications(self) -> list[cp.Application]:
+        reply = self._call(self._stub.ListApplications, cp.ListApplicationsRequest())
+        return list(reply.applications)
 
     def delete(self, name: str, *, wait: bool = True) -> None:
         self._call(self._stub.DeleteDeployment, cp.DeleteDeploymentRequest(name=name, wait=wait))

@@ -58,8 +58,13 @@ class Deployment:
 
     @property
     def route_prefix(self) -> str | None:
-        prefix = self._options.get("route_prefix", opts.DEFAULT)
+        prefix = self.explicit_route_prefix
         return f"/{self.name}" if prefix is opts.DEFAULT else prefix
+
+    @property
+    def explicit_route_prefix(self) -> Any:
+        """The route_prefix option as given, or `options.DEFAULT` if none was."""
+        return self._options.get("route_prefix", opts.DEFAULT)
 
     @property
     def url(self) -> str | None:
@@ -83,7 +88,10 @@ class Deployment:
         target = self
         if init_args or init_kwargs:
             target = self.options(init_args=init_args, init_kwargs=init_kwargs)
-        serve.connect().apply(target.to_spec(), wait=_blocking)
+        serve.note_applied()
+        reply = serve.connect().apply(target.to_spec(), wait=_blocking)
+        for warning in reply.warnings:
+            serve.log.warning("%s", warning)
 
     def delete(self) -> None:
         """Removes the deployment, its replicas and its route."""
@@ -116,23 +124,17 @@ class Deployment:
 
 
 class Application:
-    """A deployment bound to constructor arguments (`Deployment.bind`)."""
+    """A deployment bound to constructor arguments (`Deployment.bind`): the
+    ingress of a graph that `serve.run` deploys as one application. Bound
+    deployments among the arguments become handles in the replicas."""
 
     def __init__(self, deployment: Deployment, args: tuple, kwargs: dict) -> None:
         self.deployment = deployment
         self.args = args
         self.kwargs = kwargs
 
-    def deploy(self, *, blocking: bool = True) -> DeploymentHandle:
-        """Deploys bound arguments first (depth first), then this deployment."""
-        args = tuple(_deploy_bound(a, blocking) for a in self.args)
-        kwargs = {k: _deploy_bound(v, blocking) for k, v in self.kwargs.items()}
-        self.deployment.options(init_args=args, init_kwargs=kwargs).deploy(_blocking=blocking)
-        return self.deployment.get_handle()
-
-
-def _deploy_bound(value: Any, blocking: bool) -> Any:
-    return value.deploy(blocking=blocking) if isinstance(value, Application) else value
+    def __repr__(self) -> str:
+        return f"Application(ingress={self.deployment.name})"
 
 
 def deployment(

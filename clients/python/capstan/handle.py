@@ -65,23 +65,43 @@ class DeploymentResponseGenerator:
 
 class DeploymentHandle:
     """Calls one deployment's methods. Cheap to create, safe to share between
-    threads, and picklable, so handles may be passed to other deployments."""
+    threads, and picklable, so handles may be passed to other deployments.
+
+    A deployment of an application is addressed as "<app_name>.<name>"; one
+    deployed on its own (`Deployment.deploy()`) by its name alone."""
 
     def __init__(
-        self, deployment_name: str, method_name: str = "__call__", *, stream: bool = False
+        self,
+        deployment_name: str,
+        method_name: str = "__call__",
+        *,
+        stream: bool = False,
+        app_name: str = "",
+        multiplexed_model_id: str = "",
     ) -> None:
         self.deployment_name = deployment_name
+        self.app_name = app_name
         self.method_name = method_name
         self.stream = stream
+        self.multiplexed_model_id = multiplexed_model_id
+        self._target = f"{app_name}.{deployment_name}" if app_name else deployment_name
 
     def options(
-        self, *, method_name: str | None = None, stream: bool | None = None
+        self,
+        *,
+        method_name: str | None = None,
+        stream: bool | None = None,
+        multiplexed_model_id: str | None = None,
+        use_new_handle_api: bool = True,  # Ray 2.x's migration flag; always new here
     ) -> DeploymentHandle:
         """A handle with some options changed."""
+        model = self.multiplexed_model_id if multiplexed_model_id is None else multiplexed_model_id
         return DeploymentHandle(
             self.deployment_name,
             self.method_name if method_name is None else method_name,
             stream=self.stream if stream is None else stream,
+            app_name=self.app_name,
+            multiplexed_model_id=model,
         )
 
     def __getattr__(self, name: str) -> DeploymentHandle:
@@ -94,29 +114,66 @@ class DeploymentHandle:
         from capstan.runtime import get_runtime
 
         runtime = get_runtime()
-        invocation = _invocation(self.method_name, args, kwargs)
+        if _has_responses(args, kwargs):  # resolved first, as Ray Serve does
+            if self.stream:
+                items = self._stream_resolved(runtime, args, kwargs)
+                return DeploymentResponseGenerator(items, runtime)
+            return DeploymentResponse(runtime.submit(self._call_resolved(runtime, args, kwargs)))
+        invocation = _invocation(self.method_name, args, kwargs, self.multiplexed_model_id)
         if self.stream:
-            return DeploymentResponseGenerator(
-                runtime.stream(self.deployment_name, invocation), runtime
-            )
-        return DeploymentResponse(runtime.submit(runtime.call(self.deployment_name, invocation)))
+            return DeploymentResponseGenerator(runtime.stream(self._target, invocation), runtime)
+        return DeploymentResponse(runtime.submit(runtime.call(self._target, invocation)))
+
+    async def _call_resolved(self, runtime, args: tuple, kwargs: dict) -> Any:
+        invocation = await _resolved_invocation(self, args, kwargs)
+        return await runtime.call(self._target, invocation)
+
+    async def _stream_resolved(self, runtime, args: tuple, kwargs: dict) -> AsyncIterator[Any]:
+        invocation = await _resolved_invocation(self, args, kwargs)
+        async for item in runtime.stream(self._target, invocation):
+            yield item
 
     def __reduce__(self):
-        return (_rebuild_handle, (self.deployment_name, self.method_name, self.stream))
+        state = (self.deployment_name, self.method_name, self.stream, self.app_name,
+                 self.multiplexed_model_id)  # fmt: skip
+        return (_rebuild_handle, state)
 
     def __repr__(self) -> str:
-        return f"DeploymentHandle(deployment={self.deployment_name!r}, method={self.method_name!r})"
+        app = f"app={self.app_name!r}, " if self.app_name else ""
+        return (
+            f"DeploymentHandle({app}deployment={self.deployment_name!r}, "
+            f"method={self.method_name!r})"
+        )
 
 
-def _rebuild_handle(name: str, method: str, stream: bool) -> DeploymentHandle:
-    return DeploymentHandle(name, method, stream=stream)
+def _rebuild_handle(
+    name: str, method: str, stream: bool, app_name: str = "", model_id: str = ""
+) -> DeploymentHandle:
+    return DeploymentHandle(
+        name, method, stream=stream, app_name=app_name, multiplexed_model_id=model_id
+    )
 
 
-def _invocation(method: str, args: tuple, kwargs: dict) -> Any:
+def _has_responses(args: tuple, kwargs: dict) -> bool:
+    values = (*args, *kwargs.values())
+    return any(isinstance(v, DeploymentResponse) for v in values)
+
+
+async def _resolved_invocation(handle: DeploymentHandle, args: tuple, kwargs: dict) -> Any:
+    async def resolved(value: Any) -> Any:
+        return await value if isinstance(value, DeploymentResponse) else value
+
+    args = tuple([await resolved(a) for a in args])
+    kwargs = {k: await resolved(v) for k, v in kwargs.items()}
+    return _invocation(handle.method_name, args, kwargs, handle.multiplexed_model_id)
+
+
+def _invocation(method: str, args: tuple, kwargs: dict, model_id: str = "") -> Any:
     from capstan.v1 import replica_pb2
 
     return replica_pb2.Invocation(
         method=method,
+        multiplexed_model_id=model_id,
         arguments=deployment_pb2.Arguments(
             encoding=deployment_pb2.ENCODING_PICKLE,
             args=cloudpickle.dumps(args) if args else b"",

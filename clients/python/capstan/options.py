@@ -4,6 +4,7 @@ pickling); the control plane validates values, once, and names the field."""
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import cloudpickle
 
 from capstan.errors import InvalidSpec
+from capstan.schema import LoggingConfig
 from capstan.v1 import deployment_pb2 as pb
 
 # Ray Serve spells some options in more than one way across versions.
@@ -40,6 +42,7 @@ OPTIONS = (
     "graceful_shutdown_timeout_s",
     "health_check_period_s",
     "health_check_timeout_s",
+    "logging_config",
     "executor",
 )
 
@@ -56,7 +59,15 @@ SCALARS = (
 )
 _ACTOR_OPTIONS = ("num_cpus", "num_gpus", "resources", "runtime_env")
 _RUNTIME_ENV = ("env_vars", "working_dir", "pip", "conda")
-_AUTOSCALING_ALIASES = {"target_ongoing_requests": "target_num_ongoing_requests_per_replica"}
+_AUTOSCALING_ALIASES = {
+    "target_ongoing_requests": "target_num_ongoing_requests_per_replica",
+    # Ray Serve's earlier names for the scaling factors.
+    "smoothing_factor": "upscaling_factor",
+    "upscale_smoothing_factor": "upscaling_factor",
+    "downscale_smoothing_factor": "downscaling_factor",
+}
+# What num_replicas="auto" means in Ray Serve 2.x.
+AUTO_AUTOSCALING = {"min_replicas": 1, "max_replicas": 100, "target_ongoing_requests": 2}
 
 
 class _Default:
@@ -75,9 +86,26 @@ def normalize(options: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in options.items():
         key = ALIASES.get(key, key)
         if key not in OPTIONS:
-            raise InvalidSpec(f"unknown deployment option {key!r}; known: {', '.join(OPTIONS)}")
+            raise InvalidSpec(_unknown("deployment option", key, [*OPTIONS, *ALIASES]))
         result[key] = value
+    if result.get("logging_config") is not None:  # checked here, where the user wrote it
+        result["logging_config"] = LoggingConfig.of(result["logging_config"])
+    if result.get("num_replicas") == "auto":
+        result.pop("num_replicas")
+        result["autoscaling_config"] = {
+            **AUTO_AUTOSCALING,
+            **(result.get("autoscaling_config") or {}),
+        }
     return result
+
+
+def _unknown(what: str, key: str, known: list[str]) -> str:
+    """`unknown X 'k'; did you mean ...?` naming the close matches, else all."""
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    if close:
+        return f"unknown {what} {key!r}; did you mean {' or '.join(map(repr, close))}?"
+    public = sorted(k for k in known if not k.startswith("_"))
+    return f"unknown {what} {key!r}; known: {', '.join(public)}"
 
 
 def to_spec(code: pb.Code, options: Mapping[str, Any]) -> pb.DeploymentSpec:
@@ -96,6 +124,9 @@ def to_spec(code: pb.Code, options: Mapping[str, Any]) -> pb.DeploymentSpec:
         spec.route_prefix = str(route_prefix)
     if options.get("user_config") is not None:
         spec.user_config = _json(options["user_config"], "user_config")
+    if options.get("logging_config") is not None:
+        config = LoggingConfig.of(options["logging_config"])
+        spec.logging_config = _json(config.dict(), "logging_config")
     if options.get("autoscaling_config") is not None:
         spec.autoscaling_config.CopyFrom(_autoscaling(options["autoscaling_config"]))
     spec.replica_options.CopyFrom(_replica_options(options.get("ray_actor_options") or {}))
@@ -150,8 +181,8 @@ def _autoscaling(config: Any) -> pb.AutoscalingConfig:
     for key, value in config.items():
         key = _AUTOSCALING_ALIASES.get(key, key)
         if key not in pb.AutoscalingConfig.DESCRIPTOR.fields_by_name:
-            known = ", ".join(pb.AutoscalingConfig.DESCRIPTOR.fields_by_name)
-            raise InvalidSpec(f"unknown autoscaling_config option {key!r}; known: {known}")
+            known = [*pb.AutoscalingConfig.DESCRIPTOR.fields_by_name, *_AUTOSCALING_ALIASES]
+            raise InvalidSpec(_unknown("autoscaling_config option", key, known))
         if value is not None:
             try:
                 setattr(message, key, value)

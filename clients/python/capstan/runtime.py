@@ -89,13 +89,14 @@ class Runtime:
 
     async def _send(self, deployment: str, invocation: replica_pb2.Invocation):
         request = replica_pb2.RequestFrame(invocation=invocation)
+        model_id = invocation.multiplexed_model_id
         if self._watcher.revision is None:  # only until the first table arrives
             await self._watcher.wait_ready(APPEAR_TIMEOUT_S)
         try:
-            return await self._router.send(deployment, request)
+            return await self._router.send(deployment, request, model_id)
         except NotFound:
             await self._wait_for(deployment, APPEAR_TIMEOUT_S)
-            return await self._router.send(deployment, request)
+            return await self._router.send(deployment, request, model_id)
 
     async def _wait_for(self, deployment: str, timeout_s: float) -> None:
         """Until the route table has the deployment, or the timeout passes."""

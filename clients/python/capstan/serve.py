@@ -6,16 +6,26 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import threading
 from typing import Any
 
 from capstan import options as _options
 from capstan.batching import batch
+from capstan.build import build
 from capstan.client import ControlPlaneClient, default_address
+from capstan.context import ReplicaContext, current_replica_context, get_multiplexed_model_id
 from capstan.deployment import Application, Deployment, deployment, from_stored
-from capstan.errors import Unavailable
+from capstan.errors import NotFound, Unavailable
 from capstan.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from capstan.ingress import ingress
+from capstan.multiplex import multiplexed
+from capstan.schema import LoggingConfig, ServeStatus, serve_status
+
+log = logging.getLogger("capstan")
+
+# Ray Serve's name for an application that serve.run is not given a name for.
+DEFAULT_APP_NAME = "default"
 
 __all__ = [
     "Application",
@@ -27,16 +37,22 @@ __all__ = [
     "connect",
     "delete",
     "deployment",
+    "get_app_handle",
     "get_deployment",
     "get_deployment_handle",
+    "get_multiplexed_model_id",
+    "get_replica_context",
     "ingress",
     "list_deployments",
+    "multiplexed",
     "run",
     "shutdown",
     "start",
+    "status",
 ]
 
 _client: ControlPlaneClient | None = None
+_applied = 0  # serve.run and Deployment.deploy calls, for `capstan run script.py`
 _embedded = None  # the LocalServices this script started, if any
 _lock = threading.Lock()
 
@@ -82,27 +98,79 @@ def connect() -> ControlPlaneClient:
 
 def run(
     target: Application | Deployment,
-    *,
-    name: str | None = None,
+    blocking: bool = False,
+    name: str = DEFAULT_APP_NAME,
     route_prefix: Any = _options.DEFAULT,
-    blocking: bool = True,
+    logging_config: Any = None,
+    _local_testing_mode: bool = False,
 ) -> DeploymentHandle:
-    """Deploys a bound application (or a deployment) and returns its handle."""
+    """Deploys a bound graph as the application `name`, replacing the one of
+    that name if it runs, waits until every deployment is up, and returns a
+    handle to the ingress. `route_prefix` defaults to the ingress's own, else
+    "/"; None keeps it off HTTP. `blocking=True` then serves until Ctrl-C.
+    `_local_testing_mode=True` runs the graph in this process, without a
+    control plane, for unit tests."""
     if isinstance(target, Deployment):
         target = target.bind()
-    overrides: dict[str, Any] = {}
-    if name is not None:
-        overrides["name"] = name
-    if route_prefix is not _options.DEFAULT:
-        overrides["route_prefix"] = route_prefix
-    if overrides:
-        target = Application(target.deployment.options(**overrides), target.args, target.kwargs)
-    return target.deploy(blocking=blocking)
+    if not isinstance(target, Application):
+        raise TypeError(
+            f"serve.run takes a bound deployment (Deployment.bind(...)), "
+            f"not {type(target).__name__}"
+        )
+    if logging_config is not None:
+        LoggingConfig.of(logging_config)  # validated; replicas log at INFO as text
+    if _local_testing_mode:
+        from capstan.local_testing import run_locally
+
+        return run_locally(target, name)
+    note_applied()
+    reply = connect().apply_application(build(target, name, route_prefix), wait=True)
+    for warning in reply.warnings:
+        log.warning("%s", warning)
+    handle = DeploymentHandle(reply.application.ingress, app_name=name)
+    if blocking:
+        _serve_forever()
+    return handle
+
+
+def _serve_forever() -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait()
+
+
+def note_applied() -> None:
+    global _applied
+    _applied += 1
+
+
+def applied_count() -> int:
+    """How many deploys this process made (serve.run and Deployment.deploy)."""
+    return _applied
+
+
+def status() -> ServeStatus:
+    """Every application with its deployments' states, as Ray's serve.status()."""
+    return serve_status(connect().list_applications())
+
+
+def get_app_handle(name: str) -> DeploymentHandle:
+    """A handle to the ingress of application `name` (raises capstan.NotFound)."""
+    app = connect().get_application(name)
+    return DeploymentHandle(app.ingress, app_name=name)
+
+
+def get_replica_context() -> ReplicaContext:
+    """The replica this code runs in (its app, deployment and id). Raises
+    RuntimeError outside a replica."""
+    context = current_replica_context()
+    if context is None:
+        raise RuntimeError("get_replica_context() may only be called from within a deployment")
+    return context
 
 
 def list_deployments() -> dict[str, Deployment]:
     """Every deployment on the control plane, by name."""
-    return {d.spec.name: from_stored(d) for d in connect().list()}
+    return {d.id or d.spec.name: from_stored(d) for d in connect().list()}
 
 
 def get_deployment(name: str) -> Deployment:
@@ -111,14 +179,29 @@ def get_deployment(name: str) -> Deployment:
     return from_stored(connect().get(name))
 
 
-def get_deployment_handle(name: str) -> DeploymentHandle:
-    """A handle to a deployment by name, without fetching its definition."""
-    return DeploymentHandle(name)
+def get_deployment_handle(deployment_name: str, app_name: str | None = None) -> DeploymentHandle:
+    """A handle to a deployment: of application `app_name` (default: the
+    application this replica belongs to, else "default"), or one deployed on
+    its own with `.deploy()` when no application has it."""
+    if app_name is None:
+        context = current_replica_context()
+        app_name = context.app_name if context is not None else DEFAULT_APP_NAME
+        if context is None or not app_name:
+            try:
+                connect().get(f"{app_name}.{deployment_name}")
+            except NotFound:
+                app_name = ""  # a 1.x deployment, by its name alone
+    return DeploymentHandle(deployment_name, app_name=app_name)
 
 
-def delete(name: str) -> None:
-    """Removes a deployment, its replicas and its route."""
-    connect().delete(name)
+def delete(name: str, _blocking: bool = True) -> None:
+    """Removes the application `name` with all its deployments, or (1.x) the
+    deployment `name` with its replicas and route."""
+    client = connect()
+    try:
+        client.delete_application(name, wait=_blocking)
+    except NotFound:
+        client.delete(name, wait=_blocking)
 
 
 def shutdown() -> None:

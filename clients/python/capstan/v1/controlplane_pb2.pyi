@@ -20,6 +20,29 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ApplicationState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ApplicationStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApplicationState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    APPLICATION_STATE_UNSPECIFIED: _ApplicationState.ValueType  # 0
+    APPLICATION_STATE_DEPLOYING: _ApplicationState.ValueType  # 1
+    APPLICATION_STATE_RUNNING: _ApplicationState.ValueType  # 2
+    APPLICATION_STATE_UNHEALTHY: _ApplicationState.ValueType  # 3
+    APPLICATION_STATE_DEPLOY_FAILED: _ApplicationState.ValueType  # 4
+    APPLICATION_STATE_DELETING: _ApplicationState.ValueType  # 5
+
+class ApplicationState(_ApplicationState, metaclass=_ApplicationStateEnumTypeWrapper): ...
+
+APPLICATION_STATE_UNSPECIFIED: ApplicationState.ValueType  # 0
+APPLICATION_STATE_DEPLOYING: ApplicationState.ValueType  # 1
+APPLICATION_STATE_RUNNING: ApplicationState.ValueType  # 2
+APPLICATION_STATE_UNHEALTHY: ApplicationState.ValueType  # 3
+APPLICATION_STATE_DEPLOY_FAILED: ApplicationState.ValueType  # 4
+APPLICATION_STATE_DELETING: ApplicationState.ValueType  # 5
+Global___ApplicationState: _TypeAlias = ApplicationState  # noqa: Y015
+
 class _DeploymentState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -111,20 +134,275 @@ class ApplyDeploymentResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def deployment(self) -> Global___Deployment: ...
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Things the caller should know that did not stop the apply, e.g. code
+        that differs under an unchanged version (and so was not rolled out).
+        """
+
     def __init__(
         self,
         *,
         deployment: Global___Deployment | None = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApplyDeploymentResponse: _TypeAlias = ApplyDeploymentResponse  # noqa: Y015
+
+@_typing.final
+class ApplyApplicationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    wait: _builtins.bool
+    """Block until every deployment is rolled out (or one failed)."""
+    timeout_s: _builtins.float
+    """Seconds to wait at most; 0 means no limit."""
+    @_builtins.property
+    def application(self) -> Global___ApplicationSpec: ...
+    def __init__(
+        self,
+        *,
+        application: Global___ApplicationSpec | None = ...,
+        wait: _builtins.bool = ...,
+        timeout_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["application", b"application"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application", b"application", "timeout_s", b"timeout_s", "wait", b"wait"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyApplicationRequest: _TypeAlias = ApplyApplicationRequest  # noqa: Y015
+
+@_typing.final
+class ApplyApplicationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def application(self) -> Global___Application: ...
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        application: Global___Application | None = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["application", b"application"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application", b"application", "warnings", b"warnings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyApplicationResponse: _TypeAlias = ApplyApplicationResponse  # noqa: Y015
+
+@_typing.final
+class DeleteApplicationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    wait: _builtins.bool
+    """Block until its replicas have stopped."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        wait: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "wait", b"wait"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteApplicationRequest: _TypeAlias = DeleteApplicationRequest  # noqa: Y015
+
+@_typing.final
+class DeleteApplicationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteApplicationResponse: _TypeAlias = DeleteApplicationResponse  # noqa: Y015
+
+@_typing.final
+class GetApplicationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetApplicationRequest: _TypeAlias = GetApplicationRequest  # noqa: Y015
+
+@_typing.final
+class GetApplicationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def application(self) -> Global___Application: ...
+    def __init__(
+        self,
+        *,
+        application: Global___Application | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["application", b"application"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application", b"application"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetApplicationResponse: _TypeAlias = GetApplicationResponse  # noqa: Y015
+
+@_typing.final
+class ListApplicationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListApplicationsRequest: _TypeAlias = ListApplicationsRequest  # noqa: Y015
+
+@_typing.final
+class ListApplicationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def applications(self) -> _containers.RepeatedCompositeFieldContainer[Global___Application]: ...
+    def __init__(
+        self,
+        *,
+        applications: _abc.Iterable[Global___Application] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applications", b"applications"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListApplicationsResponse: _TypeAlias = ListApplicationsResponse  # noqa: Y015
+
+@_typing.final
+class ApplicationSpec(_message.Message):
+    """What a user asks for: Ray Serve 2.x's application, built with .bind()."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ROUTE_PREFIX_FIELD_NUMBER: _builtins.int
+    INGRESS_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """[A-Za-z0-9_-]{1,64}; unique per control plane."""
+    route_prefix: _builtins.str
+    """Where the ingress answers HTTP. Unset: "/". Empty: not on HTTP."""
+    ingress: _builtins.str
+    """The name of the deployment that takes HTTP requests; one of
+    `deployments`. Empty means the first one.
+    """
+    @_builtins.property
+    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[_deployment_pb2.DeploymentSpec]:
+        """Names are unique within the application; each deployment's own
+        route_prefix is ignored (only the ingress is on HTTP).
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        route_prefix: _builtins.str | None = ...,
+        ingress: _builtins.str = ...,
+        deployments: _abc.Iterable[_deployment_pb2.DeploymentSpec] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_route_prefix", b"_route_prefix", "route_prefix", b"route_prefix"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_route_prefix", b"_route_prefix", "deployments", b"deployments", "ingress", b"ingress", "name", b"name", "route_prefix", b"route_prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__route_prefix: _TypeAlias = _typing.Literal["route_prefix"]  # noqa: Y015
+    _WhichOneofArgType__route_prefix: _TypeAlias = _typing.Literal["_route_prefix", b"_route_prefix"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__route_prefix) -> _WhichOneofReturnType__route_prefix | None: ...
+
+Global___ApplicationSpec: _TypeAlias = ApplicationSpec  # noqa: Y015
+
+@_typing.final
+class Application(_message.Message):
+    """An application as stored, with the state of its deployments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ROUTE_PREFIX_FIELD_NUMBER: _builtins.int
+    INGRESS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    route_prefix: _builtins.str
+    """Empty: not on HTTP."""
+    ingress: _builtins.str
+    state: Global___ApplicationState.ValueType
+    message: _builtins.str
+    """Why the application is not RUNNING, in words a person can act on."""
+    @_builtins.property
+    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Deployment]:
+        """Its deployments; each spec carries `application` and its short name."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        route_prefix: _builtins.str = ...,
+        ingress: _builtins.str = ...,
+        state: Global___ApplicationState.ValueType = ...,
+        message: _builtins.str = ...,
+        deployments: _abc.Iterable[Global___Deployment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployments", b"deployments", "ingress", b"ingress", "message", b"message", "name", b"name", "route_prefix", b"route_prefix", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Application: _TypeAlias = Application  # noqa: Y015
 
 @_typing.final
 class DeleteDeploymentRequest(_message.Message):
@@ -323,11 +601,16 @@ class Deployment(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     REPLICAS_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     """The version in force (the spec's, or one generated per apply)."""
     state: Global___DeploymentState.ValueType
     message: _builtins.str
     """Why the deployment is not HEALTHY, in words a person can act on."""
+    id: _builtins.str
+    """The name handles and routes use: "<application>.<name>" for a deployment
+    of an application, else the spec's name.
+    """
     @_builtins.property
     def spec(self) -> _deployment_pb2.DeploymentSpec:
         """The spec as applied, defaults filled in."""
@@ -342,10 +625,11 @@ class Deployment(_message.Message):
         state: Global___DeploymentState.ValueType = ...,
         message: _builtins.str = ...,
         replicas: _abc.Iterable[Global___Replica] | None = ...,
+        id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "replicas", b"replicas", "spec", b"spec", "state", b"state", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "message", b"message", "replicas", b"replicas", "spec", b"spec", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -61,6 +61,26 @@ class ControlPlaneServiceStub:
                 request_serializer=capstan_dot_v1_dot_controlplane__pb2.WatchRoutesRequest.SerializeToString,
                 response_deserializer=capstan_dot_v1_dot_controlplane__pb2.WatchRoutesResponse.FromString,
                 _registered_method=True)
+        self.ApplyApplication = channel.unary_unary(
+                '/capstan.v1.ControlPlaneService/ApplyApplication',
+                request_serializer=capstan_dot_v1_dot_controlplane__pb2.ApplyApplicationRequest.SerializeToString,
+                response_deserializer=capstan_dot_v1_dot_controlplane__pb2.ApplyApplicationResponse.FromString,
+                _registered_method=True)
+        self.DeleteApplication = channel.unary_unary(
+                '/capstan.v1.ControlPlaneService/DeleteApplication',
+                request_serializer=capstan_dot_v1_dot_controlplane__pb2.DeleteApplicationRequest.SerializeToString,
+                response_deserializer=capstan_dot_v1_dot_controlplane__pb2.DeleteApplicationResponse.FromString,
+                _registered_method=True)
+        self.GetApplication = channel.unary_unary(
+                '/capstan.v1.ControlPlaneService/GetApplication',
+                request_serializer=capstan_dot_v1_dot_controlplane__pb2.GetApplicationRequest.SerializeToString,
+                response_deserializer=capstan_dot_v1_dot_controlplane__pb2.GetApplicationResponse.FromString,
+                _registered_method=True)
+        self.ListApplications = channel.unary_unary(
+                '/capstan.v1.ControlPlaneService/ListApplications',
+                request_serializer=capstan_dot_v1_dot_controlplane__pb2.ListApplicationsRequest.SerializeToString,
+                response_deserializer=capstan_dot_v1_dot_controlplane__pb2.ListApplicationsResponse.FromString,
+                _registered_method=True)
         self.Shutdown = channel.unary_unary(
                 '/capstan.v1.ControlPlaneService/Shutdown',
                 request_serializer=capstan_dot_v1_dot_controlplane__pb2.ShutdownRequest.SerializeToString,
@@ -112,6 +132,40 @@ class ControlPlaneServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplyApplication(self, request, context):
+        """Deploys a named application: a set of deployments of which one, the
+        ingress, answers HTTP at the application's route prefix; the others are
+        reached through handles. Replaces the application of that name in one
+        transaction: deployments no longer in it are drained and removed.
+        INVALID_ARGUMENT names a bad field; ALREADY_EXISTS when the route prefix
+        or a deployment name is taken. With `wait`, returns once every deployment
+        is rolled out, or ABORTED when one failed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteApplication(self, request, context):
+        """Removes an application with all its deployments. NOT_FOUND if unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetApplication(self, request, context):
+        """One application with its status and deployments. NOT_FOUND if unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApplications(self, request, context):
+        """Every application with its status and deployments.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Shutdown(self, request, context):
         """Stops every replica, then the control plane itself. Deployments are
         deleted too (as Ray Serve's shutdown does) unless keep_deployments is set,
@@ -148,6 +202,26 @@ def add_ControlPlaneServiceServicer_to_server(servicer, server):
                     servicer.WatchRoutes,
                     request_deserializer=capstan_dot_v1_dot_controlplane__pb2.WatchRoutesRequest.FromString,
                     response_serializer=capstan_dot_v1_dot_controlplane__pb2.WatchRoutesResponse.SerializeToString,
+            ),
+            'ApplyApplication': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyApplication,
+                    request_deserializer=capstan_dot_v1_dot_controlplane__pb2.ApplyApplicationRequest.FromString,
+                    response_serializer=capstan_dot_v1_dot_controlplane__pb2.ApplyApplicationResponse.SerializeToString,
+            ),
+            'DeleteApplication': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteApplication,
+                    request_deserializer=capstan_dot_v1_dot_controlplane__pb2.DeleteApplicationRequest.FromString,
+                    response_serializer=capstan_dot_v1_dot_controlplane__pb2.DeleteApplicationResponse.SerializeToString,
+            ),
+            'GetApplication': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetApplication,
+                    request_deserializer=capstan_dot_v1_dot_controlplane__pb2.GetApplicationRequest.FromString,
+                    response_serializer=capstan_dot_v1_dot_controlplane__pb2.GetApplicationResponse.SerializeToString,
+            ),
+            'ListApplications': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApplications,
+                    request_deserializer=capstan_dot_v1_dot_controlplane__pb2.ListApplicationsRequest.FromString,
+                    response_serializer=capstan_dot_v1_dot_controlplane__pb2.ListApplicationsResponse.SerializeToString,
             ),
             'Shutdown': grpc.unary_unary_rpc_method_handler(
                     servicer.Shutdown,
@@ -292,6 +366,114 @@ class ControlPlaneService:
             '/capstan.v1.ControlPlaneService/WatchRoutes',
             capstan_dot_v1_dot_controlplane__pb2.WatchRoutesRequest.SerializeToString,
             capstan_dot_v1_dot_controlplane__pb2.WatchRoutesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyApplication(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlPlaneService/ApplyApplication',
+            capstan_dot_v1_dot_controlplane__pb2.ApplyApplicationRequest.SerializeToString,
+            capstan_dot_v1_dot_controlplane__pb2.ApplyApplicationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteApplication(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlPlaneService/DeleteApplication',
+            capstan_dot_v1_dot_controlplane__pb2.DeleteApplicationRequest.SerializeToString,
+            capstan_dot_v1_dot_controlplane__pb2.DeleteApplicationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetApplication(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlPlaneService/GetApplication',
+            capstan_dot_v1_dot_controlplane__pb2.GetApplicationRequest.SerializeToString,
+            capstan_dot_v1_dot_controlplane__pb2.GetApplicationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApplications(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlPlaneService/ListApplications',
+            capstan_dot_v1_dot_controlplane__pb2.ListApplicationsRequest.SerializeToString,
+            capstan_dot_v1_dot_controlplane__pb2.ListApplicationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,21 @@ class ControlPlaneServiceStub:
     """Every deployment with its status."""
     WatchRoutes: _grpc.UnaryStreamMultiCallable[_controlplane_pb2.WatchRoutesRequest, _controlplane_pb2.WatchRoutesResponse]
     """The route table now, then again each time it changes."""
+    ApplyApplication: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.ApplyApplicationRequest, _controlplane_pb2.ApplyApplicationResponse]
+    """Deploys a named application: a set of deployments of which one, the
+    ingress, answers HTTP at the application's route prefix; the others are
+    reached through handles. Replaces the application of that name in one
+    transaction: deployments no longer in it are drained and removed.
+    INVALID_ARGUMENT names a bad field; ALREADY_EXISTS when the route prefix
+    or a deployment name is taken. With `wait`, returns once every deployment
+    is rolled out, or ABORTED when one failed.
+    """
+    DeleteApplication: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.DeleteApplicationRequest, _controlplane_pb2.DeleteApplicationResponse]
+    """Removes an application with all its deployments. NOT_FOUND if unknown."""
+    GetApplication: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.GetApplicationRequest, _controlplane_pb2.GetApplicationResponse]
+    """One application with its status and deployments. NOT_FOUND if unknown."""
+    ListApplications: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.ListApplicationsRequest, _controlplane_pb2.ListApplicationsResponse]
+    """Every application with its status and deployments."""
     Shutdown: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.ShutdownRequest, _controlplane_pb2.ShutdownResponse]
     """Stops every replica, then the control plane itself. Deployments are
     deleted too (as Ray Serve's shutdown does) unless keep_deployments is set,
@@ -78,6 +93,21 @@ class ControlPlaneServiceAsyncStub(ControlPlaneServiceStub):
     """Every deployment with its status."""
     WatchRoutes: _aio.UnaryStreamMultiCallable[_controlplane_pb2.WatchRoutesRequest, _controlplane_pb2.WatchRoutesResponse]  # type: ignore[assignment]
     """The route table now, then again each time it changes."""
+    ApplyApplication: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.ApplyApplicationRequest, _controlplane_pb2.ApplyApplicationResponse]  # type: ignore[assignment]
+    """Deploys a named application: a set of deployments of which one, the
+    ingress, answers HTTP at the application's route prefix; the others are
+    reached through handles. Replaces the application of that name in one
+    transaction: deployments no longer in it are drained and removed.
+    INVALID_ARGUMENT names a bad field; ALREADY_EXISTS when the route prefix
+    or a deployment name is taken. With `wait`, returns once every deployment
+    is rolled out, or ABORTED when one failed.
+    """
+    DeleteApplication: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.DeleteApplicationRequest, _controlplane_pb2.DeleteApplicationResponse]  # type: ignore[assignment]
+    """Removes an application with all its deployments. NOT_FOUND if unknown."""
+    GetApplication: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.GetApplicationRequest, _controlplane_pb2.GetApplicationResponse]  # type: ignore[assignment]
+    """One application with its status and deployments. NOT_FOUND if unknown."""
+    ListApplications: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.ListApplicationsRequest, _controlplane_pb2.ListApplicationsResponse]  # type: ignore[assignment]
+    """Every application with its status and deployments."""
     Shutdown: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.ShutdownRequest, _controlplane_pb2.ShutdownResponse]  # type: ignore[assignment]
     """Stops every replica, then the control plane itself. Deployments are
     deleted too (as Ray Serve's shutdown does) unless keep_deployments is set,
@@ -133,6 +163,45 @@ class ControlPlaneServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_controlplane_pb2.WatchRoutesResponse], _abc.AsyncIterator[_controlplane_pb2.WatchRoutesResponse]]:
         """The route table now, then again each time it changes."""
+
+    @_abc_1.abstractmethod
+    def ApplyApplication(
+        self,
+        request: _controlplane_pb2.ApplyApplicationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_controlplane_pb2.ApplyApplicationResponse, _abc.Awaitable[_controlplane_pb2.ApplyApplicationResponse]]:
+        """Deploys a named application: a set of deployments of which one, the
+        ingress, answers HTTP at the application's route prefix; the others are
+        reached through handles. Replaces the application of that name in one
+        transaction: deployments no longer in it are drained and removed.
+        INVALID_ARGUMENT names a bad field; ALREADY_EXISTS when the route prefix
+        or a deployment name is taken. With `wait`, returns once every deployment
+        is rolled out, or ABORTED when one failed.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteApplication(
+        self,
+        request: _controlplane_pb2.DeleteApplicationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_controlplane_pb2.DeleteApplicationResponse, _abc.Awaitable[_controlplane_pb2.DeleteApplicationResponse]]:
+        """Removes an application with all its deployments. NOT_FOUND if unknown."""
+
+    @_abc_1.abstractmethod
+    def GetApplication(
+        self,
+        request: _controlplane_pb2.GetApplicationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_controlplane_pb2.GetApplicationResponse, _abc.Awaitable[_controlplane_pb2.GetApplicationResponse]]:
+        """One application with its status and deployments. NOT_FOUND if unknown."""
+
+    @_abc_1.abstractmethod
+    def ListApplications(
+        self,
+        request: _controlplane_pb2.ListApplicationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_controlplane_pb2.ListApplicationsResponse, _abc.Awaitable[_controlplane_pb2.ListApplicationsResponse]]:
+        """Every application with its status and deployments."""
 
     @_abc_1.abstractmethod
     def Shutdown(

@@ -254,6 +254,8 @@ class AutoscalingConfig(_message.Message):
     DOWNSCALE_DELAY_S_FIELD_NUMBER: _builtins.int
     METRICS_INTERVAL_S_FIELD_NUMBER: _builtins.int
     LOOK_BACK_PERIOD_S_FIELD_NUMBER: _builtins.int
+    UPSCALING_FACTOR_FIELD_NUMBER: _builtins.int
+    DOWNSCALING_FACTOR_FIELD_NUMBER: _builtins.int
     min_replicas: _builtins.int
     max_replicas: _builtins.int
     initial_replicas: _builtins.int
@@ -262,6 +264,9 @@ class AutoscalingConfig(_message.Message):
     downscale_delay_s: _builtins.float
     metrics_interval_s: _builtins.float
     look_back_period_s: _builtins.float
+    upscaling_factor: _builtins.float
+    """Multiplies each scaling step (Ray Serve 2.x); unset means 1."""
+    downscaling_factor: _builtins.float
     def __init__(
         self,
         *,
@@ -273,13 +278,17 @@ class AutoscalingConfig(_message.Message):
         downscale_delay_s: _builtins.float | None = ...,
         metrics_interval_s: _builtins.float | None = ...,
         look_back_period_s: _builtins.float | None = ...,
+        upscaling_factor: _builtins.float | None = ...,
+        downscaling_factor: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_downscale_delay_s", b"_downscale_delay_s", "_initial_replicas", b"_initial_replicas", "_look_back_period_s", b"_look_back_period_s", "_max_replicas", b"_max_replicas", "_metrics_interval_s", b"_metrics_interval_s", "_min_replicas", b"_min_replicas", "_target_num_ongoing_requests_per_replica", b"_target_num_ongoing_requests_per_replica", "_upscale_delay_s", b"_upscale_delay_s", "downscale_delay_s", b"downscale_delay_s", "initial_replicas", b"initial_replicas", "look_back_period_s", b"look_back_period_s", "max_replicas", b"max_replicas", "metrics_interval_s", b"metrics_interval_s", "min_replicas", b"min_replicas", "target_num_ongoing_requests_per_replica", b"target_num_ongoing_requests_per_replica", "upscale_delay_s", b"upscale_delay_s"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_downscale_delay_s", b"_downscale_delay_s", "_downscaling_factor", b"_downscaling_factor", "_initial_replicas", b"_initial_replicas", "_look_back_period_s", b"_look_back_period_s", "_max_replicas", b"_max_replicas", "_metrics_interval_s", b"_metrics_interval_s", "_min_replicas", b"_min_replicas", "_target_num_ongoing_requests_per_replica", b"_target_num_ongoing_requests_per_replica", "_upscale_delay_s", b"_upscale_delay_s", "_upscaling_factor", b"_upscaling_factor", "downscale_delay_s", b"downscale_delay_s", "downscaling_factor", b"downscaling_factor", "initial_replicas", b"initial_replicas", "look_back_period_s", b"look_back_period_s", "max_replicas", b"max_replicas", "metrics_interval_s", b"metrics_interval_s", "min_replicas", b"min_replicas", "target_num_ongoing_requests_per_replica", b"target_num_ongoing_requests_per_replica", "upscale_delay_s", b"upscale_delay_s", "upscaling_factor", b"upscaling_factor"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_downscale_delay_s", b"_downscale_delay_s", "_initial_replicas", b"_initial_replicas", "_look_back_period_s", b"_look_back_period_s", "_max_replicas", b"_max_replicas", "_metrics_interval_s", b"_metrics_interval_s", "_min_replicas", b"_min_replicas", "_target_num_ongoing_requests_per_replica", b"_target_num_ongoing_requests_per_replica", "_upscale_delay_s", b"_upscale_delay_s", "downscale_delay_s", b"downscale_delay_s", "initial_replicas", b"initial_replicas", "look_back_period_s", b"look_back_period_s", "max_replicas", b"max_replicas", "metrics_interval_s", b"metrics_interval_s", "min_replicas", b"min_replicas", "target_num_ongoing_requests_per_replica", b"target_num_ongoing_requests_per_replica", "upscale_delay_s", b"upscale_delay_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_downscale_delay_s", b"_downscale_delay_s", "_downscaling_factor", b"_downscaling_factor", "_initial_replicas", b"_initial_replicas", "_look_back_period_s", b"_look_back_period_s", "_max_replicas", b"_max_replicas", "_metrics_interval_s", b"_metrics_interval_s", "_min_replicas", b"_min_replicas", "_target_num_ongoing_requests_per_replica", b"_target_num_ongoing_requests_per_replica", "_upscale_delay_s", b"_upscale_delay_s", "_upscaling_factor", b"_upscaling_factor", "downscale_delay_s", b"downscale_delay_s", "downscaling_factor", b"downscaling_factor", "initial_replicas", b"initial_replicas", "look_back_period_s", b"look_back_period_s", "max_replicas", b"max_replicas", "metrics_interval_s", b"metrics_interval_s", "min_replicas", b"min_replicas", "target_num_ongoing_requests_per_replica", b"target_num_ongoing_requests_per_replica", "upscale_delay_s", b"upscale_delay_s", "upscaling_factor", b"upscaling_factor"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__downscale_delay_s: _TypeAlias = _typing.Literal["downscale_delay_s"]  # noqa: Y015
     _WhichOneofArgType__downscale_delay_s: _TypeAlias = _typing.Literal["_downscale_delay_s", b"_downscale_delay_s"]  # noqa: Y015
+    _WhichOneofReturnType__downscaling_factor: _TypeAlias = _typing.Literal["downscaling_factor"]  # noqa: Y015
+    _WhichOneofArgType__downscaling_factor: _TypeAlias = _typing.Literal["_downscaling_factor", b"_downscaling_factor"]  # noqa: Y015
     _WhichOneofReturnType__initial_replicas: _TypeAlias = _typing.Literal["initial_replicas"]  # noqa: Y015
     _WhichOneofArgType__initial_replicas: _TypeAlias = _typing.Literal["_initial_replicas", b"_initial_replicas"]  # noqa: Y015
     _WhichOneofReturnType__look_back_period_s: _TypeAlias = _typing.Literal["look_back_period_s"]  # noqa: Y015
@@ -294,8 +303,12 @@ class AutoscalingConfig(_message.Message):
     _WhichOneofArgType__target_num_ongoing_requests_per_replica: _TypeAlias = _typing.Literal["_target_num_ongoing_requests_per_replica", b"_target_num_ongoing_requests_per_replica"]  # noqa: Y015
     _WhichOneofReturnType__upscale_delay_s: _TypeAlias = _typing.Literal["upscale_delay_s"]  # noqa: Y015
     _WhichOneofArgType__upscale_delay_s: _TypeAlias = _typing.Literal["_upscale_delay_s", b"_upscale_delay_s"]  # noqa: Y015
+    _WhichOneofReturnType__upscaling_factor: _TypeAlias = _typing.Literal["upscaling_factor"]  # noqa: Y015
+    _WhichOneofArgType__upscaling_factor: _TypeAlias = _typing.Literal["_upscaling_factor", b"_upscaling_factor"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__downscale_delay_s) -> _WhichOneofReturnType__downscale_delay_s | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__downscaling_factor) -> _WhichOneofReturnType__downscaling_factor | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__initial_replicas) -> _WhichOneofReturnType__initial_replicas | None: ...
     @_typing.overload
@@ -310,6 +323,8 @@ class AutoscalingConfig(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__target_num_ongoing_requests_per_replica) -> _WhichOneofReturnType__target_num_ongoing_requests_per_replica | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__upscale_delay_s) -> _WhichOneofReturnType__upscale_delay_s | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__upscaling_factor) -> _WhichOneofReturnType__upscaling_factor | None: ...
 
 Global___AutoscalingConfig: _TypeAlias = AutoscalingConfig  # noqa: Y015
 
@@ -338,6 +353,8 @@ class DeploymentSpec(_message.Message):
     GRACEFUL_SHUTDOWN_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     REPLICA_OPTIONS_FIELD_NUMBER: _builtins.int
     EXECUTOR_FIELD_NUMBER: _builtins.int
+    APPLICATION_FIELD_NUMBER: _builtins.int
+    LOGGING_CONFIG_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """[A-Za-z0-9_-]{1,64}; unique per control plane."""
     version: _builtins.str
@@ -366,6 +383,14 @@ class DeploymentSpec(_message.Message):
     graceful_shutdown_timeout_s: _builtins.float
     executor: _builtins.str
     """The executor plugin that runs the replicas; empty means the default."""
+    application: _builtins.str
+    """The application this deployment belongs to; set by the control plane
+    (ApplyApplication), empty for a deployment applied on its own.
+    """
+    logging_config: _builtins.str
+    """Ray Serve's LoggingConfig as a JSON object: encoding ("TEXT" or
+    "JSON"), log_level, enable_access_log. Unset: INFO as text.
+    """
     @_builtins.property
     def autoscaling_config(self) -> Global___AutoscalingConfig: ...
     @_builtins.property
@@ -396,10 +421,12 @@ class DeploymentSpec(_message.Message):
         graceful_shutdown_timeout_s: _builtins.float | None = ...,
         replica_options: Global___ReplicaOptions | None = ...,
         executor: _builtins.str = ...,
+        application: _builtins.str = ...,
+        logging_config: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_graceful_shutdown_timeout_s", b"_graceful_shutdown_timeout_s", "_graceful_shutdown_wait_loop_s", b"_graceful_shutdown_wait_loop_s", "_health_check_period_s", b"_health_check_period_s", "_health_check_timeout_s", b"_health_check_timeout_s", "_max_concurrent_queries", b"_max_concurrent_queries", "_max_queued_requests", b"_max_queued_requests", "_num_replicas", b"_num_replicas", "_prev_version", b"_prev_version", "_route_prefix", b"_route_prefix", "_user_config", b"_user_config", "_version", b"_version", "autoscaling_config", b"autoscaling_config", "code", b"code", "graceful_shutdown_timeout_s", b"graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s", b"graceful_shutdown_wait_loop_s", "health_check_period_s", b"health_check_period_s", "health_check_timeout_s", b"health_check_timeout_s", "init_arguments", b"init_arguments", "max_concurrent_queries", b"max_concurrent_queries", "max_queued_requests", b"max_queued_requests", "num_replicas", b"num_replicas", "prev_version", b"prev_version", "replica_options", b"replica_options", "route_prefix", b"route_prefix", "user_config", b"user_config", "version", b"version"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_graceful_shutdown_timeout_s", b"_graceful_shutdown_timeout_s", "_graceful_shutdown_wait_loop_s", b"_graceful_shutdown_wait_loop_s", "_health_check_period_s", b"_health_check_period_s", "_health_check_timeout_s", b"_health_check_timeout_s", "_logging_config", b"_logging_config", "_max_concurrent_queries", b"_max_concurrent_queries", "_max_queued_requests", b"_max_queued_requests", "_num_replicas", b"_num_replicas", "_prev_version", b"_prev_version", "_route_prefix", b"_route_prefix", "_user_config", b"_user_config", "_version", b"_version", "autoscaling_config", b"autoscaling_config", "code", b"code", "graceful_shutdown_timeout_s", b"graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s", b"graceful_shutdown_wait_loop_s", "health_check_period_s", b"health_check_period_s", "health_check_timeout_s", b"health_check_timeout_s", "init_arguments", b"init_arguments", "logging_config", b"logging_config", "max_concurrent_queries", b"max_concurrent_queries", "max_queued_requests", b"max_queued_requests", "num_replicas", b"num_replicas", "prev_version", b"prev_version", "replica_options", b"replica_options", "route_prefix", b"route_prefix", "user_config", b"user_config", "version", b"version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_graceful_shutdown_timeout_s", b"_graceful_shutdown_timeout_s", "_graceful_shutdown_wait_loop_s", b"_graceful_shutdown_wait_loop_s", "_health_check_period_s", b"_health_check_period_s", "_health_check_timeout_s", b"_health_check_timeout_s", "_max_concurrent_queries", b"_max_concurrent_queries", "_max_queued_requests", b"_max_queued_requests", "_num_replicas", b"_num_replicas", "_prev_version", b"_prev_version", "_route_prefix", b"_route_prefix", "_user_config", b"_user_config", "_version", b"_version", "autoscaling_config", b"autoscaling_config", "code", b"code", "executor", b"executor", "graceful_shutdown_timeout_s", b"graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s", b"graceful_shutdown_wait_loop_s", "health_check_period_s", b"health_check_period_s", "health_check_timeout_s", b"health_check_timeout_s", "init_arguments", b"init_arguments", "max_concurrent_queries", b"max_concurrent_queries", "max_queued_requests", b"max_queued_requests", "name", b"name", "num_replicas", b"num_replicas", "prev_version", b"prev_version", "replica_options", b"replica_options", "route_prefix", b"route_prefix", "user_config", b"user_config", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_graceful_shutdown_timeout_s", b"_graceful_shutdown_timeout_s", "_graceful_shutdown_wait_loop_s", b"_graceful_shutdown_wait_loop_s", "_health_check_period_s", b"_health_check_period_s", "_health_check_timeout_s", b"_health_check_timeout_s", "_logging_config", b"_logging_config", "_max_concurrent_queries", b"_max_concurrent_queries", "_max_queued_requests", b"_max_queued_requests", "_num_replicas", b"_num_replicas", "_prev_version", b"_prev_version", "_route_prefix", b"_route_prefix", "_user_config", b"_user_config", "_version", b"_version", "application", b"application", "autoscaling_config", b"autoscaling_config", "code", b"code", "executor", b"executor", "graceful_shutdown_timeout_s", b"graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s", b"graceful_shutdown_wait_loop_s", "health_check_period_s", b"health_check_period_s", "health_check_timeout_s", b"health_check_timeout_s", "init_arguments", b"init_arguments", "logging_config", b"logging_config", "max_concurrent_queries", b"max_concurrent_queries", "max_queued_requests", b"max_queued_requests", "name", b"name", "num_replicas", b"num_replicas", "prev_version", b"prev_version", "replica_options", b"replica_options", "route_prefix", b"route_prefix", "user_config", b"user_config", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__graceful_shutdown_timeout_s: _TypeAlias = _typing.Literal["graceful_shutdown_timeout_s"]  # noqa: Y015
     _WhichOneofArgType__graceful_shutdown_timeout_s: _TypeAlias = _typing.Literal["_graceful_shutdown_timeout_s", b"_graceful_shutdown_timeout_s"]  # noqa: Y015
@@ -409,6 +436,8 @@ class DeploymentSpec(_message.Message):
     _WhichOneofArgType__health_check_period_s: _TypeAlias = _typing.Literal["_health_check_period_s", b"_health_check_period_s"]  # noqa: Y015
     _WhichOneofReturnType__health_check_timeout_s: _TypeAlias = _typing.Literal["health_check_timeout_s"]  # noqa: Y015
     _WhichOneofArgType__health_check_timeout_s: _TypeAlias = _typing.Literal["_health_check_timeout_s", b"_health_check_timeout_s"]  # noqa: Y015
+    _WhichOneofReturnType__logging_config: _TypeAlias = _typing.Literal["logging_config"]  # noqa: Y015
+    _WhichOneofArgType__logging_config: _TypeAlias = _typing.Literal["_logging_config", b"_logging_config"]  # noqa: Y015
     _WhichOneofReturnType__max_concurrent_queries: _TypeAlias = _typing.Literal["max_concurrent_queries"]  # noqa: Y015
     _WhichOneofArgType__max_concurrent_queries: _TypeAlias = _typing.Literal["_max_concurrent_queries", b"_max_concurrent_queries"]  # noqa: Y015
     _WhichOneofReturnType__max_queued_requests: _TypeAlias = _typing.Literal["max_queued_requests"]  # noqa: Y015
@@ -431,6 +460,8 @@ class DeploymentSpec(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__health_check_period_s) -> _WhichOneofReturnType__health_check_period_s | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__health_check_timeout_s) -> _WhichOneofReturnType__health_check_timeout_s | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__logging_config) -> _WhichOneofReturnType__logging_config | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_concurrent_queries) -> _WhichOneofReturnType__max_concurrent_queries | None: ...
     @_typing.overload

@@ -84,10 +84,16 @@ class Invocation(_message.Message):
     METHOD_FIELD_NUMBER: _builtins.int
     ARGUMENTS_FIELD_NUMBER: _builtins.int
     RESULT_ENCODING_FIELD_NUMBER: _builtins.int
+    MULTIPLEXED_MODEL_ID_FIELD_NUMBER: _builtins.int
     method: _builtins.str
     """Empty means "__call__"."""
     result_encoding: _deployment_pb2.Encoding.ValueType
     """How the caller wants results encoded."""
+    multiplexed_model_id: _builtins.str
+    """The model this call is for (Ray Serve's model multiplexing); routers
+    prefer a replica that has it loaded. HTTP calls carry it in the
+    `serve_multiplexed_model_id` header instead.
+    """
     @_builtins.property
     def arguments(self) -> _deployment_pb2.Arguments: ...
     def __init__(
@@ -96,10 +102,11 @@ class Invocation(_message.Message):
         method: _builtins.str = ...,
         arguments: _deployment_pb2.Arguments | None = ...,
         result_encoding: _deployment_pb2.Encoding.ValueType = ...,
+        multiplexed_model_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "method", b"method", "result_encoding", b"result_encoding"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "method", b"method", "multiplexed_model_id", b"multiplexed_model_id", "result_encoding", b"result_encoding"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -184,23 +191,51 @@ class ExchangeResponse(_message.Message):
 
     FRAMES_FIELD_NUMBER: _builtins.int
     ONGOING_REQUESTS_FIELD_NUMBER: _builtins.int
+    LOADED_MODELS_FIELD_NUMBER: _builtins.int
     ongoing_requests: _builtins.int
     """Requests this replica has in flight as this message leaves, for routers."""
     @_builtins.property
     def frames(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResponseFrame]: ...
+    @_builtins.property
+    def loaded_models(self) -> Global___ModelIds:
+        """The multiplexed models this replica holds; set only when they changed
+        since the last message on this stream.
+        """
+
     def __init__(
         self,
         *,
         frames: _abc.Iterable[Global___ResponseFrame] | None = ...,
         ongoing_requests: _builtins.int = ...,
+        loaded_models: Global___ModelIds | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["loaded_models", b"loaded_models"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["frames", b"frames", "ongoing_requests", b"ongoing_requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frames", b"frames", "loaded_models", b"loaded_models", "ongoing_requests", b"ongoing_requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExchangeResponse: _TypeAlias = ExchangeResponse  # noqa: Y015
+
+@_typing.final
+class ModelIds(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelIds: _TypeAlias = ModelIds  # noqa: Y015
 
 @_typing.final
 class ResponseFrame(_message.Message):

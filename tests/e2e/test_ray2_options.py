@@ -1,0 +1,108 @@
+"""Ray Serve 2.x names and behaviours beyond applications: request ids,
+2.x options (num_replicas="auto", logging_config, typo suggestions) and the
+seed's rule that an unchanged version is not redeployed."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import pytest
+
+import capstan
+from tests.cluster import Cluster, wait_until
+
+
+def test_responses_carry_a_request_id(serve, cluster: Cluster) -> None:
+    @serve.deployment
+    class Seen:
+        def __call__(self, request):
+            return request.headers.get("x-request-id", "")
+
+    serve.run(Seen.bind(), name="ids", route_prefix="/ids")
+    made = httpx.get(cluster.http_url + "/ids", timeout=30)
+    assert len(made.headers["x-request-id"]) == 32
+    assert made.text == made.headers["x-request-id"]  # the replica saw the same id
+    given = httpx.get(cluster.http_url + "/ids", headers={"X-Request-ID": "abc-1"}, timeout=30)
+    assert given.headers["x-request-id"] == "abc-1" and given.text == "abc-1"
+    missing = httpx.get(cluster.http_url + "/ids/x/../../nothing-here", timeout=30)
+    assert missing.status_code == 404
+
+
+def test_num_replicas_auto_is_autoscaling_with_ray_defaults(serve) -> None:
+    @serve.deployment(num_replicas="auto")
+    def auto(request):
+        return "ok"
+
+    serve.run(auto.bind(), name="auto", route_prefix="/auto")
+    spec = serve.connect().get("auto.auto").spec
+    assert (spec.autoscaling_config.min_replicas, spec.autoscaling_config.max_replicas) == (1, 100)
+    assert spec.autoscaling_config.target_num_ongoing_requests_per_replica == 2
+
+
+def test_unknown_options_suggest_the_close_match(serve) -> None:
+    with pytest.raises(capstan.InvalidSpec, match="did you mean 'max_ongoing_requests'"):
+
+        @serve.deployment(max_ongoing_request=5)
+        def typo(request):
+            return "never"
+
+    with pytest.raises(capstan.InvalidSpec, match="did you mean 'upscale_delay_s'"):
+
+        @serve.deployment(autoscaling_config={"upscale_delay": 1})
+        def typo2(request):
+            return "never"
+
+        typo2.to_spec()
+
+
+def test_max_ongoing_requests_is_the_2x_name(serve) -> None:
+    @serve.deployment(max_ongoing_requests=3, max_queued_requests=7)
+    def bounded(request):
+        return "ok"
+
+    serve.run(bounded.bind(), name="bounded", route_prefix="/bounded")
+    spec = serve.connect().get("bounded.bounded").spec
+    assert (spec.max_concurrent_queries, spec.max_queued_requests) == (3, 7)
+
+
+def test_logging_config_json_lines(serve, cluster: Cluster) -> None:
+    @serve.deployment(logging_config={"encoding": "JSON", "log_level": "DEBUG"})
+    class Chatty:
+        def __call__(self, request):
+            logging.getLogger("user.code").debug("debug from user code")
+            return serve.get_replica_context().replica_id.unique_id
+
+    with pytest.raises(capstan.InvalidSpec, match="log_level"):
+        Chatty.options(logging_config={"log_level": "LOUD"})
+    serve.run(Chatty.bind(), name="chatty", route_prefix="/chatty")
+    replica = httpx.get(cluster.http_url + "/chatty", timeout=30).text
+
+    def logged():
+        logs = list(cluster.state_dir.rglob(f"{replica}.log"))
+        lines = logs[0].read_text().splitlines() if logs else []
+        entries = [json.loads(line) for line in lines if line.startswith("{")]
+        return [e for e in entries if e["message"] == "debug from user code"]
+
+    [entry] = wait_until(logged, 10, "the user's debug line in the replica log")
+    assert entry["levelname"] == "DEBUG" and entry["deployment"] == "Chatty"
+
+
+def test_unchanged_version_keeps_the_running_code(serve, caplog) -> None:
+    @serve.deployment(name="versioned", version="1")
+    def first(request):
+        return "first"
+
+    first.deploy()
+    before = {r.id for r in serve.connect().get("versioned").replicas}
+
+    @serve.deployment(name="versioned", version="1")
+    def second(request):
+        return "second"
+
+    with caplog.at_level(logging.WARNING, logger="capstan"):
+        second.deploy()
+    assert "running code is kept" in caplog.text
+    assert second.get_handle().remote().result() == "first"
+    assert {r.id for r in serve.connect().get("versioned").replicas} == before

@@ -207,7 +207,7 @@ def test_a_script_run_with_capstan_run_serves_its_fastapi_app(
     finally:
         runner.send_signal(signal.SIGTERM)
         runner.communicate(timeout=30)
-    serve.delete("Greeter")
+    serve.delete("default")  # the application serve.run made
     assert marker.read_text() == "stopped"
 
 

@@ -18,6 +18,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from capstan import defaults
+from capstan.channels import KEEPALIVE, Keepalive, server_options
 from capstan.errors import CapstanError
 from capstan.v1 import replica_pb2, replica_pb2_grpc
 from executors.replica.exchange import ExchangeStream
@@ -28,18 +30,11 @@ from executors.replica.worker import Worker
 log = logging.getLogger("capstan.replica")
 
 SERVICE_NAME = replica_pb2.DESCRIPTOR.services_by_name["ReplicaService"].full_name
-DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_S = 20.0
 # After draining, how long the last responses get to reach callers.
 _STOP_GRACE_S = 1.0
 # Answer a health check a little before the caller's deadline, so the
 # caller sees why rather than DEADLINE_EXCEEDED.
 _DEADLINE_MARGIN_S = 0.05
-_MESSAGE_LIMIT = 64 << 20
-_OPTIONS = [
-    ("grpc.max_receive_message_length", _MESSAGE_LIMIT),
-    ("grpc.max_send_message_length", _MESSAGE_LIMIT),
-    ("grpc.so_reuseport", 0),
-]
 
 _Request = TypeVar("_Request")
 _Reply = TypeVar("_Reply")
@@ -186,7 +181,7 @@ class RunningReplica:
             timeout_s = (
                 spec.graceful_shutdown_timeout_s
                 if has_timeout
-                else DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_S
+                else defaults.GRACEFUL_SHUTDOWN_TIMEOUT_S
             )
         await self._health.enter_graceful_shutdown()
         left = await self.worker.drain(timeout_s)
@@ -203,9 +198,12 @@ class RunningReplica:
         await self._server.wait_for_termination()
 
 
-async def start_replica(config: replica_pb2.ReplicaConfig) -> RunningReplica:
+async def start_replica(
+    config: replica_pb2.ReplicaConfig, *, keepalive: Keepalive = KEEPALIVE
+) -> RunningReplica:
     """Loads and constructs the user's code, applies its user_config, and
-    serves ReplicaService on `config.host` at a free port.
+    serves ReplicaService on `config.host` at a free port, accepting the
+    keepalive pings of clients that use the same `keepalive`.
 
     Raises `LoadError` when the user's code fails to import, construct or
     reconfigure; the message names the cause."""
@@ -217,7 +215,7 @@ async def start_replica(config: replica_pb2.ReplicaConfig) -> RunningReplica:
     except LoadError:
         worker.invoker.close()
         raise
-    return await _serve(worker, lifespan, config.host or "127.0.0.1")
+    return await _serve(worker, lifespan, config.host or "127.0.0.1", keepalive)
 
 
 async def _apply_user_config(worker: Worker) -> None:
@@ -251,8 +249,10 @@ def _export_environment(config: replica_pb2.ReplicaConfig) -> None:
     os.environ["CAPSTAN_REPLICA_ID"] = config.replica_id
 
 
-async def _serve(worker: Worker, lifespan: Lifespan | None, host: str) -> RunningReplica:
-    server = grpc.aio.server(options=_OPTIONS)
+async def _serve(
+    worker: Worker, lifespan: Lifespan | None, host: str, keepalive: Keepalive
+) -> RunningReplica:
+    server = grpc.aio.server(options=server_options(keepalive))
     servicer = ReplicaServicer(worker)
     replica_pb2_grpc.add_ReplicaServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()

@@ -9,6 +9,7 @@ import contextlib
 import threading
 from typing import Any
 
+from capstan import defaults
 from capstan import options as _options
 from capstan.client import ControlPlaneClient, default_address
 from capstan.deployment import Application, Deployment, deployment, from_stored, ingress
@@ -62,7 +63,7 @@ def start(
                 state_dir=state_dir,
                 address=client.address,
                 http_host=http.get("host", "127.0.0.1"),
-                http_port=int(http.get("port", 8000)),
+                http_port=int(http.get("port", defaults.HTTP_PORT)),
             )
             services.spawn(detached=detached)
             if not detached:

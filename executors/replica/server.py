@@ -8,11 +8,9 @@ it for executors that start a process.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -20,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from capstan import defaults
 from capstan.channels import KEEPALIVE, Keepalive, server_options
-from capstan.errors import CapstanError
+from capstan.errors import CapstanError, answers_errors
 from capstan.v1 import replica_pb2, replica_pb2_grpc
 from executors.replica.exchange import ExchangeStream
 from executors.replica.ingress import Lifespan, bind_methods
@@ -35,30 +33,6 @@ _STOP_GRACE_S = 1.0
 # Answer a health check a little before the caller's deadline, so the
 # caller sees why rather than DEADLINE_EXCEEDED.
 _DEADLINE_MARGIN_S = 0.05
-
-_Request = TypeVar("_Request")
-_Reply = TypeVar("_Reply")
-_Handler = Callable[[Any, _Request, grpc.aio.ServicerContext], Awaitable[_Reply]]
-
-
-def _status_on_error(method: _Handler[_Request, _Reply]) -> _Handler[_Request, _Reply]:
-    """The one place errors become statuses: ours keep their code and
-    message; anything else is logged and answered INTERNAL, leaking nothing."""
-
-    @functools.wraps(method)
-    async def handler(self: Any, request: _Request, context: grpc.aio.ServicerContext) -> _Reply:
-        try:
-            return await method(self, request, context)
-        except CapstanError as error:
-            await context.abort(error.code, error.message)
-        except grpc.aio.AbortError:
-            raise  # the handler chose its status already
-        except Exception:
-            log.exception("%s failed", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "the replica failed; see its log")
-        raise AssertionError("unreachable: abort raises")
-
-    return handler
 
 
 class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
@@ -108,7 +82,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
         for stream in list(self._streams):
             stream.close()
 
-    @_status_on_error
+    @answers_errors
     async def Reconfigure(
         self, request: replica_pb2.ReconfigureRequest, context: grpc.aio.ServicerContext
     ) -> replica_pb2.ReconfigureResponse:
@@ -118,7 +92,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
         )
         return replica_pb2.ReconfigureResponse()
 
-    @_status_on_error
+    @answers_errors
     async def CheckHealth(
         self, request: replica_pb2.CheckHealthRequest, context: grpc.aio.ServicerContext
     ) -> replica_pb2.CheckHealthResponse:
@@ -132,14 +106,14 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, message)
         return replica_pb2.CheckHealthResponse()
 
-    @_status_on_error
+    @answers_errors
     async def Drain(
         self, request: replica_pb2.DrainRequest, context: grpc.aio.ServicerContext
     ) -> replica_pb2.DrainResponse:
         remaining = await self._worker.drain(request.timeout_s)
         return replica_pb2.DrainResponse(ongoing_requests=remaining)
 
-    @_status_on_error
+    @answers_errors
     async def GetStats(
         self, request: replica_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> replica_pb2.GetStatsResponse:

@@ -27,7 +27,17 @@ SOURCES = {
     "executors": ROOT / "executors",
     "proxy": ROOT / "proxy",
 }
-CORE = {"capstan", "capstan.errors", "capstan.channels", "capstan.defaults", "capstan.v1"}
+CORE = {
+    "capstan",
+    "capstan.errors",
+    "capstan.channels",
+    "capstan.defaults",
+    "capstan.v1",
+    # Shared by the SDK and the replica worker, stdlib (and lazily FastAPI)
+    # only: the replica context user code reads, and FastAPI view binding.
+    "capstan.context",
+    "capstan.fastapi_views",
+}
 # Which layers each layer may import. The SDK is the top: it may import all.
 ALLOWED = {
     "core": {"core"},

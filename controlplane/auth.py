@@ -13,6 +13,8 @@ from typing import Any
 
 import grpc
 
+from capstan.errors import Unauthenticated, abort
+
 _EXEMPT_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 _MESSAGE = "missing or wrong bearer token"
 
@@ -45,7 +47,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
 
 
 async def _abort(_request: Any, context: grpc.aio.ServicerContext) -> None:
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _MESSAGE)
+    await abort(context, Unauthenticated(_MESSAGE))
 
 
 def _rejecting(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:

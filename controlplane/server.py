@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from capstan.channels import server_options
 from capstan.v1 import controlplane_pb2, controlplane_pb2_grpc
 from controlplane.auth import BearerTokenInterceptor
 from controlplane.reconciler.loop import Reconciler
@@ -36,16 +37,6 @@ from executors.base import Executor
 log = logging.getLogger("capstan.controlplane")
 
 _SERVICE_NAME = controlplane_pb2.DESCRIPTOR.services_by_name["ControlPlaneService"].full_name
-_SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 << 20),
-    ("grpc.max_send_message_length", 64 << 20),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    # Fail loudly when the port is taken instead of sharing it silently.
-    ("grpc.so_reuseport", 0),
-]
 # The first pass adopts replicas; serving before it ends would show routers
 # an empty table.
 _FIRST_PASS_TIMEOUT_S = 60.0
@@ -101,7 +92,7 @@ class ControlPlane:
             settings, self._store, self._executors, self._routes
         )
         interceptors = [BearerTokenInterceptor(settings.token)] if settings.token else None
-        server = self._server = grpc.aio.server(options=_SERVER_OPTIONS, interceptors=interceptors)
+        server = self._server = grpc.aio.server(options=server_options(), interceptors=interceptors)
         service = ControlPlaneService(
             settings, self._store, reconciler, self._routes, self._executors, self.stopped.set
         )

@@ -1,21 +1,18 @@
 """The gRPC edge: capstan.v1.ControlPlaneService. Specs are validated here,
-once; errors become statuses here, in one place (`_answers_errors`)."""
+once; errors become statuses through the one mapping, `answers_errors`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
-import functools
-import inspect
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
 
 import grpc
 
-from capstan.errors import CapstanError, DeadlineExceeded, DeployFailed, InvalidSpec, NotFound
+from capstan.errors import DeadlineExceeded, DeployFailed, InvalidSpec, NotFound, answers_errors
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc
 from controlplane.application import ApplicationRecord, ApplicationSpec, application_state
@@ -29,43 +26,8 @@ from executors.base import Executor
 
 log = logging.getLogger("capstan.controlplane")
 
-_INTERNAL = "internal error; see the control plane log"
 # Shutdown waits this long beyond the slowest deployment's drain timings.
 _SHUTDOWN_SLACK_S = 30.0
-
-
-def _answers_errors(method: Callable) -> Callable:
-    """Turns Capstan errors into their status, and anything else into a plain
-    INTERNAL (logged with its traceback, never sent to the caller)."""
-
-    @contextlib.asynccontextmanager
-    async def mapped(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        try:
-            yield
-        except grpc.aio.AbortError:
-            raise
-        except CapstanError as error:
-            await context.abort(error.code, error.message)
-        except Exception:
-            log.exception("%s failed", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, _INTERNAL)
-
-    if inspect.isasyncgenfunction(method):
-
-        @functools.wraps(method)
-        async def streaming(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
-            async with mapped(context):
-                async for item in method(self, request, context):
-                    yield item
-
-        return streaming
-
-    @functools.wraps(method)
-    async def unary(self: Any, request: Any, context: Any) -> Any:
-        async with mapped(context):
-            return await method(self, request, context)
-
-    return unary
 
 
 class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
@@ -87,7 +49,7 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
         self._executors = executors
         self._on_shutdown = on_shutdown
 
-    @_answers_errors
+    @answers_errors
     async def ApplyDeployment(
         self, request: cp.ApplyDeploymentRequest, context: grpc.aio.ServicerContext
     ) -> cp.ApplyDeploymentResponse:
@@ -133,7 +95,7 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
         log.warning("%s", warning)
         return kept, [warning]
 
-    @_answers_errors
+    @answers_errors
     async def ApplyApplication(
         self, request: cp.ApplyApplicationRequest, context: grpc.aio.ServicerContext
     ) -> cp.ApplyApplicationResponse:
@@ -160,7 +122,7 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
             application=await self._application(app.name), warnings=warnings
         )
 
-    @_answers_errors
+    @answers_errors
     async def DeleteApplication(
         self, request: cp.DeleteApplicationRequest, context: grpc.aio.ServicerContext
     ) -> cp.DeleteApplicationResponse:
@@ -173,14 +135,14 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
             await asyncio.gather(*(self._follow_delete(r) for r in records))
         return cp.DeleteApplicationResponse()
 
-    @_answers_errors
+    @answers_errors
     async def GetApplication(
         self, request: cp.GetApplicationRequest, context: grpc.aio.ServicerContext
     ) -> cp.GetApplicationResponse:
         """The application with its state and deployments."""
         return cp.GetApplicationResponse(application=await self._application(request.name))
 
-    @_answers_errors
+    @answers_errors
     async def ListApplications(
         self, request: cp.ListApplicationsRequest, context: grpc.aio.ServicerContext
     ) -> cp.ListApplicationsResponse:
@@ -232,7 +194,7 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
                 return
             await self._reconciler.next_pass()
 
-    @_answers_errors
+    @answers_errors
     async def DeleteDeployment(
         self, request: cp.DeleteDeploymentRequest, context: grpc.aio.ServicerContext
     ) -> cp.DeleteDeploymentResponse:
@@ -252,14 +214,14 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
                 return
             await self._reconciler.next_pass()
 
-    @_answers_errors
+    @answers_errors
     async def GetDeployment(
         self, request: cp.GetDeploymentRequest, context: grpc.aio.ServicerContext
     ) -> cp.GetDeploymentResponse:
         """The deployment with its state and replicas."""
         return cp.GetDeploymentResponse(deployment=await self._deployment(request.name))
 
-    @_answers_errors
+    @answers_errors
     async def ListDeployments(
         self, request: cp.ListDeploymentsRequest, context: grpc.aio.ServicerContext
     ) -> cp.ListDeploymentsResponse:
@@ -273,7 +235,7 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
             ]
         )
 
-    @_answers_errors
+    @answers_errors
     async def WatchRoutes(
         self, request: cp.WatchRoutesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[cp.WatchRoutesResponse]:
@@ -281,7 +243,7 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
         async for snapshot in self._routes.watch():
             yield snapshot
 
-    @_answers_errors
+    @answers_errors
     async def Shutdown(
         self, request: cp.ShutdownRequest, context: grpc.aio.ServicerContext
     ) -> cp.ShutdownResponse:

@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Mapping
 
+from capstan import defaults
 from capstan.errors import InvalidSpec
 from capstan.v1 import deployment_pb2
 
@@ -151,12 +152,12 @@ class DeploymentSpec:
         default_factory=deployment_pb2.Arguments
     )
     user_config: str | None = None
-    max_concurrent_queries: int = 100
+    max_concurrent_queries: int = defaults.MAX_CONCURRENT_QUERIES
     max_queued_requests: int = 1000
     health_check_period_s: float = 10.0
     health_check_timeout_s: float = 30.0
     graceful_shutdown_wait_loop_s: float = 2.0
-    graceful_shutdown_timeout_s: float = 20.0
+    graceful_shutdown_timeout_s: float = defaults.GRACEFUL_SHUTDOWN_TIMEOUT_S
     replica: ReplicaOptions = dataclasses.field(default_factory=ReplicaOptions)
     executor: str = ""
     application: str = ""

@@ -9,8 +9,9 @@ import signal
 
 import uvloop
 
+from capstan import defaults
 from proxy.http import DEFAULT_MAX_BODY_BYTES
-from proxy.server import ProxyServer, Settings
+from proxy.server import DRAIN_TIMEOUT_S, ProxyServer, Settings
 
 
 def parse_settings(argv: list[str] | None = None) -> Settings:
@@ -18,11 +19,15 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(prog="python -m proxy", description=__doc__)
     parser.add_argument("--control-plane", required=True, help="HOST:PORT of the control plane")
     parser.add_argument("--http-host", default="127.0.0.1")
-    parser.add_argument("--http-port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument(
+        "--http-port", type=int, default=defaults.HTTP_PORT, help="0 picks a free port"
+    )
     parser.add_argument("--grpc-host", default="127.0.0.1")
-    parser.add_argument("--grpc-port", type=int, default=9000, help="0 picks a free port")
+    parser.add_argument(
+        "--grpc-port", type=int, default=defaults.GRPC_PORT, help="0 picks a free port"
+    )
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
-    parser.add_argument("--drain-timeout-s", type=float, default=10.0)
+    parser.add_argument("--drain-timeout-s", type=float, default=DRAIN_TIMEOUT_S)
     options = parser.parse_args(argv)
     return Settings(
         control_plane=options.control_plane,

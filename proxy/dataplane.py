@@ -7,16 +7,13 @@ re-encoded); results come back as JSON.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator
 
 import grpc
 
-from capstan import errors
+from capstan.errors import InvalidSpec, answers_errors
 from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc, deployment_pb2, replica_pb2
 from proxy.router import Router
-
-log = logging.getLogger(__name__)
 
 _JSON = deployment_pb2.ENCODING_JSON
 
@@ -27,30 +24,26 @@ class DataPlane(dataplane_pb2_grpc.DataPlaneServiceServicer):
     def __init__(self, router: Router) -> None:
         self._router = router
 
+    @answers_errors
     async def Call(
         self, request: dataplane_pb2.CallRequest, context: grpc.aio.ServicerContext
     ) -> dataplane_pb2.CallResponse:
-        try:
-            payload = await self._router.call(request.deployment, _invocation(request))
-        except Exception as exc:
-            await _abort(context, exc)
+        payload = await self._router.call(request.deployment, _invocation(request))
         return dataplane_pb2.CallResponse(result_json=payload.data)
 
+    @answers_errors
     async def CallStream(
         self, request: dataplane_pb2.CallStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[dataplane_pb2.CallStreamResponse]:
+        exchange = replica_pb2.RequestFrame(invocation=_invocation(request))
+        replies = await self._router.send(request.deployment, exchange)
         try:
-            exchange = replica_pb2.RequestFrame(invocation=_invocation(request))
-            replies = await self._router.send(request.deployment, exchange)
-            try:
-                async for reply in replies:
-                    # The replica may end a stream with a bare `done` message.
-                    if reply.HasField("result"):
-                        yield dataplane_pb2.CallStreamResponse(item_json=reply.result.data)
-            finally:
-                replies.cancel()
-        except Exception as exc:
-            await _abort(context, exc)
+            async for reply in replies:
+                # The replica may end a stream with a bare `done` message.
+                if reply.HasField("result"):
+                    yield dataplane_pb2.CallStreamResponse(item_json=reply.result.data)
+        finally:
+            replies.cancel()
 
 
 def _invocation(
@@ -70,16 +63,6 @@ def _check_json(data: bytes, kind: type, field: str, expected: str) -> None:
     try:
         value = json.loads(data)
     except ValueError as exc:  # UnicodeDecodeError included
-        raise errors.InvalidSpec(f"{field} is not valid JSON: {exc}") from None
+        raise InvalidSpec(f"{field} is not valid JSON: {exc}") from None
     if not isinstance(value, kind):
-        raise errors.InvalidSpec(f"{field} must be {expected}, got {type(value).__name__}")
-
-
-async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
-    """The one place errors become gRPC statuses; user tracebacks stay behind."""
-    if isinstance(exc, errors.UserCodeError):
-        await context.abort(exc.code, f"{exc.exception_type or 'Exception'}: {exc.message}")
-    if isinstance(exc, errors.CapstanError):
-        await context.abort(exc.code, exc.message)
-    log.error("DataPlane call failed", exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, "internal error in the proxy; see its log")
+        raise InvalidSpec(f"{field} must be {expected}, got {type(value).__name__}")

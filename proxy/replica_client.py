@@ -18,24 +18,10 @@ from collections.abc import Callable
 import grpc
 
 from capstan import errors
+from capstan.channels import KEEPALIVE, Keepalive, channel_options
 from capstan.v1 import deployment_pb2, replica_pb2, replica_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-CHANNEL_OPTIONS = (
-    ("grpc.max_send_message_length", 64 << 20),
-    ("grpc.max_receive_message_length", 64 << 20),
-    # Pings detect a replica host that vanished without a FIN; 30 s stays
-    # above the 10 s minimum our servers accept (notes/grpc.md section 4).
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.max_pings_without_data", 0),
-    # A restarted replica should be reachable again within seconds, not the
-    # default two-minute backoff ceiling.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
-)
 
 
 class Rejected(errors.Unavailable):
@@ -136,15 +122,20 @@ class ReplicaClient:
 
     `ongoing` is the replica's own count of requests in flight, as piggybacked
     on its latest reply; `is_broken` says the last connection attempt failed.
+    Keepalive pings find a replica host that vanished without closing the
+    stream; the replica must be serving with the same `keepalive`.
     """
 
-    def __init__(self, address: str, *, connect_timeout_s: float = 2.0) -> None:
+    def __init__(
+        self, address: str, *, connect_timeout_s: float = 2.0, keepalive: Keepalive = KEEPALIVE
+    ) -> None:
         self.address = address
         self.ongoing = 0
         self.is_broken = False
         # The multiplexed models the replica last said it holds.
         self.model_ids: frozenset[str] = frozenset()
         self._connect_timeout_s = connect_timeout_s
+        self._keepalive = keepalive
         self._channel: grpc.aio.Channel | None = None
         self._session: asyncio.Task[None] | None = None
         self._outbox: deque[replica_pb2.RequestFrame] = deque()
@@ -244,7 +235,8 @@ class ReplicaClient:
 
     async def _open(self) -> grpc.aio.StreamStreamCall:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            options = channel_options(self._keepalive)
+            self._channel = grpc.aio.insecure_channel(self.address, options=options)
         channel = self._channel
         # A replica that refuses connections fails fast, so the router
         # retries elsewhere at once. Requests are written only once the

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from capstan import errors
+from capstan import defaults, errors
 from capstan.v1 import controlplane_pb2, deployment_pb2, replica_pb2
 from proxy.replica_client import Rejected, ReplicaClient, Replies
 
@@ -25,7 +25,6 @@ SCAN_LIMIT = 4
 # Added to the load of replicas we would rather not use (one that just rejected
 # this request, or whose last connection failed): chosen only when nothing else is free.
 _PENALTY = 1 << 20
-_DEFAULT_MAX_CONCURRENT = 100
 _RNG = random.Random()
 
 
@@ -116,7 +115,7 @@ class Pool:
     name: str
     rng: random.Random
     slots: list[Slot] = field(default_factory=list)
-    max_concurrent: int = _DEFAULT_MAX_CONCURRENT
+    max_concurrent: int = defaults.MAX_CONCURRENT_QUERIES
     # Negative: unbounded.
     max_queued: int = -1
     waiters: deque[asyncio.Future[Slot]] = field(default_factory=deque)
@@ -302,7 +301,7 @@ class Router:
     def _refresh(
         self, pool: Pool, endpoint: controlplane_pb2.Endpoint, clients: dict[str, ReplicaClient]
     ) -> None:
-        pool.max_concurrent = endpoint.max_concurrent_queries or _DEFAULT_MAX_CONCURRENT
+        pool.max_concurrent = endpoint.max_concurrent_queries or defaults.MAX_CONCURRENT_QUERIES
         pool.max_queued = endpoint.max_queued_requests
         old = {(slot.replica_id, slot.client.address): slot for slot in pool.slots}
         slots = []

@@ -19,6 +19,8 @@ import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from capstan import defaults
+from capstan.channels import server_options
 from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc
 from proxy.dataplane import DataPlane
 from proxy.http import DEFAULT_MAX_BODY_BYTES, HttpProxy
@@ -29,15 +31,8 @@ from proxy.watcher import RouteWatcher, Snapshot
 log = logging.getLogger(__name__)
 
 _DATAPLANE = dataplane_pb2.DESCRIPTOR.services_by_name["DataPlaneService"].full_name
-_GRPC_OPTIONS = (
-    ("grpc.max_receive_message_length", 64 << 20),
-    ("grpc.max_send_message_length", 64 << 20),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.so_reuseport", 0),
-)
+# How long in-flight requests get to finish when the proxy stops.
+DRAIN_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -46,11 +41,11 @@ class Settings:
 
     control_plane: str
     http_host: str = "127.0.0.1"
-    http_port: int = 8000
+    http_port: int = defaults.HTTP_PORT
     grpc_host: str = "127.0.0.1"
-    grpc_port: int = 9000
+    grpc_port: int = defaults.GRPC_PORT
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    drain_timeout_s: float = 10.0
+    drain_timeout_s: float = DRAIN_TIMEOUT_S
     # How long a request for a deployment with no replica waits for one.
     no_replica_timeout_s: float = 5.0
     # How long start-up waits for a first route table before serving anyway.
@@ -117,7 +112,7 @@ class ProxyServer:
         self.app.routes = routes
 
     async def _start_grpc(self) -> None:
-        server = grpc.aio.server(options=_GRPC_OPTIONS)
+        server = grpc.aio.server(options=server_options())
         dataplane_pb2_grpc.add_DataPlaneServiceServicer_to_server(DataPlane(self.router), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         await self._health.set(_DATAPLANE, health_pb2.HealthCheckResponse.SERVING)

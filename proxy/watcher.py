@@ -14,21 +14,10 @@ from collections.abc import Callable
 
 import grpc
 
+from capstan.channels import channel_options
 from capstan.v1 import controlplane_pb2, controlplane_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-_CHANNEL_OPTIONS = (
-    ("grpc.max_receive_message_length", 64 << 20),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.max_pings_without_data", 0),
-    # The proxy usually starts beside a control plane that is not listening
-    # yet: retry the first connection within milliseconds, not gRPC's 1 s.
-    ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.min_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 5_000),
-)
 
 Snapshot = controlplane_pb2.WatchRoutesResponse
 
@@ -63,7 +52,7 @@ class RouteWatcher:
 
     async def run(self) -> None:
         """Watches until cancelled, reconnecting whenever the stream breaks."""
-        async with grpc.aio.insecure_channel(self.address, options=_CHANNEL_OPTIONS) as channel:
+        async with grpc.aio.insecure_channel(self.address, options=channel_options()) as channel:
             stub = controlplane_pb2_grpc.ControlPlaneServiceStub(channel)
             delay_s = self._backoff_initial_s
             while True:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import grpc
 
+from capstan.channels import channel_options
 from capstan.v1 import replica_pb2, replica_pb2_grpc
 
 
@@ -18,7 +19,7 @@ class ReplicaClient:
     def _stub(self, address: str) -> replica_pb2_grpc.ReplicaServiceStub:
         stub = self._stubs.get(address)
         if stub is None:
-            channel = grpc.aio.insecure_channel(address)
+            channel = grpc.aio.insecure_channel(address, options=channel_options())
             self._channels[address] = channel
             stub = self._stubs[address] = replica_pb2_grpc.ReplicaServiceStub(channel)
         return stub

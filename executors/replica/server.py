@@ -8,18 +8,18 @@ it for executors that start a process.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from capstan import defaults
+from capstan.channels import KEEPALIVE, Keepalive, server_options
 from capstan.context import ReplicaID, loaded_models, set_replica_context, set_servable_object
-from capstan.errors import CapstanError
+from capstan.errors import CapstanError, answers_errors
 from capstan.v1 import replica_pb2, replica_pb2_grpc
 from executors.replica.exchange import ExchangeStream
 from executors.replica.ingress import Lifespan, bind_methods
@@ -30,42 +30,11 @@ from executors.replica.worker import Worker
 log = logging.getLogger("capstan.replica")
 
 SERVICE_NAME = replica_pb2.DESCRIPTOR.services_by_name["ReplicaService"].full_name
-DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_S = 20.0
 # After draining, how long the last responses get to reach callers.
 _STOP_GRACE_S = 1.0
 # Answer a health check a little before the caller's deadline, so the
 # caller sees why rather than DEADLINE_EXCEEDED.
 _DEADLINE_MARGIN_S = 0.05
-_MESSAGE_LIMIT = 64 << 20
-_OPTIONS = [
-    ("grpc.max_receive_message_length", _MESSAGE_LIMIT),
-    ("grpc.max_send_message_length", _MESSAGE_LIMIT),
-    ("grpc.so_reuseport", 0),
-]
-
-_Request = TypeVar("_Request")
-_Reply = TypeVar("_Reply")
-_Handler = Callable[[Any, _Request, grpc.aio.ServicerContext], Awaitable[_Reply]]
-
-
-def _status_on_error(method: _Handler[_Request, _Reply]) -> _Handler[_Request, _Reply]:
-    """The one place errors become statuses: ours keep their code and
-    message; anything else is logged and answered INTERNAL, leaking nothing."""
-
-    @functools.wraps(method)
-    async def handler(self: Any, request: _Request, context: grpc.aio.ServicerContext) -> _Reply:
-        try:
-            return await method(self, request, context)
-        except CapstanError as error:
-            await context.abort(error.code, error.message)
-        except grpc.aio.AbortError:
-            raise  # the handler chose its status already
-        except Exception:
-            log.exception("%s failed", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "the replica failed; see its log")
-        raise AssertionError("unreachable: abort raises")
-
-    return handler
 
 
 class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
@@ -119,7 +88,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
         for stream in list(self._streams):
             stream.close()
 
-    @_status_on_error
+    @answers_errors
     async def Reconfigure(
         self, request: replica_pb2.ReconfigureRequest, context: grpc.aio.ServicerContext
     ) -> replica_pb2.ReconfigureResponse:
@@ -129,7 +98,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
         )
         return replica_pb2.ReconfigureResponse()
 
-    @_status_on_error
+    @answers_errors
     async def CheckHealth(
         self, request: replica_pb2.CheckHealthRequest, context: grpc.aio.ServicerContext
     ) -> replica_pb2.CheckHealthResponse:
@@ -143,14 +112,14 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, message)
         return replica_pb2.CheckHealthResponse()
 
-    @_status_on_error
+    @answers_errors
     async def Drain(
         self, request: replica_pb2.DrainRequest, context: grpc.aio.ServicerContext
     ) -> replica_pb2.DrainResponse:
         remaining = await self._worker.drain(request.timeout_s)
         return replica_pb2.DrainResponse(ongoing_requests=remaining)
 
-    @_status_on_error
+    @answers_errors
     async def GetStats(
         self, request: replica_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> replica_pb2.GetStatsResponse:
@@ -192,7 +161,7 @@ class RunningReplica:
             timeout_s = (
                 spec.graceful_shutdown_timeout_s
                 if has_timeout
-                else DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_S
+                else defaults.GRACEFUL_SHUTDOWN_TIMEOUT_S
             )
         await self._health.enter_graceful_shutdown()
         left = await self.worker.drain(timeout_s)
@@ -209,9 +178,12 @@ class RunningReplica:
         await self._server.wait_for_termination()
 
 
-async def start_replica(config: replica_pb2.ReplicaConfig) -> RunningReplica:
+async def start_replica(
+    config: replica_pb2.ReplicaConfig, *, keepalive: Keepalive = KEEPALIVE
+) -> RunningReplica:
     """Loads and constructs the user's code, applies its user_config, and
-    serves ReplicaService on `config.host` at a free port.
+    serves ReplicaService on `config.host` at a free port, accepting the
+    keepalive pings of clients that use the same `keepalive`.
 
     Raises `LoadError` when the user's code fails to import, construct or
     reconfigure; the message names the cause."""
@@ -227,7 +199,7 @@ async def start_replica(config: replica_pb2.ReplicaConfig) -> RunningReplica:
     except LoadError:
         worker.invoker.close()
         raise
-    return await _serve(worker, lifespan, config.host or "127.0.0.1")
+    return await _serve(worker, lifespan, config.host or "127.0.0.1", keepalive)
 
 
 async def _apply_user_config(worker: Worker) -> None:
@@ -261,8 +233,10 @@ def _export_environment(config: replica_pb2.ReplicaConfig) -> None:
     os.environ["CAPSTAN_REPLICA_ID"] = config.replica_id
 
 
-async def _serve(worker: Worker, lifespan: Lifespan | None, host: str) -> RunningReplica:
-    server = grpc.aio.server(options=_OPTIONS)
+async def _serve(
+    worker: Worker, lifespan: Lifespan | None, host: str, keepalive: Keepalive
+) -> RunningReplica:
+    server = grpc.aio.server(options=server_options(keepalive))
     servicer = ReplicaServicer(worker)
     replica_pb2_grpc.add_ReplicaServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()

@@ -13,14 +13,13 @@ import logging
 import os
 from typing import Any
 
+from capstan import defaults
 from capstan.errors import InvalidSpec, NotFound, Unavailable
 from capstan.v1 import replica_pb2
 from executors.replica.invoker import Invoker, Target
 from executors.replica.loader import UserCode
 
 log = logging.getLogger("capstan.replica")
-
-DEFAULT_MAX_CONCURRENT_QUERIES = 100
 
 
 class Worker:
@@ -33,7 +32,7 @@ class Worker:
         self.max_concurrent_queries = (
             spec.max_concurrent_queries
             if spec.HasField("max_concurrent_queries")
-            else DEFAULT_MAX_CONCURRENT_QUERIES
+            else defaults.MAX_CONCURRENT_QUERIES
         )
         self.invoker = Invoker(self.max_concurrent_queries)
         self.ongoing = 0

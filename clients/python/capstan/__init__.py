@@ -1,6 +1,7 @@
 """Capstan: run Python code as scalable services. Start with `from capstan import serve`."""
 
-from capstan import serve
+import importlib
+
 from capstan.errors import (
     AlreadyExists,
     BackPressure,
@@ -28,10 +29,9 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # `capstan.serve` on first use: replica workers import capstan.errors and
-    # should not pay for the SDK (gRPC client, cloudpickle) they rarely use.
+    # `capstan.serve` loads on first use: replica workers, the proxy and the
+    # control plane import the core (capstan.errors, capstan.v1) and must not
+    # pay for the SDK (gRPC client, cloudpickle) they never use.
     if name == "serve":
-        from capstan import serve
-
-        return serve
+        return importlib.import_module("capstan.serve")
     raise AttributeError(f"module 'capstan' has no attribute {name!r}")

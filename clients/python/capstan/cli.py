@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 
+from capstan import defaults
 from capstan.client import ControlPlaneClient, default_address
 from capstan.errors import CapstanError
 from capstan.options import DEFAULT
@@ -43,8 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     start = commands.add_parser("start", help="run the control plane and proxy")
     start.add_argument("--state-dir", default=".capstan")
     start.add_argument("--http-host", default="127.0.0.1")
-    start.add_argument("--http-port", type=int, default=8000)
-    start.add_argument("--grpc-port", type=int, default=9000)
+    start.add_argument("--http-port", type=int, default=defaults.HTTP_PORT)
+    start.add_argument("--grpc-port", type=int, default=defaults.GRPC_PORT)
     start.add_argument("--config", help="YAML or JSON: default_executor, executors")
     start.add_argument(
         "--token", help="bearer token the control API requires (default: $CAPSTAN_TOKEN)"
@@ -108,7 +109,7 @@ def _run(args: argparse.Namespace) -> None:
         serve.run(app, name=args.name, route_prefix=prefix)
     for deployment in serve.connect().list():
         route = deployment.spec.route_prefix
-        where = f"http://127.0.0.1:8000{route}" if route else "(no HTTP route)"
+        where = f"{defaults.HTTP_URL}{route}" if route else "(no HTTP route)"
         print(f"{deployment.spec.name} ready at {where}", flush=True)
     print("Serving; press Ctrl-C to stop.", flush=True)
     stop = threading.Event()

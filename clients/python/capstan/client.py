@@ -7,26 +7,16 @@ import os
 
 import grpc
 
+from capstan import defaults
+from capstan.channels import channel_options
 from capstan.errors import from_rpc_error
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc, deployment_pb2
 
-DEFAULT_ADDRESS = "127.0.0.1:8765"
-
-_CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 << 20),
-    ("grpc.max_send_message_length", 64 << 20),
-    # A control plane that is still starting refuses the first connection;
-    # gRPC's default backoff would then wait a whole second to try again.
-    ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.min_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 1_000),
-]
-
 
 def default_address() -> str:
     """The control plane to talk to: $CAPSTAN_ADDRESS, else the local default."""
-    return os.environ.get("CAPSTAN_ADDRESS", DEFAULT_ADDRESS)
+    return os.environ.get("CAPSTAN_ADDRESS", defaults.CONTROL_PLANE_ADDRESS)
 
 
 def default_token() -> str:
@@ -45,7 +35,7 @@ class ControlPlaneClient:
         self.address = address or default_address()
         token = default_token() if token is None else token
         self._metadata = [("authorization", f"Bearer {token}")] if token else None
-        self._channel = grpc.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
+        self._channel = grpc.insecure_channel(self.address, options=channel_options())
         self._stub = controlplane_pb2_grpc.ControlPlaneServiceStub(self._channel)
 
     def is_reachable(self, timeout_s: float = 0.5) -> bool:

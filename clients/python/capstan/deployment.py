@@ -11,6 +11,7 @@ from typing import Any
 
 import cloudpickle
 
+from capstan import defaults
 from capstan import options as opts
 from capstan.handle import DeploymentHandle
 from capstan.v1 import deployment_pb2
@@ -18,7 +19,7 @@ from capstan.v1 import deployment_pb2
 
 def http_url() -> str:
     """The HTTP proxy's base URL: $CAPSTAN_HTTP_URL, else port 8000 here."""
-    return os.environ.get("CAPSTAN_HTTP_URL", "http://127.0.0.1:8000")
+    return os.environ.get("CAPSTAN_HTTP_URL", defaults.HTTP_URL)
 
 
 class Deployment:

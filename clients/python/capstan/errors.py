@@ -1,11 +1,19 @@
 """One error hierarchy for Capstan, each class carrying its gRPC status code.
 
-Servers raise these and one decorator at the gRPC edge turns them into a
-status; the SDK turns a status back into the same class, so users catch
-`capstan.NotFound`, never a gRPC type.
+Servers raise these and one decorator at the gRPC edge (`answers_errors`)
+turns them into a status; the SDK turns a status back into the same class,
+so users catch `capstan.NotFound`, never a gRPC type.
+
+Part of the core every package may import: it imports nothing of Capstan.
 """
 
 from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -18,6 +26,11 @@ class CapstanError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def details(self) -> str:
+        """What a gRPC status carries for this error: safe to send any caller."""
+        return self.message
 
 
 class InvalidSpec(CapstanError):
@@ -94,6 +107,11 @@ class UserCodeError(CapstanError):
         self.exception_type = exception_type
         self.remote_traceback = remote_traceback
 
+    @property
+    def details(self) -> str:
+        # The replica's traceback stays behind: callers see the type and message.
+        return f"{self.exception_type or 'Exception'}: {self.message}"
+
     def __str__(self) -> str:
         if self.remote_traceback:
             return f"{self.message}\n\nTraceback in the replica:\n{self.remote_traceback}"
@@ -140,3 +158,55 @@ def from_rpc_error(error: grpc.RpcError) -> CapstanError:
 
 
 _STATUS_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
+
+
+# What a caller sees when a server fails in a way it did not mean to; the
+# traceback goes to the server's log only.
+_INTERNAL_DETAILS = "internal error; see the server log"
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+async def abort(context: grpc.aio.ServicerContext, error: CapstanError) -> NoReturn:
+    """Ends the call with `error`'s status code and details."""
+    await context.abort(error.code, error.details)
+    raise AssertionError("unreachable: context.abort raises")
+
+
+def answers_errors(method: _Method) -> _Method:
+    """Wraps a grpc.aio servicer method (a coroutine, or an async generator for
+    server streaming): a CapstanError becomes its status, anything unexpected
+    is logged with its traceback and answered INTERNAL with a plain message.
+    A status the method chose itself (`context.abort`) passes through."""
+    log = logging.getLogger(method.__module__)
+    name = method.__qualname__
+
+    async def answer(error: Exception, context: grpc.aio.ServicerContext) -> NoReturn:
+        if isinstance(error, grpc.aio.AbortError):
+            raise error
+        if isinstance(error, CapstanError):
+            await abort(context, error)
+        log.error("%s failed", name, exc_info=error)
+        await context.abort(grpc.StatusCode.INTERNAL, _INTERNAL_DETAILS)
+        raise AssertionError("unreachable: context.abort raises")
+
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def streaming(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
+            try:
+                async for item in method(self, request, context):
+                    yield item
+            except Exception as error:
+                await answer(error, context)
+
+        return streaming  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    async def unary(self: Any, request: Any, context: Any) -> Any:
+        try:
+            return await method(self, request, context)
+        except Exception as error:
+            await answer(error, context)
+
+    return unary  # type: ignore[return-value]

@@ -11,12 +11,14 @@ import json
 import logging
 import os
 import pathlib
-import signal
 import socket
 import subprocess
 import sys
 import time
 
+import psutil
+
+from capstan import defaults
 from capstan.client import ControlPlaneClient
 from capstan.errors import Unavailable
 
@@ -28,17 +30,17 @@ class LocalServices:
         self,
         *,
         state_dir: str | os.PathLike = ".capstan",
-        address: str = "127.0.0.1:8765",
+        address: str = defaults.CONTROL_PLANE_ADDRESS,
         http_host: str = "127.0.0.1",
-        http_port: int = 8000,
-        grpc_port: int = 9000,
+        http_port: int = defaults.HTTP_PORT,
+        grpc_port: int = defaults.GRPC_PORT,
         config: dict | None = None,
     ) -> None:
         self.state_dir = pathlib.Path(state_dir).resolve()
         self.address = address
         self.http_host, self.http_port, self.grpc_port = http_host, http_port, grpc_port
         self.config = config or {}
-        self._process: subprocess.Popen | None = None
+        self._process: psutil.Popen | None = None
 
     # -- in the foreground (capstan start) ---------------------------------
 
@@ -68,16 +70,16 @@ class LocalServices:
             _stop_process(proxy, timeout_s=10)
             (self.state_dir / "proxy.json").unlink(missing_ok=True)
 
-    def _ensure_proxy(self) -> int:
+    def _ensure_proxy(self) -> psutil.Process:
         record = self.state_dir / "proxy.json"
         if record.exists():
-            pid = json.loads(record.read_text())["pid"]
-            if _is_alive(pid, "proxy"):
-                return pid  # survived a control-plane crash: keep it serving
+            proxy = _running_proxy(json.loads(record.read_text())["pid"])
+            if proxy is not None:
+                return proxy  # survived a control-plane crash: keep it serving
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / "proxy.log", "ab") as log:
-            process = subprocess.Popen(
+            process = psutil.Popen(
                 [
                     sys.executable,
                     "-m",
@@ -97,7 +99,7 @@ class LocalServices:
                 start_new_session=True,
             )
         record.write_text(json.dumps({"pid": process.pid}))
-        return process.pid
+        return process
 
     # -- from a script (serve.start) ---------------------------------------
 
@@ -110,7 +112,7 @@ class LocalServices:
         command += ["--state-dir", str(self.state_dir), "--http-host", self.http_host]
         command += ["--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)]
         with open(logs / "capstan.log", "ab") as log:
-            self._process = subprocess.Popen(
+            self._process = psutil.Popen(
                 command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -140,7 +142,7 @@ class LocalServices:
     def wait_stopped(self, timeout_s: float) -> None:
         """Waits for a spawned `capstan start` to exit, killing it past the timeout."""
         if self._process is not None:
-            _stop_process(self._process.pid, timeout_s)
+            _stop_process(self._process, timeout_s)
 
 
 def read_config(path: str | os.PathLike) -> dict:
@@ -160,35 +162,25 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _is_alive(pid: int, marker: str) -> bool:
+def _running_proxy(pid: int) -> psutil.Process | None:
+    """The proxy process `pid`, if it still runs (a pid alone may have been
+    reused by now, so its command line must still say `-m proxy`)."""
     try:
-        cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return marker.encode() in cmdline
+        process = psutil.Process(pid)
+        command = process.cmdline()
+    except psutil.Error:  # gone, a zombie, or not ours to inspect
+        return None
+    return process if command[1:3] == ["-m", "proxy"] else None
 
 
-def _has_exited(pid: int) -> bool:
+def _stop_process(process: psutil.Process, timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL after the timeout; waits until it has exited (and
+    is reaped, when it is our child)."""
     try:
-        reaped, _ = os.waitpid(pid, os.WNOHANG)
-        return reaped == pid
-    except ChildProcessError:  # not our child: its parent reaps it
-        try:
-            state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return True
-        return state in ("Z", "X")
-
-
-def _stop_process(pid: int, timeout_s: float) -> None:
-    """SIGTERM, then SIGKILL after the timeout; reaps it if it is our child."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if _has_exited(pid):
-                return
-            time.sleep(0.05)
+        process.terminate()
+    except psutil.NoSuchProcess:
+        return
+    _, alive = psutil.wait_procs([process], timeout=timeout_s)
+    for survivor in alive:
+        survivor.kill()
+    psutil.wait_procs(alive, timeout=timeout_s)

@@ -10,6 +10,7 @@ import logging
 import threading
 from typing import Any
 
+from capstan import defaults
 from capstan import options as _options
 from capstan.batching import batch
 from capstan.build import build
@@ -81,7 +82,7 @@ def start(
                 state_dir=state_dir,
                 address=client.address,
                 http_host=http.get("host", "127.0.0.1"),
-                http_port=int(http.get("port", 8000)),
+                http_port=int(http.get("port", defaults.HTTP_PORT)),
             )
             services.spawn(detached=detached)
             if not detached:

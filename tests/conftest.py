@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cluster import Cluster, start_cluster, stop_cluster
+from tests.support.cluster import Cluster, start_cluster, stop_cluster
 
 # Session fixtures: real OpenSSH servers on loopback and one real local Ray,
 # each started once, for the executor tests that need them.
-pytest_plugins = ["tests.sshd", "tests.ray_cluster"]
+pytest_plugins = ["tests.support.sshd", "tests.support.ray_cluster"]
 
 # Declared capacity, so that scaling tests are not bound by this machine's
 # two CPUs (a replica reserves one CPU by default, as in Ray Serve).

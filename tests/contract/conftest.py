@@ -15,7 +15,7 @@ import pytest
 
 from executors.base import Executor
 from executors.local import LocalExecutor
-from tests.ray_cluster import make_ray_executor
+from tests.support.ray_cluster import make_ray_executor
 
 ExecutorFactory = Callable[[pytest.FixtureRequest, pathlib.Path], Executor]
 

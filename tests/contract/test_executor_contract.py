@@ -12,6 +12,7 @@ from capstan.v1 import replica_pb2
 from executors.base import Executor, LaunchSpec, ReplicaRef, ReplicaStartError
 from tests.contract.exchange_client import ExchangeClient
 from tests.contract.specs import launch_spec
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -66,7 +67,7 @@ async def test_stop_lets_the_request_in_flight_finish(make_executor: MakeExecuto
     async with ExchangeClient(ref.address) as client:
         request_id = await client.start("sleep", 1.0)
         # The request is admitted before stop begins.
-        await _until_ongoing(client, 1)
+        await eventually(client.ongoing_requests, "the request to be in flight")
         stopping = asyncio.create_task(executor.stop(ref, timeout_s=15.0))
         messages = await client.responses(request_id)
         await stopping
@@ -116,12 +117,3 @@ async def test_failed_start_raises_and_leaves_nothing_running(make_executor: Mak
     with pytest.raises(ReplicaStartError, match="constructor of Broken raised ValueError: boom"):
         await executor.launch(spec)
     assert spec.replica_id not in await _running_ids(executor)
-
-
-async def _until_ongoing(client: ExchangeClient, count: int) -> None:
-    async with asyncio.timeout(10):
-        while True:
-            stats = await client.stub.GetStats(replica_pb2.GetStatsRequest())
-            if stats.ongoing_requests >= count:
-                return
-            await asyncio.sleep(0.01)

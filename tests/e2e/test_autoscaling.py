@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from capstan.v1 import controlplane_pb2 as cp
-from tests.cluster import Cluster, wait_until
+from tests.support.cluster import Cluster
+from tests.support.waiting import eventually_sync
 
 AUTOSCALING = {
     "min_replicas": 1,
@@ -57,17 +58,24 @@ def test_load_scales_up_and_quiet_scales_down(serve, cluster: Cluster) -> None:
     for worker in workers:
         worker.start()
     try:
-        wait_until(lambda: _running(serve, "autoscaled") == 3, 20, "3 RUNNING replicas under load")
+        eventually_sync(
+            lambda: _running(serve, "autoscaled") == 3,
+            "3 RUNNING replicas under load",
+            timeout_s=20,
+        )
     finally:
         stop.set()
         for worker in workers:
             worker.join(timeout=30)
     assert not failures, f"{len(failures)} requests failed: {failures[:5]}"
-    wait_until(lambda: _running(serve, "autoscaled") == 1, 20, "1 RUNNING replica when quiet")
-    wait_until(
+    eventually_sync(
+        lambda: _running(serve, "autoscaled") == 1, "1 RUNNING replica when quiet", timeout_s=20
+    )
+    eventually_sync(
         lambda: serve.connect().get("autoscaled").state == cp.DEPLOYMENT_STATE_HEALTHY,
-        10, "HEALTHY at 1 replica",
-    )  # fmt: skip
+        "HEALTHY at 1 replica",
+        timeout_s=10,
+    )
     logs = "".join(p.read_text(errors="replace") for p in (cluster.state_dir / "logs").glob("*"))
     why = r"\(ongoing [\d.]+, target 1/replica\)"
     assert re.search(rf"autoscaling autoscaled: [12] -> 3 {why}", logs), "no scale-up logged"

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
 
 import grpc
 import pytest
@@ -19,10 +17,10 @@ from controlplane.server import ControlPlane
 from controlplane.settings import Settings
 from executors.base import Node
 from tests.scripted_executor import ScriptedExecutor, World
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
-_T = TypeVar("_T")
 RUNNING = cp.REPLICA_STATE_RUNNING
 HEALTHY = cp.DEPLOYMENT_STATE_HEALTHY
 
@@ -95,18 +93,6 @@ async def harness(tmp_path: pathlib.Path) -> AsyncIterator[Harness]:
     yield running
     await running.stop()
     await world.close()
-
-
-async def eventually(probe: Callable[[], Awaitable[_T]], what: str, timeout_s: float = 10.0) -> _T:
-    """Polls `probe` until it returns something truthy, or fails the test."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def ids(deployment: cp.Deployment, state: int = RUNNING) -> set[str]:
@@ -191,13 +177,13 @@ async def test_rollout_is_paced_by_the_slowest_start(harness: Harness) -> None:
     harness.world.launch_gate = gate = asyncio.Event()
     harness.world.most_launching = 0
     await harness.apply(num_replicas=5, version="v2", wait=False)
-    await eventually(lambda: _true(harness.world.launching == 1), "one launch in flight")
+    await eventually(lambda: harness.world.launching == 1, "one launch in flight")
     # While it is held, no second new replica starts and no old one stops.
     await _passes(harness, 5)
     assert harness.world.launching == 1 and harness.world.stops == []
     gate.set()
     await eventually(
-        lambda: _true({r.version for r in harness.world.running("hello")} == {"v2"}),
+        lambda: {r.version for r in harness.world.running("hello")} == {"v2"},
         "the rollout to finish",
     )
     assert harness.world.most_launching == 1
@@ -400,7 +386,7 @@ async def test_restart_adopts_running_replicas(harness: Harness) -> None:
     after = await harness.get()
     assert ids(after) == ids(before) and after.state == HEALTHY
     assert harness.world.launches == launches
-    await eventually(lambda: _true(stray.id in harness.world.stops), "the stray to be stopped")
+    await eventually(lambda: stray.id in harness.world.stops, "the stray to be stopped")
     # The adopted replicas are managed as before: a new version rolls them.
     assert (await harness.apply(num_replicas=2, version="v2")).state == HEALTHY
 
@@ -420,10 +406,6 @@ async def test_restart_replaces_replicas_that_died_meanwhile(harness: Harness) -
 
 
 # -- helpers ------------------------------------------------------------------------
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def _state_is(harness: Harness, state: int) -> bool:

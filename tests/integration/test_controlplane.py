@@ -17,6 +17,7 @@ from controlplane.server import ControlPlane
 from controlplane.settings import Settings
 from executors.base import Node
 from tests.scripted_executor import ScriptedExecutor, World
+from tests.support.reflection import reflected_methods, reflected_services
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
@@ -268,6 +269,9 @@ async def test_health_and_reflection_are_served(harness: Harness) -> None:
         health_pb2.HealthCheckRequest(service="capstan.v1.ControlPlaneService")
     )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    service = "capstan.v1.ControlPlaneService"
+    assert {service, "grpc.health.v1.Health"} <= await reflected_services(harness.channel)
+    assert {"ApplyDeployment", "WatchRoutes"} <= await reflected_methods(harness.channel, service)
 
 
 # -- failures -----------------------------------------------------------------------

@@ -20,7 +20,6 @@ from capstan.v1 import controlplane_pb2_grpc
 from controlplane.server import ControlPlane
 from controlplane.settings import Settings, parse_settings
 from proxy.watcher import RouteWatcher, Snapshot
-from tests.scripted_executor import ScriptedExecutor, World
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,8 +35,7 @@ async def address(tmp_path: pathlib.Path) -> AsyncIterator[str]:
         executors={"scripted": {}},
         token=TOKEN,
     )
-    executor = ScriptedExecutor({"world": World()}, tmp_path / "scripted")
-    plane = await ControlPlane.start(settings, executors={"scripted": executor})
+    plane = await ControlPlane.start(settings)
     try:
         yield plane.address
     finally:

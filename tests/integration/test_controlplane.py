@@ -1,5 +1,6 @@
 """A real control plane on 127.0.0.1:0, driven through its gRPC stub, with
-a scripted executor whose replicas are real in-process ReplicaService servers."""
+the scripted executor plugin (tests/plugins/scripted): real replica workers
+served from this process, following a script the test writes."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from scripted_executor import World
 
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc, deployment_pb2
 from controlplane.server import ControlPlane
 from controlplane.settings import Settings
 from executors.base import Node
-from tests.scripted_executor import ScriptedExecutor, World
 from tests.support.reflection import reflected_methods, reflected_services
 from tests.support.waiting import eventually
 
@@ -41,12 +42,12 @@ class Harness:
             state_dir=self.state_dir,
             port=0,
             default_executor="scripted",
-            executors={"scripted": {}},
+            # Loaded by name through the capstan.executors entry points.
+            executors={"scripted": {"world": self.world}},
             reconcile_interval_s=0.05,
             backoff_base_s=0.2,
         )
-        executor = ScriptedExecutor({"world": self.world}, self.state_dir / "scripted")
-        self.plane = await ControlPlane.start(settings, executors={"scripted": executor})
+        self.plane = await ControlPlane.start(settings)
         self.channel = grpc.aio.insecure_channel(self.plane.address)
         self.stub = controlplane_pb2_grpc.ControlPlaneServiceStub(self.channel)
 
@@ -77,7 +78,7 @@ class Harness:
 
 def spec(**fields: object) -> deployment_pb2.DeploymentSpec:
     msg = deployment_pb2.DeploymentSpec(name="hello", graceful_shutdown_wait_loop_s=0.0)
-    msg.code.import_path = "apps.hello:Hello"
+    msg.code.import_path = "tests.apps.hello:Hello"
     for key, value in fields.items():
         if isinstance(value, deployment_pb2.ReplicaOptions):
             msg.replica_options.CopyFrom(value)

@@ -161,10 +161,12 @@ async def test_stop_is_graceful_and_idempotent(
     executor: SshExecutor, tmp_path: pathlib.Path
 ) -> None:
     ref = await executor.launch(launch_spec(node="a"))
+    began = time.monotonic()
     await executor.stop(ref, timeout_s=10)
+    # The worker left on SIGTERM, long before it would have been killed. (That
+    # a request in flight finishes first is the contract suite's to check.)
+    assert time.monotonic() - began < 5
     assert worker_pids(tmp_path) == []
-    log = (workdir(tmp_path, "a") / "logs" / f"{ref.replica_id}.log").read_text()
-    assert "stopping: draining" in log and log.rstrip().endswith("stopped")
     await executor.stop(ref, timeout_s=10)
     never_launched = ReplicaRef("echo-never", "ssh", "127.0.0.1:1", node="b", data={"host": "b"})
     await executor.stop(never_launched, timeout_s=10)

@@ -2,8 +2,8 @@
 seconds to scale it 1 -> 4, and wrk through the proxy to one replica.
 
 One `capstan start --config` runs all three executors: the ssh executor on
-two real sshd hosts (127.0.0.1 and 127.0.0.2, as tests/sshd.py starts them)
-and the ray executor on a real local Ray head (as tests/ray_cluster.py starts
+two real sshd hosts (127.0.0.1 and 127.0.0.2, as tests/support/sshd.py starts them)
+and the ray executor on a real local Ray head (as tests/support/ray_cluster.py starts
 it). Each executor gets the same trivial deployment under its own name and
 route prefix, with a pinned version so that scaling happens in place. The
 sshd hosts, Ray and Capstan are all stopped on the way out, error or not.
@@ -26,20 +26,18 @@ from capstan.client import ControlPlaneClient
 from capstan.errors import CapstanError
 from capstan.v1 import controlplane_pb2
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-# The helpers that start sshd, Ray and Capstan for tests live in tests/, at
-# the repo root, which `python bench/run.py` does not put on sys.path.
-sys.path.insert(0, str(ROOT))
-
-from tests.cluster import Cluster, start_cluster, stop_cluster, wait_until  # noqa: E402
-from tests.ray_cluster import start_ray_cluster, stop_ray_cluster  # noqa: E402
-from tests.sshd import start_hosts, stop_hosts  # noqa: E402
+# `tests.support` is importable: run.py, which imports this module, puts the
+# repository root on sys.path.
+from tests.support.cluster import Cluster, start_cluster, stop_cluster
+from tests.support.ray_cluster import start_ray_cluster, stop_ray_cluster
+from tests.support.sshd import start_hosts, stop_hosts
+from tests.support.waiting import eventually_sync
 
 EXECUTORS = ("local", "ssh", "ray")
 # Small replicas, so that 4 fit on each executor's declared capacity.
 REPLICA_CPUS = 0.25
 LOCAL_CPUS = 8
-RAY_CPUS = 4  # each ssh host declares 4 (tests/sshd.py)
+RAY_CPUS = 4  # each ssh host declares 4 (tests/support/sshd.py)
 APPLY_TIMEOUT_S = 300
 
 
@@ -106,7 +104,7 @@ def measure(
     row: dict = {"executor": executor}
     try:
         row["deploy_s"], first = timed_apply(client, app.options(num_replicas=1))
-        wait_until(lambda: is_ok(url), 30, f"{url} to answer 200")
+        eventually_sync(lambda: is_ok(url), f"{url} to answer 200", timeout_s=30)
         row.update(wrk(url, duration_s, connections))
         row["scale_s"], scaled = timed_apply(client, app.options(num_replicas=4))
         check_in_place(first, scaled)

@@ -21,7 +21,6 @@ import os
 import pathlib
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,14 @@ from batching_table import measure_batching, print_batching_table
 from wrk import ensure_wrk, wrk
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+# bench uses the test support package (free ports, waiting, real sshd hosts
+# and a real Ray head; see README.md); `python bench/run.py` puts only
+# bench/ on sys.path, so the repository root is added for `tests.support`.
+sys.path.insert(0, str(ROOT))
+
+from tests.support.ports import free_ports  # noqa: E402
+from tests.support.waiting import eventually_sync  # noqa: E402
+
 HELLO = """
 from capstan import serve
 
@@ -71,30 +78,22 @@ def main() -> None:
             sys.exit(1)
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports: every socket stays bound until all are
-    picked, so the kernel cannot hand out the same port twice."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def wait_for_200(url: str, timeout_s: float) -> float:
     """Polls until the URL answers 200; returns the monotonic time it did."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return time.monotonic()
-        except OSError:
-            time.sleep(0.005)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout_s} s")
+    return eventually_sync(
+        lambda: _is_200(url) and time.monotonic(),
+        f"{url} to answer 200",
+        timeout_s=timeout_s,
+        interval_s=0.005,
+    )
+
+
+def _is_200(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def peak_rss_mib(pids: list[int]) -> float:
@@ -160,11 +159,11 @@ def wait_for_control_plane(address: str, timeout_s: float) -> None:
     from capstan.client import ControlPlaneClient
 
     client = ControlPlaneClient(address)
-    deadline = time.monotonic() + timeout_s
-    while not client.is_reachable(timeout_s=0.1):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no control plane at {address} within {timeout_s} s")
-    client.close()
+    try:
+        what = f"a control plane at {address}"
+        eventually_sync(lambda: client.is_reachable(timeout_s=0.1), what, timeout_s=timeout_s)
+    finally:
+        client.close()
 
 
 def deploy(replicas: int, env: dict) -> None:

@@ -15,6 +15,8 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+# The scripted executor, a test plugin found by entry point like any other.
+.venv/bin/pip install -q --disable-pip-version-check -e tests/plugins/scripted
 (cd tests/interop && npm install --no-audit --no-fund --silent)
 
 .venv/bin/ruff check .

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cluster import Cluster, start_cluster, stop_cluster
+from executors.registry import executor_names
+from tests.support.cluster import Cluster, start_cluster, stop_cluster
 
 # Session fixtures: real OpenSSH servers on loopback and one real local Ray,
 # each started once, for the executor tests that need them.
-pytest_plugins = ["tests.sshd", "tests.ray_cluster"]
+pytest_plugins = ["tests.support.sshd", "tests.support.ray_cluster"]
 
 # Declared capacity, so that scaling tests are not bound by this machine's
 # two CPUs (a replica reserves one CPU by default, as in Ray Serve).
 TEST_CONFIG = {"executors": {"local": {"num_cpus": 64}}}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The control-plane and contract tests load the scripted executor by
+    # entry point, so it must be installed like any plugin.
+    if "scripted" not in executor_names():
+        raise pytest.UsageError(
+            "the scripted executor plugin is not installed: run scripts/test.sh, or "
+            ".venv/bin/pip install -e tests/plugins/scripted"
+        )
 
 
 @pytest.fixture(scope="session")

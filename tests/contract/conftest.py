@@ -1,32 +1,38 @@
 """One fixture per executor: the contract suite runs against each.
 
+Every executor is loaded by name through the `capstan.executors` entry
+points, as the control plane loads it; the scripted one is the test plugin
+in tests/plugins/scripted, installed by scripts/test.sh.
+
 To add an executor, add a factory to EXECUTORS: it gets the test's request
-(to reach session fixtures such as real sshd hosts) and a fresh state folder
-(the same one again when a test simulates a control-plane restart), and
-returns a new, unstarted instance.
+(to reach fixtures such as real sshd hosts) and a fresh state folder (the
+same one again when a test simulates a control-plane restart), and returns
+the config section the executor is loaded with.
 """
 
 from __future__ import annotations
 
 import pathlib
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
+from scripted_executor import World
 
 from executors.base import Executor
-from executors.local import LocalExecutor
-from tests.ray_cluster import make_ray_executor
+from executors.registry import load_executor
 
-ExecutorFactory = Callable[[pytest.FixtureRequest, pathlib.Path], Executor]
+ConfigFactory = Callable[[pytest.FixtureRequest, pathlib.Path], dict[str, Any]]
 
-EXECUTORS: dict[str, ExecutorFactory] = {
-    "local": lambda request, state_dir: LocalExecutor(
-        {"num_cpus": 4, "start_timeout_s": 60}, state_dir
+EXECUTORS: dict[str, ConfigFactory] = {
+    "local": lambda request, state_dir: {"num_cpus": 4, "start_timeout_s": 60},
+    "ssh": lambda request, state_dir: request.getfixturevalue("ssh_hosts").executor_config(
+        state_dir
     ),
-    "ssh": lambda request, state_dir: request.getfixturevalue("ssh_hosts").executor(state_dir),
-    "ray": lambda request, state_dir: make_ray_executor(
-        request.getfixturevalue("ray_cluster"), state_dir
-    ),
+    "ray": lambda request, state_dir: request.getfixturevalue("ray_cluster").executor_config(),
+    # One world per test: a second instance (a restarted control plane's)
+    # finds the replicas the first one launched.
+    "scripted": lambda request, state_dir: {"world": request.getfixturevalue("scripted_world")},
 }
 
 
@@ -41,6 +47,13 @@ def state_dir(tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 @pytest.fixture
+def scripted_world() -> World:
+    """The scripted executor's world for one test (its replicas are stopped
+    with every other executor's, by `make_executor`)."""
+    return World()
+
+
+@pytest.fixture
 async def make_executor(
     request: pytest.FixtureRequest, executor_name: str, state_dir: pathlib.Path
 ) -> AsyncIterator[Callable[[], Executor]]:
@@ -49,7 +62,8 @@ async def make_executor(
     made: list[Executor] = []
 
     def make() -> Executor:
-        made.append(EXECUTORS[executor_name](request, state_dir))
+        config = EXECUTORS[executor_name](request, state_dir)
+        made.append(load_executor(executor_name, config, state_dir))
         return made[-1]
 
     yield make

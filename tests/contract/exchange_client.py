@@ -51,8 +51,9 @@ class ExchangeClient:
         self._queues: dict[int, asyncio.Queue[Reply]] = {}
         self._call: Any = None
         self._reader: asyncio.Task[None] | None = None
-        # Set when the replica ends the stream.
+        # Set when the stream ends; `error` says why, unless we ended it.
         self.ended = asyncio.Event()
+        self.error: grpc.aio.AioRpcError | None = None
 
     async def __aenter__(self) -> ExchangeClient:
         self._call = self.stub.Exchange()
@@ -71,7 +72,7 @@ class ExchangeClient:
                     self._queues[frame.id].put_nowait(Reply(frame, message.ongoing_requests))
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.CANCELLED:
-                raise
+                self.error = error
         finally:
             self.ended.set()
 
@@ -105,6 +106,11 @@ class ExchangeClient:
         """The method's result (a list of items when it streams); raises
         `CallFailed` when the replica answers with an Error."""
         return result_of(await self.invoke(method, *args, **kwargs))
+
+    async def ongoing_requests(self) -> int:
+        """The replica's own count of requests in flight (GetStats)."""
+        stats = await self.stub.GetStats(replica_pb2.GetStatsRequest())
+        return stats.ongoing_requests
 
     async def http(self, method: str = "GET", path: str = "/", **fields: Any) -> HttpResult:
         request = replica_pb2.HttpRequest(method=method, path=path, **fields)

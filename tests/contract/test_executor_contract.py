@@ -9,13 +9,17 @@ from collections.abc import Callable
 import pytest
 
 from capstan.v1 import replica_pb2
-from executors.base import Executor, LaunchSpec, ReplicaRef, ReplicaStartError
+from executors.base import Executor, ExecutorError, LaunchSpec, ReplicaRef, ReplicaStartError
 from tests.contract.exchange_client import ExchangeClient
 from tests.contract.specs import launch_spec
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
 MakeExecutor = Callable[[], Executor]
+# How long past its timeout a forced stop may take (Ray allows 2 s for the
+# actor's own stop before it kills it; SSH adds a round trip or two).
+FORCE_MARGIN_S = 10.0
 
 
 async def _running_ids(executor: Executor) -> set[str]:
@@ -66,7 +70,7 @@ async def test_stop_lets_the_request_in_flight_finish(make_executor: MakeExecuto
     async with ExchangeClient(ref.address) as client:
         request_id = await client.start("sleep", 1.0)
         # The request is admitted before stop begins.
-        await _until_ongoing(client, 1)
+        await eventually(client.ongoing_requests, "the request to be in flight")
         stopping = asyncio.create_task(executor.stop(ref, timeout_s=15.0))
         messages = await client.responses(request_id)
         await stopping
@@ -118,10 +122,45 @@ async def test_failed_start_raises_and_leaves_nothing_running(make_executor: Mak
     assert spec.replica_id not in await _running_ids(executor)
 
 
-async def _until_ongoing(client: ExchangeClient, count: int) -> None:
-    async with asyncio.timeout(10):
-        while True:
-            stats = await client.stub.GetStats(replica_pb2.GetStatsRequest())
-            if stats.ongoing_requests >= count:
-                return
-            await asyncio.sleep(0.01)
+async def test_prepare_is_idempotent_and_launch_follows_it(make_executor: MakeExecutor) -> None:
+    executor = make_executor()
+    spec = launch_spec("tests.apps.echo:Echo")
+    await asyncio.gather(executor.prepare(spec), executor.prepare(spec))
+    await executor.prepare(spec)
+    ref = await executor.launch(spec)
+    async with ExchangeClient(ref.address) as client:
+        assert await client.call("hello", "ann") == "hello ann"
+
+
+async def test_an_environment_it_cannot_build_is_a_final_error(
+    make_executor: MakeExecutor,
+) -> None:
+    executor = make_executor()
+    spec = launch_spec("tests.apps.echo:Echo")
+    spec.config.deployment.replica_options.runtime_env.conda = "capstan-contract-no-such-env"
+    # NotSupported from prepare, or a build that fails in prepare or launch.
+    with pytest.raises(ExecutorError) as caught:
+        await executor.prepare(spec)
+        await executor.launch(spec)
+    assert not caught.value.retryable, caught.value
+    assert spec.replica_id not in await _running_ids(executor)
+
+
+async def test_stop_forces_a_replica_that_does_not_exit_in_time(
+    make_executor: MakeExecutor,
+) -> None:
+    executor = make_executor()
+    # An hour's graceful timeout: asked to stop, the replica waits for `hang`.
+    spec = launch_spec("tests.apps.stuck:Stuck", graceful_shutdown_timeout_s=3600)
+    ref = await executor.launch(spec)
+    loop = asyncio.get_running_loop()
+    async with ExchangeClient(ref.address) as client:
+        await client.start("hang")
+        await eventually(client.ongoing_requests, "the hanging request to be in flight")
+        began = loop.time()
+        await executor.stop(ref, timeout_s=1.0)
+        took_s = loop.time() - began
+        await eventually(client.ended.is_set, "the replica to end the stream")
+    assert 1.0 <= took_s < 1.0 + FORCE_MARGIN_S, took_s
+    assert ref.replica_id not in await _running_ids(executor)
+    await executor.stop(ref, timeout_s=1.0)  # idempotent

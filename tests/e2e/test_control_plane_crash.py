@@ -12,7 +12,8 @@ import httpx
 
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import deployment_pb2 as pb
-from tests.cluster import restart_cluster, start_cluster, stop_cluster, wait_until
+from tests.support.cluster import restart_cluster, start_cluster, stop_cluster
+from tests.support.waiting import eventually_sync
 
 
 def test_traffic_survives_a_control_plane_crash_and_restart_adopts(tmp_path: pathlib.Path) -> None:
@@ -33,7 +34,9 @@ def test_traffic_survives_a_control_plane_crash_and_restart_adopts(tmp_path: pat
             assert response.status_code == 200 and response.text in pids
 
         restart_cluster(cluster)
-        deployment = wait_until(lambda: _healthy(cluster), 30, "the deployment to be adopted")
+        deployment = eventually_sync(
+            lambda: _healthy(cluster), "the deployment to be adopted", timeout_s=30
+        )
         assert len(deployment.replicas) == 2
         assert {httpx.get(url, timeout=10).text for _ in range(30)} == pids
     finally:

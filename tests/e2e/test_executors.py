@@ -21,9 +21,10 @@ from capstan import serve
 from capstan.client import ControlPlaneClient
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import deployment_pb2
-from tests.cluster import Cluster, start_cluster, stop_cluster, wait_until
-from tests.ray_cluster import LOOPBACK_ENV, REPO_ROOT, RayCluster
-from tests.sshd import SshHosts
+from tests.support.cluster import Cluster, start_cluster, stop_cluster
+from tests.support.ray_cluster import LOOPBACK_ENV, REPO_ROOT, RayCluster
+from tests.support.sshd import SshHosts
+from tests.support.waiting import eventually_sync
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -77,7 +78,9 @@ def client(cluster: Cluster) -> Iterator[ControlPlaneClient]:
     # All at once: each drains for its graceful_shutdown_wait_loop_s first.
     for deployment in client.list():
         client.delete(deployment.spec.name, wait=False)
-    wait_until(lambda: not client.list(), 30, "every deployment to be deleted", interval_s=0.05)
+    eventually_sync(
+        lambda: not client.list(), "every deployment to be deleted", timeout_s=30, interval_s=0.05
+    )
     client.close()
 
 
@@ -195,17 +198,23 @@ def test_a_replica_waits_pending_with_its_reason_until_room_frees(
         pending = cp.REPLICA_STATE_PENDING
         return next((r for r in replicas if r.state == pending and r.message), None)
 
-    replica = wait_until(pending_replica, 10, "the waiter's replica to be PENDING")
+    replica = eventually_sync(pending_replica, "the waiter's replica to be PENDING", timeout_s=10)
     assert '"accel"' in replica.message
-    waiter = wait_until(lambda: _with_message(client, "waiter"), 10, "the waiter's message")
+    waiter = eventually_sync(
+        lambda: _with_message(client, "waiter"), "the waiter's message", timeout_s=10
+    )
     assert waiter.state == cp.DEPLOYMENT_STATE_UPDATING
     assert "pending" in waiter.message and '"accel"' in waiter.message
 
     client.delete("holder")
 
-    wait_until(lambda: _is_healthy(client, "waiter"), START_TIMEOUT_S, "the waiter to start")
+    eventually_sync(
+        lambda: _is_healthy(client, "waiter"), "the waiter to start", timeout_s=START_TIMEOUT_S
+    )
     assert client.get("waiter").message == ""
-    assert wait_until(lambda: _answers(cluster, "/waiter"), 10, "the waiter to answer")
+    assert eventually_sync(
+        lambda: _answers(cluster, "/waiter"), "the waiter to answer", timeout_s=10
+    )
 
 
 def _with_message(client: ControlPlaneClient, name: str) -> cp.Deployment | None:
@@ -283,10 +292,10 @@ def apply_all(client: ControlPlaneClient, specs: list[deployment_pb2.DeploymentS
     for spec in specs:
         client.apply(spec, wait=False)
     for spec in specs:
-        wait_until(
+        eventually_sync(
             lambda name=spec.name: _healthy_or_failed(client, name),
-            START_TIMEOUT_S,
             f"{spec.name} to be HEALTHY",
+            timeout_s=START_TIMEOUT_S,
         )
 
 
@@ -314,6 +323,8 @@ def answers_by_pid(cluster: Cluster, path: str, replicas: int) -> dict[int, dict
             seen[answer["pid"]] = answer
         return len(seen) >= replicas
 
-    wait_until(all_answered, 15, f"{replicas} replicas to answer {path}", interval_s=0)
+    eventually_sync(
+        all_answered, f"{replicas} replicas to answer {path}", timeout_s=15, interval_s=0
+    )
     assert len(seen) == replicas, f"more processes than replicas answered: {sorted(seen)}"
     return seen

@@ -7,7 +7,7 @@ import json
 import pathlib
 import subprocess
 
-from tests.cluster import Cluster
+from tests.support.cluster import Cluster
 
 CLIENT = pathlib.Path(__file__).parent.parent / "interop" / "client.mjs"
 

@@ -13,7 +13,8 @@ import pytest
 
 import capstan
 from capstan.v1 import controlplane_pb2 as cp
-from tests.cluster import Cluster, wait_until
+from tests.support.cluster import Cluster
+from tests.support.waiting import eventually_sync
 
 MISSING = "capstan-no-such-package==1.0"
 
@@ -54,9 +55,11 @@ def test_building_an_env_shows_in_the_status(serve, cluster: Cluster) -> None:
         replicas = client.get("idna-building").replicas
         return any(r.message == "building environment" for r in replicas)
 
-    wait_until(building, 60, 'a replica with the message "building environment"')
+    eventually_sync(building, 'a replica with the message "building environment"', timeout_s=60)
     healthy = cp.DEPLOYMENT_STATE_HEALTHY
-    wait_until(lambda: client.get("idna-building").state == healthy, 90, "idna-building healthy")
+    eventually_sync(
+        lambda: client.get("idna-building").state == healthy, "idna-building healthy", timeout_s=90
+    )
     assert all(r.message == "" for r in client.get("idna-building").replicas)
     assert get_text(cluster, "/idna-building") == "3.6"
 

@@ -13,7 +13,7 @@ import textwrap
 import httpx
 import pytest
 
-from tests.cluster import Cluster
+from tests.support.cluster import Cluster
 
 
 def get(cluster: Cluster, path: str) -> httpx.Response:

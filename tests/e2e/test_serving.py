@@ -14,7 +14,7 @@ import pytest
 import capstan
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import deployment_pb2 as pb
-from tests.cluster import Cluster
+from tests.support.cluster import Cluster
 
 
 def test_rolling_update_under_load_fails_no_request(serve, cluster: Cluster) -> None:

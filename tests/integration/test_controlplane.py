@@ -1,28 +1,28 @@
 """A real control plane on 127.0.0.1:0, driven through its gRPC stub, with
-a scripted executor whose replicas are real in-process ReplicaService servers."""
+the scripted executor plugin (tests/plugins/scripted): real replica workers
+served from this process, following a script the test writes."""
 
 from __future__ import annotations
 
 import asyncio
 import pathlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from scripted_executor import World
 
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc, deployment_pb2
 from controlplane.server import ControlPlane
 from controlplane.settings import Settings
 from executors.base import Node
-from tests.scripted_executor import ScriptedExecutor, World
+from tests.support.reflection import reflected_methods, reflected_services
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
-_T = TypeVar("_T")
 RUNNING = cp.REPLICA_STATE_RUNNING
 HEALTHY = cp.DEPLOYMENT_STATE_HEALTHY
 
@@ -42,12 +42,12 @@ class Harness:
             state_dir=self.state_dir,
             port=0,
             default_executor="scripted",
-            executors={"scripted": {}},
+            # Loaded by name through the capstan.executors entry points.
+            executors={"scripted": {"world": self.world}},
             reconcile_interval_s=0.05,
             backoff_base_s=0.2,
         )
-        executor = ScriptedExecutor({"world": self.world}, self.state_dir / "scripted")
-        self.plane = await ControlPlane.start(settings, executors={"scripted": executor})
+        self.plane = await ControlPlane.start(settings)
         self.channel = grpc.aio.insecure_channel(self.plane.address)
         self.stub = controlplane_pb2_grpc.ControlPlaneServiceStub(self.channel)
 
@@ -78,7 +78,7 @@ class Harness:
 
 def spec(**fields: object) -> deployment_pb2.DeploymentSpec:
     msg = deployment_pb2.DeploymentSpec(name="hello", graceful_shutdown_wait_loop_s=0.0)
-    msg.code.import_path = "apps.hello:Hello"
+    msg.code.import_path = "tests.apps.hello:Hello"
     for key, value in fields.items():
         if isinstance(value, deployment_pb2.ReplicaOptions):
             msg.replica_options.CopyFrom(value)
@@ -95,18 +95,6 @@ async def harness(tmp_path: pathlib.Path) -> AsyncIterator[Harness]:
     yield running
     await running.stop()
     await world.close()
-
-
-async def eventually(probe: Callable[[], Awaitable[_T]], what: str, timeout_s: float = 10.0) -> _T:
-    """Polls `probe` until it returns something truthy, or fails the test."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def ids(deployment: cp.Deployment, state: int = RUNNING) -> set[str]:
@@ -191,13 +179,13 @@ async def test_rollout_is_paced_by_the_slowest_start(harness: Harness) -> None:
     harness.world.launch_gate = gate = asyncio.Event()
     harness.world.most_launching = 0
     await harness.apply(num_replicas=5, version="v2", wait=False)
-    await eventually(lambda: _true(harness.world.launching == 1), "one launch in flight")
+    await eventually(lambda: harness.world.launching == 1, "one launch in flight")
     # While it is held, no second new replica starts and no old one stops.
     await _passes(harness, 5)
     assert harness.world.launching == 1 and harness.world.stops == []
     gate.set()
     await eventually(
-        lambda: _true({r.version for r in harness.world.running("hello")} == {"v2"}),
+        lambda: {r.version for r in harness.world.running("hello")} == {"v2"},
         "the rollout to finish",
     )
     assert harness.world.most_launching == 1
@@ -282,6 +270,9 @@ async def test_health_and_reflection_are_served(harness: Harness) -> None:
         health_pb2.HealthCheckRequest(service="capstan.v1.ControlPlaneService")
     )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    service = "capstan.v1.ControlPlaneService"
+    assert {service, "grpc.health.v1.Health"} <= await reflected_services(harness.channel)
+    assert {"ApplyDeployment", "WatchRoutes"} <= await reflected_methods(harness.channel, service)
 
 
 # -- failures -----------------------------------------------------------------------
@@ -400,7 +391,7 @@ async def test_restart_adopts_running_replicas(harness: Harness) -> None:
     after = await harness.get()
     assert ids(after) == ids(before) and after.state == HEALTHY
     assert harness.world.launches == launches
-    await eventually(lambda: _true(stray.id in harness.world.stops), "the stray to be stopped")
+    await eventually(lambda: stray.id in harness.world.stops, "the stray to be stopped")
     # The adopted replicas are managed as before: a new version rolls them.
     assert (await harness.apply(num_replicas=2, version="v2")).state == HEALTHY
 
@@ -420,10 +411,6 @@ async def test_restart_replaces_replicas_that_died_meanwhile(harness: Harness) -
 
 
 # -- helpers ------------------------------------------------------------------------
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def _state_is(harness: Harness, state: int) -> bool:

@@ -4,7 +4,6 @@ a control-plane restart, and delete. Real processes; none left behind."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pathlib
 from collections.abc import AsyncIterator
@@ -16,6 +15,7 @@ from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc, deployment_pb2, replica_pb2, replica_pb2_grpc
 from controlplane.server import ControlPlane, load_executors
 from controlplane.settings import Settings
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -102,15 +102,7 @@ async def test_local_rollout_failure_adoption_and_delete(local: LocalPlane) -> N
     assert (await stats(replica.address)).pid == first.pid
 
     await stub.DeleteDeployment(cp.DeleteDeploymentRequest(name="threshold", wait=True))
-    await _gone(first.pid)
-
-
-async def _gone(pid: int, timeout_s: float = 30.0) -> None:
-    for _ in range(int(timeout_s / 0.05)):
-        if not _is_alive(pid):
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail(f"replica process {pid} still runs after {timeout_s} s")
+    await eventually(lambda: not _is_alive(first.pid), "the replica process to exit", timeout_s=30)
 
 
 def _is_alive(pid: int) -> bool:

@@ -15,6 +15,7 @@ from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc
 from tests.proxy_support.fake_control_plane import endpoint
 from tests.proxy_support.fake_replica import FakeReplica
 from tests.proxy_support.harness import fake_cluster, proxy, sync_routes
+from tests.support.reflection import reflected_methods, reflected_services
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -120,3 +121,5 @@ async def test_health_and_reflection_are_served(dataplane: DataPlane) -> None:
     service = "capstan.v1.DataPlaneService"
     reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    assert {service, "grpc.health.v1.Health"} <= await reflected_services(dataplane.channel)
+    assert {"Call", "CallStream"} <= await reflected_methods(dataplane.channel, service)

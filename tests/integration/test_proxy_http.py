@@ -13,7 +13,8 @@ import pytest
 from capstan.v1 import controlplane_pb2
 from proxy.server import ProxyServer
 from tests.proxy_support.fake_control_plane import endpoint
-from tests.proxy_support.harness import FakeCluster, eventually, fake_cluster, proxy, sync_routes
+from tests.proxy_support.harness import FakeCluster, fake_cluster, proxy, sync_routes
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -162,14 +163,17 @@ async def test_client_disconnect_cancels_the_request_on_the_replica(edge: Edge) 
     with pytest.raises(asyncio.CancelledError):
         await request
     await a.wait_for(lambda: a.cancelled == 1 and a.ongoing == 0)
-    await eventually(lambda: edge.server.router.snapshot()["d"] == [(address, 0)])
+    await eventually(
+        lambda: edge.server.router.snapshot()["d"] == [(address, 0)],
+        "the router to see the cancelled request finish",
+    )
 
 
 async def test_keeps_serving_the_last_table_without_a_control_plane(edge: Edge) -> None:
     _, address = await edge.cluster.replica("a")
     await edge.publish(endpoint("d", "/d", [("a", address)]))
     await edge.cluster.stop_control_plane()
-    await eventually(lambda: not edge.server.watcher.is_connected)
+    await eventually(lambda: not edge.server.watcher.is_connected, "the watcher to disconnect")
     for _ in range(5):
         assert (await edge.http.get("/d/x")).status_code == 200
     assert (await edge.http.get("/-/routes")).json() == {"/d": "d"}

@@ -9,7 +9,7 @@ import os
 import pathlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,7 +18,8 @@ from capstan.v1 import deployment_pb2, replica_pb2
 from executors.base import Executor, ExecutorError, LaunchSpec, ReplicaRef, ReplicaStartError
 from tests.contract.exchange_client import call_once as call
 from tests.contract.exchange_client import stats
-from tests.ray_cluster import RayCluster, make_ray_executor, ray_executor
+from tests.support.ray_cluster import RayCluster, make_ray_executor, ray_executor
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,16 +51,6 @@ def launch_spec(
         host="127.0.0.1",
     )
     return LaunchSpec(config, env=env or {})
-
-
-async def wait_for(condition: Callable[[], Awaitable[Any]], timeout_s: float, what: str) -> Any:
-    """Polls `condition` until it returns something truthy, up to `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while not (result := await condition()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.05)
-    return result
 
 
 def is_running(pid: int) -> bool:
@@ -173,23 +164,19 @@ async def test_runtime_env_failure_is_named(executor: Executor) -> None:
 async def test_stop_is_graceful_and_idempotent(executor: Executor) -> None:
     ref = await executor.launch(launch_spec("tests.apps.ray_echo:Echo"))
     in_flight = asyncio.create_task(call(ref.address, "sleep", 1.0))
-    await wait_for(lambda: _has_ongoing(ref.address), 10, "the request to be in flight")
+    await eventually(
+        lambda: _ongoing_requests(ref.address), "the request to be in flight", timeout_s=10
+    )
     await executor.stop(ref, timeout_s=10)
     assert await in_flight == 1.0
     assert ref.replica_id not in await replica_ids(executor)
-    await wait_for(_async(lambda: not is_running(int(ref.data["pid"]))), 10, "the actor to exit")
+    pid = int(ref.data["pid"])
+    await eventually(lambda: not is_running(pid), "the actor to exit", timeout_s=10)
     await executor.stop(ref, timeout_s=1)
 
 
-async def _has_ongoing(address: str) -> bool:
-    return (await stats(address)).ongoing_requests > 0
-
-
-def _async(condition: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
-    async def check() -> Any:
-        return condition()
-
-    return check
+async def _ongoing_requests(address: str) -> int:
+    return (await stats(address)).ongoing_requests
 
 
 async def test_a_new_executor_adopts_running_replicas(

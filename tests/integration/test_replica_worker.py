@@ -23,6 +23,7 @@ from executors.base import ReplicaRef, ReplicaStartError
 from executors.local import LocalExecutor
 from tests.contract.exchange_client import CallFailed, ExchangeClient, invocation, result_of
 from tests.contract.specs import REPO_ROOT, launch_spec, replica_config
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -60,14 +61,6 @@ async def client(echo: ReplicaRef) -> AsyncIterator[ExchangeClient]:
 
 async def _stats(client: ExchangeClient) -> replica_pb2.GetStatsResponse:
     return await client.stub.GetStats(replica_pb2.GetStatsRequest())
-
-
-async def _until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            if await condition():
-                return
-            await asyncio.sleep(0.01)
 
 
 # Calls: classes and functions, sync and async, results and errors.
@@ -165,15 +158,11 @@ async def test_many_requests_share_one_stream_concurrently(client: ExchangeClien
 
 async def test_cancel_answers_cancelled_and_frees_the_slot(client: ExchangeClient) -> None:
     request_id = await client.start("sleep", 30)
-    await _until(lambda: _has_ongoing(client))
+    await eventually(client.ongoing_requests, "the request to be in flight")
     await client.cancel(request_id)
     [message] = await client.responses(request_id)
     assert message.done and message.error.code == Code.CANCELLED.value[0]
     assert message.ongoing_requests == 0
-
-
-async def _has_ongoing(client: ExchangeClient) -> bool:
-    return (await _stats(client)).ongoing_requests > 0
 
 
 async def test_stats_and_health(echo: ReplicaRef, client: ExchangeClient) -> None:
@@ -358,7 +347,7 @@ async def test_drain_waits_for_in_flight_then_rejects(launch: Launch) -> None:
     ref = await launch("tests.apps.echo:Echo")
     async with ExchangeClient(ref.address) as client:
         slow = await client.start("sleep", 0.5)
-        await _until(lambda: _has_ongoing(client))
+        await eventually(client.ongoing_requests, "the request to be in flight")
         drained = await client.stub.Drain(replica_pb2.DrainRequest(timeout_s=10))
         assert drained.ongoing_requests == 0
         assert (await client.responses(slow))[-1].HasField("result")
@@ -428,12 +417,12 @@ async def test_sigterm_finishes_in_flight_requests_and_exits_0(tmp_path: pathlib
         "--ready-file", str(ready), cwd=REPO_ROOT, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        await _until(lambda: _exists(ready))
+        await eventually(ready.exists, "the ready file")
         record = json.loads(ready.read_text())
         assert (record["pid"], record["nonce"]) == (process.pid, config.nonce)
         async with ExchangeClient(record["address"]) as client:
             slow = await client.start("sleep", 0.5)
-            await _until(lambda: _has_ongoing(client))
+            await eventually(client.ongoing_requests, "the request to be in flight")
             process.send_signal(signal.SIGTERM)
             assert (await client.responses(slow))[-1].HasField("result")
             async with asyncio.timeout(10):
@@ -443,7 +432,3 @@ async def test_sigterm_finishes_in_flight_requests_and_exits_0(tmp_path: pathlib
         if process.returncode is None:
             process.kill()
             await process.wait()
-
-
-async def _exists(path: pathlib.Path) -> bool:
-    return await asyncio.to_thread(path.exists)

@@ -22,7 +22,7 @@ from executors.local import LocalExecutor
 from executors.runtime_env.build import READY, env_key
 from tests.contract.exchange_client import ExchangeClient
 from tests.contract.specs import REPO_ROOT, replica_config
-from tests.sshd import SshHosts, open_ssh_executor
+from tests.support.sshd import SshHosts, open_ssh_executor
 
 MISSING = "capstan-no-such-package==1.0"
 # The test venv's own idna (httpx needs it): what a replica without pins sees.

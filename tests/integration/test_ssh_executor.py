@@ -1,4 +1,4 @@
-"""The ssh executor against real OpenSSH servers on loopback (tests/sshd.py):
+"""The ssh executor against real OpenSSH servers on loopback (tests/support/sshd.py):
 two hosts, replicas started over SSH, served over ReplicaService, stopped,
 adopted by a new executor instance, and hosts taken down and brought back."""
 
@@ -20,10 +20,8 @@ from executors.base import ExecutorError, LaunchSpec, ReplicaRef, ReplicaStartEr
 from executors.ssh import SshExecutor
 from tests.contract.exchange_client import call_once as call
 from tests.contract.exchange_client import stats
-from tests.sshd import SshHosts, open_ssh_executor, worker_pids
-
-# The session's two sshd hosts. Once tests/conftest.py loads tests.sshd as a
-# plugin (pytest_plugins = ["tests.sshd"]), this line can go.
+from tests.support.sshd import SshHosts, open_ssh_executor, worker_pids
+from tests.support.waiting import eventually
 
 JSON = deployment_pb2.ENCODING_JSON
 
@@ -59,18 +57,6 @@ def launch_spec(
 
 def workdir(state_dir: pathlib.Path, host: str) -> pathlib.Path:
     return state_dir / "hosts" / host
-
-
-async def wait_for(condition, timeout_s: float, what: str) -> Any:
-    """Awaits `condition()` until it is truthy, up to a deadline."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                if result := await condition():
-                    return result
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}") from None
 
 
 @pytest.fixture
@@ -175,10 +161,12 @@ async def test_stop_is_graceful_and_idempotent(
     executor: SshExecutor, tmp_path: pathlib.Path
 ) -> None:
     ref = await executor.launch(launch_spec(node="a"))
+    began = time.monotonic()
     await executor.stop(ref, timeout_s=10)
+    # The worker left on SIGTERM, long before it would have been killed. (That
+    # a request in flight finishes first is the contract suite's to check.)
+    assert time.monotonic() - began < 5
     assert worker_pids(tmp_path) == []
-    log = (workdir(tmp_path, "a") / "logs" / f"{ref.replica_id}.log").read_text()
-    assert "stopping: draining" in log and log.rstrip().endswith("stopped")
     await executor.stop(ref, timeout_s=10)
     never_launched = ReplicaRef("echo-never", "ssh", "127.0.0.1:1", node="b", data={"host": "b"})
     await executor.stop(never_launched, timeout_s=10)
@@ -243,7 +231,7 @@ async def test_a_host_that_goes_down_is_dead_until_it_comes_back(
     async def is_back() -> bool:
         return all(node.is_alive for node in await executor.capacity())
 
-    await wait_for(is_back, 10, "host b to be reachable again")
+    await eventually(is_back, "host b to be reachable again", timeout_s=10)
     # The replica kept running while its host was unreachable: adopted again.
     assert await executor.observe() == [ref]
     await executor.stop(ref, timeout_s=10)

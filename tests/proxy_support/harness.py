@@ -1,27 +1,17 @@
-"""Starting and stopping the real servers proxy tests need, and waiting on
-conditions with deadlines."""
+"""Starting and stopping the real servers proxy tests need."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import grpc
 
 from capstan.v1 import controlplane_pb2
 from proxy.server import ProxyServer, Settings
 from tests.proxy_support import fake_control_plane, fake_replica
-
-
-async def eventually(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    """Waits until `predicate()` holds; fails the test past `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        await asyncio.sleep(0.01)
+from tests.support.waiting import eventually
 
 
 class FakeCluster:
@@ -86,4 +76,6 @@ async def proxy(cluster: FakeCluster, **settings: object) -> AsyncIterator[Proxy
 
 async def sync_routes(server: ProxyServer, revision: int) -> None:
     """Waits until the proxy has applied route table `revision`."""
-    await eventually(lambda: (server.watcher.revision or 0) >= revision)
+    await eventually(
+        lambda: (server.watcher.revision or 0) >= revision, f"route table {revision}", timeout_s=5
+    )

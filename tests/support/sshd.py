@@ -6,7 +6,7 @@ trusting one client key the fixture generates. A known_hosts file built from
 the host keys lets the executor check them, as it would in production.
 
 Use the session-scoped `ssh_hosts` fixture (load this module as a pytest
-plugin: `pytest_plugins = ["tests.sshd"]`), and `open_ssh_executor(hosts,
+plugin: `pytest_plugins = ["tests.support.sshd"]`), and `open_ssh_executor(hosts,
 state_dir)` for a ready `SshExecutor` whose hosts keep their files under
 `state_dir`; leaving it fails the test if a worker it started still runs.
 """
@@ -28,9 +28,10 @@ from typing import Any
 import pytest
 
 from executors.ssh import SshExecutor
-from tests.cluster import wait_until
+from tests.support.ports import free_ports
+from tests.support.waiting import eventually_sync
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 SSHD = "/usr/sbin/sshd"
 
 
@@ -60,7 +61,9 @@ class SshHost:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_until(self._answers, 15, f"sshd {self.name} on {self.address}:{self.port}")
+        eventually_sync(
+            self._answers, f"sshd {self.name} on {self.address}:{self.port}", timeout_s=15
+        )
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
         if self.process is None:
@@ -71,7 +74,9 @@ class SshHost:
                 os.kill(pid, signum)
         self.process.wait(timeout=15)
         self.process = None
-        wait_until(lambda: not _alive(pids), 15, f"sshd {self.name} and its sessions to exit")
+        eventually_sync(
+            lambda: not _alive(pids), f"sshd {self.name} and its sessions to exit", timeout_s=15
+        )
 
     def _answers(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
@@ -155,7 +160,7 @@ def start_hosts(root: pathlib.Path) -> SshHosts:
     hosts = []
     for name, address in (("a", "127.0.0.1"), ("b", "127.0.0.2")):
         (root / name).mkdir()
-        host = SshHost(name, address, _free_port(address), root / name, authorized_keys)
+        host = SshHost(name, address, free_ports(1, address)[0], root / name, authorized_keys)
         _keygen(host.host_key)
         hosts.append(host)
     known_hosts = root / "known_hosts"
@@ -225,12 +230,6 @@ def _keygen(path: pathlib.Path) -> None:
 def _known_host(host: SshHost) -> str:
     key_type, key = host.host_key.with_suffix(".pub").read_text().split()[:2]
     return f"[{host.address}]:{host.port} {key_type} {key}\n"
-
-
-def _free_port(address: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return sock.getsockname()[1]
 
 
 def _state(pid: int) -> str | None:

@@ -25,7 +25,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,20 +36,16 @@ import pytest
 
 from executors.base import Executor
 from executors.registry import load_executor
+from tests.support.ports import free_ports
+from tests.support.waiting import eventually_sync
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 # Workers on a 2-core machine: a small cluster, and small replicas.
 NUM_CPUS = 4
 _START_TIMEOUT_S = 90.0
 _STOP_TIMEOUT_S = 30.0
 _READY_MARKER = "Ray runtime started"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +91,7 @@ def use_loopback() -> None:
         from ray._private import ray_constants
 
         assert not ray_constants.ENABLE_RAY_CLUSTER, (
-            "ray was imported before tests.ray_cluster.use_loopback(); "
+            "ray was imported before tests.support.ray_cluster.use_loopback(); "
             "import Ray-using code inside fixtures"
         )
 
@@ -106,11 +101,11 @@ def start_ray_cluster(num_cpus: int = NUM_CPUS) -> RayCluster:
     use_loopback()
     # Ray puts socket paths under its temp dir; keep it short.
     temp_dir = pathlib.Path(tempfile.mkdtemp(prefix="capstan-ray-", dir="/tmp"))
-    port, client_port = free_port(), free_port()
+    port, client_port, agent_port, metrics_port = free_ports(4)
     began = time.monotonic()
     with open(temp_dir / "ray-start.log", "wb") as log:
         process = subprocess.Popen(
-            _start_command(temp_dir, port, client_port, num_cpus),
+            _start_command(temp_dir, num_cpus, port, client_port, agent_port, metrics_port),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=_start_env(),
@@ -127,7 +122,14 @@ def start_ray_cluster(num_cpus: int = NUM_CPUS) -> RayCluster:
     return dataclasses.replace(cluster, started_in_s=time.monotonic() - began)
 
 
-def _start_command(temp_dir: pathlib.Path, port: int, client_port: int, num_cpus: int) -> list[str]:
+def _start_command(
+    temp_dir: pathlib.Path,
+    num_cpus: int,
+    port: int,
+    client_port: int,
+    agent_port: int,
+    metrics_port: int,
+) -> list[str]:
     ray = pathlib.Path(sys.executable).with_name("ray")
     return [
         str(ray), "start", "--head", "--block",
@@ -139,8 +141,8 @@ def _start_command(temp_dir: pathlib.Path, port: int, client_port: int, num_cpus
         "--disable-usage-stats",
         "--temp-dir", str(temp_dir),
         "--ray-client-server-port", str(client_port),
-        "--dashboard-agent-listen-port", str(free_port()),
-        "--metrics-export-port", str(free_port()),
+        "--dashboard-agent-listen-port", str(agent_port),
+        "--metrics-export-port", str(metrics_port),
     ]  # fmt: skip
 
 
@@ -155,13 +157,14 @@ def _start_env() -> dict[str, str]:
 
 def _wait_ready(cluster: RayCluster) -> None:
     log = cluster.temp_dir / "ray-start.log"
-    deadline = time.monotonic() + _START_TIMEOUT_S
-    while _READY_MARKER not in log.read_text(errors="replace"):
-        if cluster.process.poll() is not None:
-            raise RuntimeError(f"ray start exited early:\n{cluster.log()}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"ray start not ready in {_START_TIMEOUT_S}s:\n{cluster.log()}")
-        time.sleep(0.1)
+    what = f"ray start to be ready (its log: {log})"
+    eventually_sync(lambda: _is_ready(cluster), what, timeout_s=_START_TIMEOUT_S, interval_s=0.1)
+
+
+def _is_ready(cluster: RayCluster) -> bool:
+    if cluster.process.poll() is not None:
+        raise RuntimeError(f"ray start exited early:\n{cluster.log()}")
+    return _READY_MARKER in (cluster.temp_dir / "ray-start.log").read_text(errors="replace")
 
 
 def stop_ray_cluster(cluster: RayCluster) -> None:
@@ -174,13 +177,17 @@ def stop_ray_cluster(cluster: RayCluster) -> None:
         except subprocess.TimeoutExpired:
             cluster.process.kill()
             cluster.process.wait()
-    deadline = time.monotonic() + _STOP_TIMEOUT_S
-    while (leftovers := cluster.processes()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in leftovers:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    assert not leftovers, f"Ray processes left behind: {leftovers} (logs in {cluster.temp_dir})"
+    try:
+        eventually_sync(
+            lambda: not cluster.processes(), "Ray's processes to exit", timeout_s=_STOP_TIMEOUT_S
+        )
+    except TimeoutError:
+        leftovers = cluster.processes()
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        message = f"Ray processes left behind: {leftovers} (logs in {cluster.temp_dir})"
+        raise AssertionError(message) from None
     if not os.environ.get("KEEP_RAY_LOGS"):
         shutil.rmtree(cluster.temp_dir, ignore_errors=True)
 

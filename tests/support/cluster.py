@@ -9,40 +9,15 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 
 from capstan.client import ControlPlaneClient
 from capstan.errors import CapstanError
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports: every socket stays bound until all are
-    picked, so the kernel cannot hand out the same port twice."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.02):
-    """Polls `condition` until it returns something truthy or the deadline passes."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
+from tests.support.ports import free_ports
+from tests.support.waiting import eventually_sync
 
 
 @dataclasses.dataclass
@@ -115,7 +90,7 @@ def restart_cluster(cluster: Cluster) -> Cluster:
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        wait_until(lambda: _is_ready(cluster), 60, "capstan start to answer")
+        eventually_sync(lambda: _is_ready(cluster), "capstan start to answer", timeout_s=60)
     except TimeoutError:
         stop_cluster(cluster)
         raise
@@ -155,7 +130,7 @@ def stop_cluster(cluster: Cluster) -> None:
         os.killpg(cluster.process.pid, signal.SIGKILL)
         cluster.process.wait()
     try:
-        wait_until(lambda: not cluster.processes(), 15, "cluster processes to exit")
+        eventually_sync(lambda: not cluster.processes(), "cluster processes to exit", timeout_s=15)
     except TimeoutError:
         leftovers = cluster.processes()
         for pid in leftovers:

@@ -1,0 +1,2 @@
+"""What tests (and bench/) share to run real things: free loopback ports,
+waiting on conditions, a real `capstan start`, real sshd hosts, a real Ray."""

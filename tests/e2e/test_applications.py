@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 import capstan
-from tests.cluster import Cluster, wait_until
+from tests.support.cluster import Cluster
+from tests.support.waiting import eventually_sync
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -196,7 +197,7 @@ def _capstan_run(cluster: Cluster, *argv: str, url: str, expect: str, cwd=None) 
             except httpx.HTTPError:
                 return False
 
-        wait_until(answered, 60, f"{url} to answer {expect!r}")
+        eventually_sync(answered, f"{url} to answer {expect!r}", timeout_s=60)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)

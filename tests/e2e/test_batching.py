@@ -9,7 +9,7 @@ import threading
 
 import httpx
 
-from tests.cluster import Cluster
+from tests.support.cluster import Cluster
 
 
 def test_concurrent_http_requests_are_batched(serve, cluster: Cluster) -> None:

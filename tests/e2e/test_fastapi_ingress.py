@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from capstan import serve as capstan_serve
-from tests.cluster import Cluster
+from tests.support.cluster import Cluster
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,7 @@ import random
 
 import httpx
 
-from tests.cluster import Cluster
+from tests.support.cluster import Cluster
 
 
 def _model_server(serve, max_models: int):

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 import capstan
-from tests.cluster import Cluster, wait_until
+from tests.support.cluster import Cluster
+from tests.support.waiting import eventually_sync
 
 
 def test_responses_carry_a_request_id(serve, cluster: Cluster) -> None:
@@ -85,11 +86,11 @@ def test_logging_config_json_lines(serve, cluster: Cluster) -> None:
         entries = [json.loads(line) for line in lines if line.startswith("{")]
         return [e for e in entries if e["message"] == "debug from user code"]
 
-    [entry] = wait_until(logged, 10, "the user's debug line in the replica log")
+    [entry] = eventually_sync(logged, "the user's debug line in the replica log", timeout_s=10)
     assert entry["levelname"] == "DEBUG" and entry["deployment"] == "Chatty"
 
 
-def test_unchanged_version_keeps_the_running_code(serve, caplog) -> None:
+def test_unchanged_version_keeps_the_running_code(serve) -> None:
     @serve.deployment(name="versioned", version="1")
     def first(request):
         return "first"
@@ -101,8 +102,8 @@ def test_unchanged_version_keeps_the_running_code(serve, caplog) -> None:
     def second(request):
         return "second"
 
-    with caplog.at_level(logging.WARNING, logger="capstan"):
-        second.deploy()
-    assert "running code is kept" in caplog.text
+    reply = serve.connect().apply(second.to_spec())  # what second.deploy() sends
+    [warning] = reply.warnings
+    assert 'version "1" is unchanged' in warning and "running code is kept" in warning
     assert second.get_handle().remote().result() == "first"
     assert {r.id for r in serve.connect().get("versioned").replicas} == before

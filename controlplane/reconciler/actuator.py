@@ -14,12 +14,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import grpc
 
-from capstan.v1 import replica_pb2
+from controlplane.launch import launch_spec
 from controlplane.reconciler.fleet import Fleet, TrackedReplica
 from controlplane.reconciler.plan import ReconfigureReplica, StartReplica
 from controlplane.reconciler.replica_client import ReplicaClient
 from controlplane.records import DeploymentRecord, ReplicaRecord, ReplicaState
-from controlplane.scheduler import NoFit, Placement, place, placement_env
+from controlplane.scheduler import NoFit, Placement, place
 from controlplane.settings import Settings
 from controlplane.spec import DeploymentSpec
 from controlplane.store import Store
@@ -97,10 +97,12 @@ class Actuator:
             tracked, state=ReplicaState.STARTING, placement=placement, message="",
             started_at=time.time(),
         )  # fmt: skip
-        launch = LaunchSpec(
-            config=self._replica_config(tracked.record, spec),
-            node=placement.node,
-            env=placement_env(placement, spec.replica, _node(capacity, spec, placement)),
+        launch = launch_spec(
+            tracked.record,
+            spec,
+            placement,
+            _node(capacity, spec, placement),
+            self.control_plane_address,
         )
         tracked.has_task = True
         self._spawn(f"launch {tracked.id}", self._launch(tracked, record, executor, launch))
@@ -114,18 +116,6 @@ class Actuator:
         if isinstance(nodes, str):
             return NoFit(f"cannot read the capacity of executor {spec.executor!r}: {nodes}")
         return place(options, nodes, self._fleet.placements(spec.executor))
-
-    def _replica_config(
-        self, record: ReplicaRecord, spec: DeploymentSpec
-    ) -> replica_pb2.ReplicaConfig:
-        return replica_pb2.ReplicaConfig(
-            replica_id=record.id,
-            nonce=secrets.token_hex(8),
-            version=record.version,
-            deployment=spec.to_proto(),
-            host=self._settings.replica_host,
-            control_plane_address=self.control_plane_address,
-        )
 
     async def _launch(
         self,

@@ -18,6 +18,7 @@ from capstan.v1 import deployment_pb2, replica_pb2
 from executors.base import Executor, ExecutorError, LaunchSpec, ReplicaRef, ReplicaStartError
 from tests.contract.exchange_client import call_once as call
 from tests.contract.exchange_client import stats
+from tests.contract.specs import launch_spec_of
 from tests.ray_cluster import RayCluster, make_ray_executor, ray_executor
 
 pytestmark = pytest.mark.timeout(120)
@@ -49,7 +50,7 @@ def launch_spec(
         deployment=spec,
         host="127.0.0.1",
     )
-    return LaunchSpec(config, env=env or {})
+    return launch_spec_of(config, env=env)
 
 
 async def wait_for(condition: Callable[[], Awaitable[Any]], timeout_s: float, what: str) -> Any:

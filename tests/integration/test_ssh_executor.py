@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
+import re
 import signal
 import time
 import uuid
@@ -20,6 +21,7 @@ from executors.base import ExecutorError, LaunchSpec, ReplicaRef, ReplicaStartEr
 from executors.ssh import SshExecutor
 from tests.contract.exchange_client import call_once as call
 from tests.contract.exchange_client import stats
+from tests.contract.specs import launch_spec_of
 from tests.sshd import SshHosts, open_ssh_executor, worker_pids
 
 # The session's two sshd hosts. Once tests/conftest.py loads tests.sshd as a
@@ -54,7 +56,7 @@ def launch_spec(
         version="v1",
         deployment=deployment,
     )
-    return LaunchSpec(config=config, node=node, env=env or {})
+    return launch_spec_of(config, node=node, env=env)
 
 
 def workdir(state_dir: pathlib.Path, host: str) -> pathlib.Path:
@@ -269,8 +271,8 @@ async def test_host_keys_are_checked_against_known_hosts(
         ({"hosts": []}, "hosts"),
         ({"colour": "red"}, "colour"),
         ({"connect_timeout_s": 0}, "connect_timeout_s"),
-        ({"hosts": [{"name": "a", "address": "h"}]}, "hosts[0].num_cpus"),
-        ({"hosts": [{"name": "a", "address": "h", "num_cpus": 1, "port": "22"}]}, "hosts[0].port"),
+        ({"hosts": [{"name": "a", "address": "h"}]}, "hosts.0.num_cpus: Field required"),
+        ({"hosts": [{"name": "a", "address": "h", "num_cpus": 1, "port": "22"}]}, "hosts.0.port"),
         ({"hosts": [{"name": "a", "address": "h", "num_cpus": 1, "env": {"A-B": "1"}}]}, "A-B"),
         ({"hosts": [{"name": "a", "address": "h", "num_cpus": 1}] * 2}, "used twice"),
     ],
@@ -279,5 +281,5 @@ def test_config_errors_name_the_key(
     ssh_hosts: SshHosts, tmp_path: pathlib.Path, change: dict[str, Any], key: str
 ) -> None:
     config = {**ssh_hosts.executor_config(tmp_path), **change}
-    with pytest.raises(ValueError, match=key.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ValueError, match=re.escape(key)):
         SshExecutor(config, tmp_path)

@@ -116,10 +116,30 @@ class Processes(Protocol):
 
 
 async def wait_ready(
+    read: Callable[[], Awaitable[str | bytes | None]],
+    is_running: Callable[[], Awaitable[bool]],
+    timeout_s: float,
+    where: str,
+    log_tail: Callable[[], Awaitable[str]],
+) -> Ready:
+    """The ready file of the worker `where` names ("replica x on host a")
+    once it serves. Raises `ReplicaStartError` when its user code fails or
+    it exits first, and `ExecutorError` (retryable) when it is not ready
+    within `timeout_s`; both end with the tail of its log."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            ready = await _poll_ready(read, is_running)
+    except TimeoutError:
+        message = f"{where} was not ready within {timeout_s:g}s"
+        raise ExecutorError(f"{message}; {await log_tail()}") from None
+    if ready is None:
+        raise ReplicaStartError(f"{where} exited before it was ready; {await log_tail()}")
+    return ready
+
+
+async def _poll_ready(
     read: Callable[[], Awaitable[str | bytes | None]], is_running: Callable[[], Awaitable[bool]]
 ) -> Ready | None:
-    """The ready file once it appears, or None if the worker exits first.
-    Raises `ReplicaStartError` when the worker reports failed user code."""
     while (text := await read()) is None:
         if not await is_running():
             # It may have written the file just before exiting.

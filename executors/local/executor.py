@@ -24,7 +24,6 @@ from executors.base import (
     LaunchSpec,
     Node,
     ReplicaRef,
-    ReplicaStartError,
 )
 from executors.local import processes
 from executors.local.environments import LocalEnvironments
@@ -83,7 +82,7 @@ class LocalExecutor(Executor):
         _write_config(files, spec.config.SerializeToString())
         process = await self._spawn(replica_id, python, files, env, cwd)
         try:
-            ready = await self._wait_ready(replica_id, process)
+            ready = await self._wait_ready(replica_id)
         except BaseException:
             await self._discard(replica_id, process)
             raise
@@ -160,7 +159,7 @@ class LocalExecutor(Executor):
         exited.add_done_callback(lambda _: self._exits.pop(replica_id, None))
         return process
 
-    async def _wait_ready(self, replica_id: str, process: asyncio.subprocess.Process) -> Ready:
+    async def _wait_ready(self, replica_id: str) -> Ready:
         ready_path = pathlib.Path(self._files(replica_id).ready)
         exited = self._exits[replica_id]
 
@@ -170,19 +169,12 @@ class LocalExecutor(Executor):
         async def is_running() -> bool:
             return not exited.done()
 
+        async def log_tail() -> str:
+            return self._log_tail(replica_id)
+
         timeout_s = self.settings.start_timeout_s
-        try:
-            async with asyncio.timeout(timeout_s):
-                ready = await worker_process.wait_ready(read, is_running)
-        except TimeoutError:
-            message = f"replica {replica_id} was not ready within {timeout_s:g}s"
-            raise ExecutorError(f"{message}; {self._log_tail(replica_id)}") from None
-        if ready is None:
-            message = (
-                f"replica {replica_id} exited with code {process.returncode} before it was ready"
-            )
-            raise ReplicaStartError(f"{message}; {self._log_tail(replica_id)}")
-        return ready
+        where = f"replica {replica_id}"
+        return await worker_process.wait_ready(read, is_running, timeout_s, where, log_tail)
 
     async def _discard(self, replica_id: str, process: asyncio.subprocess.Process) -> None:
         # A failed start leaves nothing behind: the worker is killed (it may

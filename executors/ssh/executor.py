@@ -24,7 +24,6 @@ from executors.base import (
     LaunchSpec,
     Node,
     ReplicaRef,
-    ReplicaStartError,
 )
 from executors.runtime_env.environment import Environment
 from executors.ssh import working_dir
@@ -146,18 +145,12 @@ class SshExecutor(Executor):
         async def is_running() -> bool:
             return await remote.is_running(pid)
 
+        async def log_tail() -> str:
+            return await _log_tail(remote, files)
+
         timeout_s = self.settings.start_timeout_s
-        try:
-            async with asyncio.timeout(timeout_s):
-                ready = await worker_process.wait_ready(read, is_running)
-        except TimeoutError:
-            where = f"replica {replica_id} on host {remote.name}"
-            message = f"{where} was not ready within {timeout_s:g}s"
-            raise ExecutorError(f"{message}; {await _log_tail(remote, files)}") from None
-        if ready is None:
-            message = f"replica {replica_id} on host {remote.name} exited before it was ready"
-            raise ReplicaStartError(f"{message}; {await _log_tail(remote, files)}")
-        return ready
+        where = f"replica {replica_id} on host {remote.name}"
+        return await worker_process.wait_ready(read, is_running, timeout_s, where, log_tail)
 
     async def _abandon(
         self, remote: Remote, files: WorkerFiles, replica_id: str, pid: int | None

@@ -58,15 +58,15 @@ class HostSettings(Section):
     gpu_ids: GpuIds = Field(default_factory=list)
     resources: Resources = Field(default_factory=dict)
     workdir: NonEmpty = "~/.capstan-ssh"
-    # Default: `address`.
-    bind_host: NonEmpty
+    # Left out or empty: `address`.
+    bind_host: str = ""
     env: EnvVars = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
     def _bind_to_address(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "bind_host" not in data and "address" in data:
-            return {**data, "bind_host": data["address"]}
+        if isinstance(data, dict) and not data.get("bind_host"):
+            return {**data, "bind_host": data.get("address", "")}
         return data
 
 

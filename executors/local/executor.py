@@ -32,6 +32,8 @@ from executors.runtime_env.environment import Environment
 from executors.worker_process import Ready, WorkerFiles
 
 _REAP_TIMEOUT_S = 5.0
+# Local replicas are reached from this machine only, so they need no TLS.
+_LOOPBACK = "127.0.0.1"
 _PROCESSES = processes.LocalProcesses()
 
 
@@ -139,7 +141,7 @@ class LocalExecutor(Executor):
         env: dict[str, str],
         cwd: pathlib.Path | None,
     ) -> asyncio.subprocess.Process:
-        command = worker_process.command(python, files, self.settings.bind_host)
+        command = worker_process.command(python, files, _LOOPBACK)
         with _open_log(files) as log:
             try:
                 process = await asyncio.create_subprocess_exec(

@@ -1,12 +1,15 @@
-"""The local executor's config section.
+"""The local executor's config section, e.g. in a `capstan start` config:
 
-num_cpus: 8                 # default: this machine's CPU count
-gpu_ids: ["0", "1"]         # default: what nvidia-smi lists
-resources: {ssd: 1}
-python: /opt/venv/bin/python   # default: the control plane's interpreter
-bind_host: 127.0.0.1        # the interface replicas listen on
-start_timeout_s: 60
-build_timeout_s: 900        # building a runtime_env (pip install)
+    executors:
+      local:
+        num_cpus: 8                 # default: this machine's CPU count
+        gpu_ids: ["0", "1"]         # default: what nvidia-smi lists
+        resources: {ssd: 1}
+        python: /opt/venv/bin/python   # default: the control plane's interpreter
+        start_timeout_s: 60
+        build_timeout_s: 900        # building a runtime_env (pip install)
+
+Local replicas always listen on loopback (no TLS is needed there).
 """
 
 from __future__ import annotations
@@ -27,8 +30,6 @@ class LocalSettings(Section):
     gpu_ids: GpuIds | None = None
     resources: Resources = Field(default_factory=dict)
     python: NonEmpty = sys.executable
-    # Loopback: local replicas are reached from this machine only.
-    bind_host: NonEmpty = "127.0.0.1"
     start_timeout_s: PositiveNumber = 60.0
     # How long building a runtime_env (pip install) may take.
     build_timeout_s: PositiveNumber = 900.0

@@ -17,7 +17,13 @@ from typing import Any
 import pytest
 
 from capstan.v1 import deployment_pb2, replica_pb2
-from executors.base import ExecutorError, LaunchSpec, ReplicaRef, ReplicaStartError
+from executors.base import (
+    ExecutorError,
+    LaunchSpec,
+    NotSupported,
+    ReplicaRef,
+    ReplicaStartError,
+)
 from executors.ssh import SshExecutor
 from tests.contract.exchange_client import call_once as call
 from tests.contract.exchange_client import stats
@@ -160,6 +166,14 @@ async def test_user_code_failure_is_a_replica_start_error(
         await executor.launch(launch_spec("Broken", node="a"))
     assert not caught.value.retryable
     assert list((workdir(tmp_path, "a") / "replicas").iterdir()) == []
+    assert worker_pids(tmp_path) == []
+
+
+async def test_a_variable_a_shell_cannot_assign_is_not_supported(
+    executor: SshExecutor, tmp_path: pathlib.Path
+) -> None:
+    with pytest.raises(NotSupported, match="'A-B' is not a variable name a shell"):
+        await executor.launch(launch_spec(node="a", env_vars={"A-B": "1"}))
     assert worker_pids(tmp_path) == []
 
 

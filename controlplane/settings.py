@@ -85,24 +85,25 @@ def is_loopback(host: str) -> bool:
 
 
 class EnvironmentSettings(pydantic_settings.BaseSettings):
-    """The CAPSTAN_* variables the flags fall back to. CAPSTAN_EXECUTORS is
-    JSON, like `--executors`."""
+    """The CAPSTAN_* variables that are set; flags win over them, and the
+    defaults are Settings' own. CAPSTAN_EXECUTORS is JSON, like `--executors`."""
 
     model_config = pydantic_settings.SettingsConfigDict(env_prefix=_ENV_PREFIX, frozen=True)
 
-    state_dir: str = ".capstan"
-    host: str = "127.0.0.1"
-    port: int = 8765
-    executor: str = "local"
+    state_dir: str | None = None
+    host: str | None = None
+    port: int | None = None
+    executor: str | None = None
     executors: dict[str, dict[str, Any]] | None = None
-    reconcile_interval_s: float = 0.2
-    token: str = Field(default="", repr=False)
+    reconcile_interval_s: float | None = None
+    token: str | None = Field(default=None, repr=False)
 
     @classmethod
-    def read(cls) -> EnvironmentSettings:
-        """Raises `SettingsError` naming the variable that is wrong."""
+    def read(cls) -> dict[str, Any]:
+        """The variables that are set, by field name. Raises `SettingsError`
+        naming the variable that is wrong."""
         try:
-            return cls()
+            return cls().model_dump(exclude_none=True)
         except pydantic_settings.SettingsError as error:
             raise SettingsError([("", str(error))]) from None
         except pydantic.ValidationError as error:
@@ -114,27 +115,27 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     """Settings from command-line flags, falling back to CAPSTAN_* variables.
 
     `--executors` (or CAPSTAN_EXECUTORS) is a JSON object mapping executor
-    names to their config, e.g. '{"local": {}, "ray": {"address": "auto"}}'.
+    names to their config, e.g. '{"local": {}, "ray": {"address": "auto"}}';
+    without it, the default `--executor` is the one configured.
     """
-    env = EnvironmentSettings.read()
+    given = EnvironmentSettings.read()
+    given.update((k, v) for k, v in vars(_parser().parse_args(argv)).items() if v is not None)
+    if (executor := given.pop("executor", None)) is not None:
+        given["default_executor"] = executor
+        given.setdefault("executors", {executor: {}})
+    return Settings(**given)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m controlplane")
-    parser.add_argument("--state-dir", default=env.state_dir)
-    parser.add_argument("--host", default=env.host)
-    parser.add_argument("--port", type=int, default=env.port)
-    parser.add_argument("--executor", default=env.executor)
-    parser.add_argument("--executors", type=_json, default=env.executors)
-    parser.add_argument("--reconcile-interval-s", type=float, default=env.reconcile_interval_s)
-    parser.add_argument("--token", default=env.token)
-    args = parser.parse_args(argv)
-    return Settings(
-        state_dir=pathlib.Path(args.state_dir),
-        host=args.host,
-        port=args.port,
-        default_executor=args.executor,
-        executors=args.executors or {args.executor: {}},
-        reconcile_interval_s=args.reconcile_interval_s,
-        token=args.token,
-    )
+    parser.add_argument("--state-dir")
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--executor", help="the default executor (default: local)")
+    parser.add_argument("--executors", type=_json, help="a JSON object: name -> config")
+    parser.add_argument("--reconcile-interval-s", type=float)
+    parser.add_argument("--token")
+    return parser
 
 
 def _json(text: str) -> Any:

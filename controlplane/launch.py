@@ -1,5 +1,7 @@
-"""The LaunchSpec an executor gets for one replica: its config (who it is,
-what it runs, where to listen, whom to call back) and its placement's env."""
+"""What the control plane hands an executor to start one replica: the
+worker's config, the replica's validated options, where it was placed, and
+its environment, built here once (runtime_env.env_vars, then what the
+placement implies: OMP_NUM_THREADS, CUDA_VISIBLE_DEVICES)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from capstan.v1 import replica_pb2
 from controlplane.records import ReplicaRecord
 from controlplane.scheduler import Placement, placement_env
-from controlplane.settings import Settings
 from controlplane.spec import DeploymentSpec
 from executors.base import LaunchSpec, Node
 
@@ -18,32 +19,27 @@ Capacity = Mapping[str, Sequence[Node] | str]
 
 
 def launch_spec(
-    settings: Settings,
-    control_plane_address: str,
     record: ReplicaRecord,
     spec: DeploymentSpec,
     placement: Placement,
     capacity: Capacity,
+    control_plane_address: str,
 ) -> LaunchSpec:
-    """What `executor.prepare`/`launch` get for the replica `record`."""
-    return LaunchSpec(
-        config=_replica_config(settings, control_plane_address, record, spec),
-        node=placement.node,
-        env=placement_env(placement, spec.replica, _node(capacity, spec, placement)),
-    )
-
-
-def _replica_config(
-    settings: Settings, control_plane_address: str, record: ReplicaRecord, spec: DeploymentSpec
-) -> replica_pb2.ReplicaConfig:
-    return replica_pb2.ReplicaConfig(
+    """The launch spec of replica `record` of `spec`, placed by `placement`
+    on one of `capacity`'s nodes (none for an executor that places replicas
+    itself). The worker's interface (`config.host`) is left to the executor,
+    which knows where it runs."""
+    config = replica_pb2.ReplicaConfig(
         replica_id=record.id,
         nonce=secrets.token_hex(8),
         version=record.version,
         deployment=spec.to_proto(),
-        host=settings.replica_host,
         control_plane_address=control_plane_address,
     )
+    options = spec.replica
+    node = _node(capacity, spec, placement)
+    env = {**options.env_vars, **placement_env(placement, options, node)}
+    return LaunchSpec(config=config, options=options, node=placement.node, env=env)
 
 
 def _node(capacity: Capacity, spec: DeploymentSpec, placement: Placement) -> Node | None:

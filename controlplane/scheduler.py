@@ -14,8 +14,8 @@ import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from controlplane.spec import ReplicaOptions
 from executors.base import Node
+from executors.options import ReplicaOptions
 
 # Float sums of fractions (0.1 + 0.2) must still fit a whole device.
 _EPSILON = 1e-9
@@ -76,7 +76,7 @@ def placement_env(
     CUDA_VISIBLE_DEVICES is set only where there are GPUs to hide."""
     env: dict[str, str] = {}
     if "OMP_NUM_THREADS" not in options.env_vars:
-        env["OMP_NUM_THREADS"] = str(max(1, int(options.num_cpus)))
+        env["OMP_NUM_THREADS"] = options.omp_num_threads
     if node is not None and node.gpu_ids:
         order = {gpu: index for index, gpu in enumerate(node.gpu_ids)}
         env["CUDA_VISIBLE_DEVICES"] = ",".join(sorted(placement.gpus, key=order.__getitem__))

@@ -175,6 +175,7 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
         if name not in self._executors:
             known = ", ".join(sorted(self._executors))
             raise InvalidSpec(f"executor {name!r} is not configured; configured executors: {known}")
+        self._executors[name].capabilities.require(spec.replica, name)
         # Stored resolved, so a later change of the default moves nothing.
         return dataclasses.replace(spec, executor=name)
 

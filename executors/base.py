@@ -13,6 +13,7 @@ import abc
 import dataclasses
 import json
 import pathlib
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -20,6 +21,9 @@ import grpc
 
 from capstan.errors import CapstanError
 from capstan.v1 import replica_pb2
+from executors.options import ReplicaOptions
+
+_REPLICA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class ExecutorError(CapstanError):
@@ -57,7 +61,9 @@ class NotSupported(ExecutorError):
 
 @dataclasses.dataclass(frozen=True)
 class Capabilities:
-    """What an executor can do, fixed for the plugin (not per node)."""
+    """What an executor can do. Fixed for a plugin unless its config decides
+    (a Ray the executor starts itself cannot adopt), so an instance may set
+    its own in `__init__`."""
 
     # Places replicas itself (Ray); otherwise Capstan's scheduler picks a node.
     schedules_itself: bool = False
@@ -67,6 +73,21 @@ class Capabilities:
     supports_working_dir: bool = False
     supports_pip: bool = False
     supports_conda: bool = False
+
+    def require(self, options: ReplicaOptions, executor: str) -> None:
+        """Raises `NotSupported` naming the first runtime_env field in
+        `options` that this executor cannot provide."""
+        wanted = {
+            "working_dir": (options.working_dir, self.supports_working_dir),
+            "pip": (options.pip, self.supports_pip),
+            "conda": (options.conda, self.supports_conda),
+        }
+        for field, (value, is_supported) in wanted.items():
+            if value and not is_supported:
+                raise NotSupported(
+                    f"executor {executor!r} does not support runtime_env.{field}; "
+                    "remove it or choose another executor"
+                )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,15 +113,24 @@ class Node:
 class LaunchSpec:
     """Everything an executor needs to start one replica.
 
-    `config` is handed to the worker unchanged. `node` is where Capstan's
-    scheduler placed it (ignored by executors that schedule themselves);
-    `env` holds the variables the placement implies (CUDA_VISIBLE_DEVICES,
-    OMP_NUM_THREADS), to be merged over the runtime_env's own.
+    `config` goes to the worker unchanged; executors read nothing from it
+    but `replica_id` and `nonce`. `options` is what the replica reserves and
+    its runtime_env, validated. `env` is the replica's environment as the
+    control plane built it (runtime_env.env_vars, OMP_NUM_THREADS,
+    CUDA_VISIBLE_DEVICES): an executor adds only its own plumbing (PYTHONPATH
+    for a working_dir). `node` is where Capstan's scheduler placed it (empty
+    for executors that schedule themselves). Raises `ValueError` for a
+    replica_id that is not a safe file name (executors name files after it).
     """
 
     config: replica_pb2.ReplicaConfig
+    options: ReplicaOptions
     node: str = ""
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _REPLICA_ID.fullmatch(self.config.replica_id):
+            raise ValueError(f"replica_id {self.config.replica_id!r} is not a safe file name")
 
     @property
     def replica_id(self) -> str:
@@ -143,13 +173,16 @@ class Executor(abc.ABC):
     """
 
     name: ClassVar[str]
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    # Class-wide, or set per instance in `__init__` when the config decides.
+    capabilities: Capabilities = Capabilities()
 
     def __init__(self, config: Mapping[str, Any], state_dir: pathlib.Path) -> None:
         """`config` is this executor's section of the control plane's settings,
-        validated here (raise `ValueError` naming the key). `state_dir` is a
-        folder the executor owns for logs and bookkeeping; it survives
-        restarts of the control plane."""
+        validated here: an `executors.settings.Section` model raises a
+        `SettingsError` naming each wrong key path (`hosts.0.port`), which the
+        registry places under `executors.<name>`; any other `ValueError`
+        should name the key too. `state_dir` is a folder the executor owns
+        for logs and bookkeeping; it survives restarts of the control plane."""
         self.config = config
         self.state_dir = state_dir
 
@@ -165,8 +198,9 @@ class Executor(abc.ABC):
         when that already exists; may take minutes when it does not.
         Idempotent, and concurrent calls for the same environment build it
         once. Raises `NotSupported` for an environment this executor cannot
-        make, and `ExecutorError(retryable=False)` carrying the installer's
-        output when the build fails."""
+        make (conda on a node without conda), and
+        `ExecutorError(retryable=False)` carrying the installer's output when
+        the build fails."""
 
     @abc.abstractmethod
     async def launch(self, spec: LaunchSpec) -> ReplicaRef:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from executors.base import Executor, ExecutorError
+from executors.settings import SettingsError
 
 GROUP = "capstan.executors"
 
@@ -54,9 +55,11 @@ def load_executor(name: str, config: Mapping[str, Any], state_dir: pathlib.Path)
     """Constructs the executor registered as `name` with its config section.
 
     Raises `PluginError` for an unknown or broken plugin, and `ValueError`
-    (naming the executor and the key) for a bad config."""
+    naming the key path for a bad config (`executors.ssh.hosts.0.port: ...`)."""
     cls = executor_class(name)
     try:
         return cls(config, state_dir)
+    except SettingsError as error:
+        raise error.under(f"executors.{name}") from None
     except ValueError as error:
         raise ValueError(f"executors.{name}: {error}") from error

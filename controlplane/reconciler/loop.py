@@ -224,7 +224,7 @@ class Reconciler:
         where = after.record.placement
         assert where is not None, "a STARTING replica is placed"
         address = self.control_plane_address
-        launch = launch_spec(self._settings, address, after.record, spec, where, cap)
+        launch = launch_spec(after.record, spec, where, cap, address)
         report = self._reporter(after.id)
         self._spawn(f"launch {after.id}", after.id, self._actuator.launch(record, launch, report))
 

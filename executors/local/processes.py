@@ -1,40 +1,42 @@
-"""Worker processes on this machine: finding them again, stopping them, and
-reading what they left behind.
-
-A pid alone is not an identity (pids are reused), so a process counts as a
-replica's worker only while its command line still names that replica.
-"""
+"""Worker processes on this machine, inspected with psutil: which of them
+still are a replica's worker (see `executors.worker_process`), signalling
+them, and reading what they left behind."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import pathlib
 import shutil
 import signal
-from typing import Any
 
-_POLL_S = 0.02
+import psutil
+
+from executors.worker_process import is_command_of
+
 _TAIL_BYTES = 4000
 
 
-def config_name(replica_id: str) -> str:
-    """The file name of a replica's config; the worker's command line names
-    it, which is how the worker is recognised."""
-    return f"{replica_id}.config.pb"
+class LocalProcesses:
+    """`executors.worker_process.Processes` for this machine."""
+
+    async def is_worker(self, pid: int, replica_id: str) -> bool:
+        return is_worker(pid, replica_id)
+
+    async def signal_group(self, pid: int, signal_name: str) -> None:
+        signal_group(pid, signal.Signals[f"SIG{signal_name}"])
 
 
 def is_worker(pid: int, replica_id: str) -> bool:
-    """Whether `pid` is alive and is the worker of `replica_id`. Zombies
-    (exited, not yet reaped) have an empty command line, so they are not."""
+    """Whether `pid` is alive, not a zombie, and the worker of `replica_id`."""
     try:
-        cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return is_command_of(process.cmdline(), replica_id)
+    except psutil.Error:  # gone, or another user's
         return False
-    suffix = (os.sep + config_name(replica_id)).encode()
-    return any(arg.endswith(suffix) for arg in cmdline.split(b"\0"))
 
 
 def signal_group(pid: int, signum: int) -> None:
@@ -51,33 +53,10 @@ def signal_group(pid: int, signum: int) -> None:
         os.killpg(group, signum)
 
 
-async def wait_gone(pid: int, replica_id: str, timeout_s: float) -> bool:
-    """Waits up to `timeout_s` for the worker to exit; whether it did. It
-    may not be our child, so there is nothing to wait on but its pid."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while is_worker(pid, replica_id):
-        if loop.time() >= deadline:
-            return False
-        await asyncio.sleep(_POLL_S)
-    return True
-
-
-async def terminate(pid: int, replica_id: str, timeout_s: float) -> None:
-    """SIGTERM to the worker's group, then SIGKILL after `timeout_s`."""
-    if not is_worker(pid, replica_id):
-        return
-    signal_group(pid, signal.SIGTERM)
-    if await wait_gone(pid, replica_id, timeout_s):
-        return
-    signal_group(pid, signal.SIGKILL)
-    await wait_gone(pid, replica_id, 5.0)
-
-
-def read_json(path: pathlib.Path) -> dict[str, Any] | None:
-    """The JSON object in `path`, or None if the file is not there (yet)."""
+def read_text(path: pathlib.Path) -> str | None:
+    """The file's text, or None if it is not there (yet)."""
     try:
-        return json.loads(path.read_text())
+        return path.read_text()
     except FileNotFoundError:
         return None
 

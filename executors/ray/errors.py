@@ -11,22 +11,26 @@ from typing import Any
 
 from ray.exceptions import RayActorError, RayError, RuntimeEnvSetupError
 
-from executors.base import ExecutorError
+from executors.base import ExecutorError, NotSupported
 from executors.ray import resources
 from executors.ray.settings import RaySettings
 
 # Enough of Ray's message to see the cause (pip's last lines, say).
 _MESSAGE_CHARS = 1500
+# What Ray says when a node has no conda for runtime_env.conda.
+_NO_CONDA = "Could not find Conda executable"
 
 
 def from_ray(replica_id: str, error: RayError) -> ExecutorError:
     """The ExecutorError for a Ray failure while starting a replica."""
     if isinstance(error, RuntimeEnvSetupError):
         # Ray's message is a traceback (or pip's output); its end says why.
-        return ExecutorError(
-            f"Ray could not set up the runtime_env of replica {replica_id}: {_last_lines(error)}",
-            retryable=False,
-        )
+        message = f"Ray could not set up the runtime_env of replica {replica_id}: "
+        if _NO_CONDA in str(error):
+            return NotSupported(
+                message + f"runtime_env.conda needs conda on the node ({_NO_CONDA})"
+            )
+        return ExecutorError(message + _last_lines(error), retryable=False)
     if isinstance(error, RayActorError):
         return ExecutorError(f"the Ray actor of replica {replica_id} died: {_text(error)}")
     return ExecutorError(f"Ray failed to start replica {replica_id}: {_text(error)}")

@@ -60,17 +60,18 @@ class RayExecutor(Executor):
     """Runs replicas as actors on a Ray cluster (or a Ray of its own)."""
 
     name = "ray"
-    capabilities = Capabilities(
-        schedules_itself=True,
-        adopts_replicas=True,
-        supports_working_dir=True,
-        supports_pip=True,
-        supports_conda=True,
-    )
 
     def __init__(self, config: Mapping[str, Any], state_dir: pathlib.Path) -> None:
         super().__init__(config, state_dir)
         self.settings = RaySettings.from_config(config)
+        self.capabilities = Capabilities(
+            schedules_itself=True,
+            # A Ray started inside the control plane's process ends with it.
+            adopts_replicas=not self.settings.is_local,
+            supports_working_dir=True,
+            supports_pip=True,
+            supports_conda=True,
+        )
         self._calls = BlockingCalls()
         self._connecting = asyncio.Lock()
         self._is_connected = False
@@ -82,12 +83,11 @@ class RayExecutor(Executor):
         return [resources.node_of(info) for info in nodes if info.get("Alive")]
 
     async def launch(self, spec: LaunchSpec) -> ReplicaRef:
-        options = spec.config.deployment.replica_options
-        need = resources.demand(options)
+        need = resources.demand(spec.options)
         reason = resources.unplaceable(need, await self._nodes())
         if reason is not None:
             raise ExecutorError(f"Ray cannot place replica {spec.replica_id}: {reason}")
-        runtime_env = resources.ray_runtime_env(options.runtime_env, spec.env)
+        runtime_env = resources.ray_runtime_env(spec.options, spec.env)
         if "working_dir" in runtime_env:
             # Ray uploads a local folder only for ray.init(); for an actor
             # it wants a URI: upload it (once per content) and pass that.

@@ -6,25 +6,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from capstan.v1 import deployment_pb2
-from executors.base import ExecutorError, Node
+from executors.base import Node
+from executors.options import ReplicaOptions
 
-# Ray assigns GPUs to actors itself and sets this for them; the value
-# Capstan's scheduler would compute does not apply to Ray placements.
+# Ray assigns GPUs to actors itself and sets this for them; a value from
+# elsewhere does not apply to Ray placements.
 RAY_OWNED_ENV = frozenset({"CUDA_VISIBLE_DEVICES"})
 # Ray resources that are not "custom": the built-ins, and the per-node
 # markers ("node:<ip>", "node:__internal_head__").
 _BUILT_IN = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
 
 
-def demand(options: deployment_pb2.ReplicaOptions) -> dict[str, float]:
+def demand(options: ReplicaOptions) -> dict[str, float]:
     """What one replica reserves, in Ray's resource names."""
-    if "CPU" in options.resources or "GPU" in options.resources:
-        raise ExecutorError(
-            "replica_options.resources may not name CPU or GPU; use num_cpus and num_gpus",
-            retryable=False,
-        )
-    need = {"CPU": options.num_cpus if options.HasField("num_cpus") else 1.0}
+    need = {"CPU": options.num_cpus}
     if options.num_gpus:
         need["GPU"] = options.num_gpus
     need.update((name, amount) for name, amount in options.resources.items() if amount)
@@ -42,19 +37,18 @@ def actor_options(need: Mapping[str, float], runtime_env: dict[str, Any]) -> dic
     return options
 
 
-def ray_runtime_env(env: deployment_pb2.RuntimeEnv, extra: Mapping[str, str]) -> dict[str, Any]:
-    """The replica's runtime_env for Ray. `extra` (the launch spec's env)
-    goes in with the user's env_vars so that it is set when the worker
-    process starts: PYTHONPATH and OMP_NUM_THREADS mean nothing later."""
-    env_vars = dict(env.env_vars)
-    env_vars.update((k, v) for k, v in extra.items() if k not in RAY_OWNED_ENV)
+def ray_runtime_env(options: ReplicaOptions, env: Mapping[str, str]) -> dict[str, Any]:
+    """The replica's runtime_env for Ray. `env` (the launch spec's, which
+    holds the user's env_vars) goes in as env_vars so that it is set when
+    the worker process starts: OMP_NUM_THREADS means nothing later."""
+    env_vars = {name: value for name, value in env.items() if name not in RAY_OWNED_ENV}
     runtime_env: dict[str, Any] = {"env_vars": env_vars}
-    if env.working_dir:
-        runtime_env["working_dir"] = env.working_dir
-    if env.pip:
-        runtime_env["pip"] = list(env.pip)
-    if env.conda:
-        runtime_env["conda"] = env.conda
+    if options.working_dir:
+        runtime_env["working_dir"] = options.working_dir
+    if options.pip:
+        runtime_env["pip"] = list(options.pip)
+    if options.conda:
+        runtime_env["conda"] = options.conda
     return runtime_env
 
 

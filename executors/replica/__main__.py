@@ -1,29 +1,30 @@
-"""`python -m executors.replica --config PATH --ready-file PATH`: the replica
-worker as a process, the way the local and SSH executors start it.
+"""`python -m executors.replica --config PATH --ready-file PATH [--host HOST]`:
+the replica worker as a process, the way the local and SSH executors start
+it (`executors.worker_process`).
 
-`--config` holds a binary `capstan.v1.ReplicaConfig`. Once the replica
-serves, the ready file appears (atomically) holding JSON
-`{"address", "pid", "nonce", "replica_id"}`; when the user's code fails to
-load it holds `{"error": "..."}` and the process exits with code 3.
-SIGTERM or SIGINT stop it gracefully: NOT_SERVING, drain, exit 0.
+`--config` holds a binary `capstan.v1.ReplicaConfig`; `--host` is the
+interface to serve on, chosen by the executor. Once the replica serves, the
+ready file appears (atomically) holding JSON `{"address", "pid", "nonce",
+"replica_id"}`; when the user's code fails to load it holds
+`{"error": "..."}` and the process exits with code 3. SIGTERM or SIGINT stop
+it gracefully: NOT_SERVING, drain, exit 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import pathlib
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from capstan.v1 import replica_pb2
 from executors.replica.loader import LoadError
 from executors.replica.server import start_replica
+from executors.worker_process import Ready, write_ready
 
 log = logging.getLogger("capstan.replica")
 
@@ -33,6 +34,8 @@ EXIT_USER_CODE_FAILED = 3
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     config = replica_pb2.ReplicaConfig.FromString(pathlib.Path(args.config).read_bytes())
+    if args.host:
+        config.host = args.host
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
@@ -46,6 +49,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m executors.replica")
     parser.add_argument("--config", required=True, help="a binary capstan.v1.ReplicaConfig")
     parser.add_argument("--ready-file", required=True, help="where to write the address once ready")
+    parser.add_argument("--host", default="", help="the interface to serve on")
     return parser.parse_args(argv)
 
 
@@ -62,33 +66,18 @@ async def _run(config: replica_pb2.ReplicaConfig, ready_file: pathlib.Path) -> i
         replica = await start_replica(config)
     except LoadError as error:
         log.error("%s", error, exc_info=error.__cause__)
-        _write_ready(ready_file, {"error": str(error)})
+        write_ready(ready_file, str(error))
         return EXIT_USER_CODE_FAILED
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    _write_ready(
-        ready_file,
-        {
-            "address": replica.address,
-            "pid": os.getpid(),
-            "nonce": config.nonce,
-            "replica_id": config.replica_id,
-        },
-    )
+    write_ready(ready_file, Ready(config.replica_id, replica.address, os.getpid(), config.nonce))
     await stop.wait()
     log.info("stopping: draining in-flight requests")
     await replica.stop()
     log.info("stopped")
     return 0
-
-
-def _write_ready(path: pathlib.Path, content: dict[str, Any]) -> None:
-    # Write then rename, so a reader never sees half a file.
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps(content))
-    os.replace(partial, path)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ It runs with the interpreter replicas run on, so it needs nothing but the
 standard library and this module, and the local and SSH executors start the
 very same program. On success it prints one JSON line, `{"python": PATH,
 "built": BOOL}` (whether this run built the env or found it ready);
-on failure it exits 1 with a message for the user on stderr.
+on failure it exits 1 (4: this node cannot make such an env, as without
+conda) with a message for the user on stderr.
 
 A pip environment lives in `FOLDER/<key>/`, where the key hashes the sorted
 requirements, the Python version and the creating interpreter: identical
@@ -37,6 +38,9 @@ import time
 from collections.abc import Iterator, Sequence
 
 READY = "capstan-ready.json"
+# Exit statuses: the env failed to build, or this node cannot make it at all.
+EXIT_FAILED = 1
+EXIT_UNSUPPORTED = 4
 PARENT_PTH = "_capstan_parent.pth"
 _LOCK_POLL_S = 0.1
 _PIP_NETWORK_TIMEOUT_S = 60
@@ -45,6 +49,14 @@ _TAIL_CHARS = 3000
 
 class BuildError(Exception):
     """The environment cannot be made; the message is for the user."""
+
+    exit_status = EXIT_FAILED
+
+
+class Unsupported(BuildError):
+    """This node cannot make such an environment (it has no conda)."""
+
+    exit_status = EXIT_UNSUPPORTED
 
 
 def env_key(requirements: Sequence[str]) -> str:
@@ -162,7 +174,7 @@ def resolve_conda(name: str, node: str, deadline: float) -> str:
     """The interpreter of the existing conda env `name`, checked to import capstan."""
     conda = shutil.which("conda") or os.environ.get("CONDA_EXE")
     if not conda:
-        raise BuildError(
+        raise Unsupported(
             f"runtime_env.conda needs conda on node {node}, and conda was not found there"
         )
     probe = [conda, "run", "-n", name, "python", "-c", "import sys; print(sys.executable)"]
@@ -209,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             python, built = build_pip(requirements, pathlib.Path(args.root), deadline)
     except BuildError as error:
         print(error, file=sys.stderr)
-        return 1
+        return error.exit_status
     print(json.dumps({"python": python, "built": built}))
     return 0
 

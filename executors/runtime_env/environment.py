@@ -11,9 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from executors.base import ExecutorError, LaunchSpec
+from executors.base import ExecutorError, NotSupported
+from executors.options import ReplicaOptions
 
 BUILDER = "executors.runtime_env.build"
+# The builder's exit status for an env the node cannot make (no conda
+# there); the same as `build.EXIT_UNSUPPORTED`, which cannot be imported:
+# the builder runs on interpreters that have only the standard library.
+_EXIT_UNSUPPORTED = 4
 # Beyond the builder's own deadline, for its start and a slow link.
 _GRACE_S = 30.0
 
@@ -27,9 +32,8 @@ class Environment:
     conda: str = ""
 
     @classmethod
-    def of(cls, spec: LaunchSpec) -> Environment:
-        runtime_env = spec.config.deployment.replica_options.runtime_env
-        return cls(pip=tuple(runtime_env.pip), conda=runtime_env.conda)
+    def of(cls, options: ReplicaOptions) -> Environment:
+        return cls(pip=options.pip, conda=options.conda)
 
     @property
     def is_default(self) -> bool:
@@ -53,13 +57,16 @@ class Environment:
     def interpreter(self, exit_status: int | None, stdout: str, stderr: str, node: str) -> str:
         """The env's interpreter from the builder's result; a failed build is
         an `ExecutorError` that retrying cannot fix, carrying the builder's
-        message (pip's own output, for a failed install)."""
+        message (pip's own output, for a failed install); `NotSupported`
+        when the node cannot make such an env at all."""
         if exit_status == 0:
             if python := _printed_python(stdout):
                 return python
             stderr = f"the builder printed {stdout.strip()[-500:]!r}"
         detail = stderr.strip() or f"the builder exited with {exit_status}"
         message = f"{self.describe()} could not be prepared on node {node}: {detail}"
+        if exit_status == _EXIT_UNSUPPORTED:
+            raise NotSupported(message)
         raise ExecutorError(message, retryable=False)
 
     def timed_out(self, node: str, timeout_s: float) -> ExecutorError:

@@ -3,40 +3,40 @@ the SSH session so that it outlives the connection and the control plane."""
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Mapping
 
-from executors.base import ExecutorError, LaunchSpec
-from executors.ssh.remote import ReplicaFiles
-from executors.ssh.settings import HostSettings, env_vars
+from executors import worker_process
+from executors.base import LaunchSpec, NotSupported
+from executors.settings import ENV_NAME_PATTERN
+from executors.ssh.settings import HostSettings
+from executors.worker_process import WorkerFiles
+
+_ENV_NAME = re.compile(ENV_NAME_PATTERN)
 
 
 def worker_env(spec: LaunchSpec, host: HostSettings) -> dict[str, str]:
-    """The worker's variables: the host's own, then the runtime_env's, then
-    what the placement implies (CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS)."""
-    options = spec.config.deployment.replica_options
-    runtime_env = options.runtime_env
-    num_cpus = options.num_cpus if options.HasField("num_cpus") else 1.0
-    env = {"OMP_NUM_THREADS": str(max(1, int(num_cpus)))}
-    env.update(host.env)
-    env.update(runtime_env.env_vars)
-    env.update(spec.env)
+    """The worker's variables: the host's own, then the spec's. Raises
+    `NotSupported` for a name a shell cannot assign."""
+    if bad := [name for name in spec.env if not _ENV_NAME.fullmatch(name)]:
+        raise NotSupported(
+            f"runtime_env.env_vars: {bad[0]!r} is not a variable name a shell on an SSH host "
+            "accepts (letters, digits and '_', not starting with a digit)"
+        )
     # The log must show the user's prints as they happen, not at exit.
-    env["PYTHONUNBUFFERED"] = "1"
-    try:
-        return env_vars(env, "runtime_env.env_vars")
-    except ValueError as error:
-        raise ExecutorError(str(error), retryable=False) from error
+    return {**host.env, **spec.env, "PYTHONUNBUFFERED": "1"}
 
 
-def start_script(python: str, workdir: str, files: ReplicaFiles, env: Mapping[str, str]) -> str:
+def start_script(
+    python: str, workdir: str, files: WorkerFiles, host: str, env: Mapping[str, str]
+) -> str:
     """A POSIX sh script that starts the worker on `python` (the host's, or
     its runtime_env's) in a session of its own (setsid: its pid is its
     process group, so stop can signal the group) and prints its pid.
     Everything from the spec is quoted."""
     assignments = " ".join(shlex.quote(f"{name}={value}") for name, value in env.items())
-    worker = [python, "-m", "executors.replica"]
-    worker += ["--config", files.config, "--ready-file", files.ready]
+    worker = worker_process.command(python, files, host)
     return (
         f"cd {shlex.quote(workdir)} || exit 1\n"
         f"env {assignments} setsid nohup {shlex.join(worker)}"

@@ -1,15 +1,11 @@
 """The ssh executor: replicas are worker processes on hosts from an inventory.
 
-Each replica is `python -m executors.replica`, started over SSH in a session
-of its own so that it outlives the connection and the control plane. All a
-restarted control plane needs to find it again lives on its host, under the
-host's workdir:
-
-    replicas/<replica_id>.config.pb   the ReplicaConfig, shipped over SFTP
-    replicas/<replica_id>.json        the worker's ready file: address, pid, nonce
-    logs/<replica_id>.log             the worker's stdout and stderr
-    envs/<key>/                       a runtime_env.pip virtualenv, shared by
-                                      replicas with the same requirements
+Each replica is the worker process of `executors.worker_process`, started
+over SSH in a session of its own so that it outlives the connection and the
+control plane. All a restarted control plane needs to find it again lives on
+its host, under the host's workdir (the worker's files, shipped over SFTP,
+as that module lays them out), and `envs/<key>/` holds a runtime_env.pip
+virtualenv, shared by replicas with the same requirements.
 """
 
 from __future__ import annotations
@@ -17,11 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import pathlib
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from capstan.v1 import replica_pb2
+from executors import worker_process
 from executors.base import (
     Capabilities,
     Executor,
@@ -29,21 +24,18 @@ from executors.base import (
     LaunchSpec,
     Node,
     ReplicaRef,
-    ReplicaStartError,
 )
 from executors.runtime_env.environment import Environment
 from executors.ssh import working_dir
 from executors.ssh.command import start_script, worker_env
 from executors.ssh.environments import HostEnvironments
 from executors.ssh.link import HostLink
-from executors.ssh.remote import Remote, ReplicaFiles
+from executors.ssh.remote import Remote
 from executors.ssh.settings import HostSettings, SshSettings
+from executors.worker_process import Ready, WorkerFiles
 
 log = logging.getLogger("capstan.executors.ssh")
 
-_POLL_S = 0.05
-_KILL_WAIT_S = 5.0
-_REPLICA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _WILDCARDS = ("0.0.0.0", "::", "")
 
 
@@ -74,39 +66,38 @@ class SshExecutor(Executor):
         ]
 
     async def prepare(self, spec: LaunchSpec) -> None:
-        environment = Environment.of(spec)
+        environment = Environment.of(spec.options)
         if not environment.is_default:
             link = await self._place(spec.node)
             await self._environments.interpreter(link, environment)
 
     async def launch(self, spec: LaunchSpec) -> ReplicaRef:
         replica_id = spec.replica_id
-        if not _REPLICA_ID.fullmatch(replica_id):
-            message = f"replica_id {replica_id!r} is not a safe file name"
-            raise ExecutorError(message, retryable=False)
         link = await self._place(spec.node)
         env = worker_env(spec, link.host)
         # Built by prepare; this only looks it up (or builds it, if prepare
         # was skipped or placed the replica elsewhere).
-        python = await self._environments.interpreter(link, Environment.of(spec))
+        python = await self._environments.interpreter(link, Environment.of(spec.options))
         remote = await link.remote()
         files = remote.files(replica_id)
         pid = None
         try:
             pid = await _start(remote, link.host, python, spec, files, env)
-            record = await self._wait_ready(remote, replica_id, pid)
+            ready = await self._wait_ready(remote, replica_id, pid)
         except BaseException:
             await self._abandon(remote, files, replica_id, pid)
             raise
-        return self._ref(link.host, files, record)
+        return self._ref(link.host, files, ready)
 
     async def stop(self, ref: ReplicaRef, timeout_s: float) -> None:
         link = self._link(ref.data.get("host") or ref.node)
         remote = await link.remote()
         files = remote.files(ref.replica_id)
-        pid = ref.data.get("pid") or (await remote.read_json(files.ready) or {}).get("pid")
+        pid = ref.data.get("pid")
+        if pid is None and (ready := await _read_ready(remote, files.ready)) is not None:
+            pid = ready.pid
         if pid is not None:
-            await _terminate(remote, int(pid), ref.replica_id, timeout_s)
+            await worker_process.terminate(remote, int(pid), ref.replica_id, timeout_s)
         # The log stays: it is how a user finds out why a replica died.
         await remote.remove(files.config, files.ready)
         await remote.remove_tree(files.working_dir)
@@ -145,25 +136,24 @@ class SshExecutor(Executor):
             message = f"node {node!r} is not a host of the ssh executor (hosts: {hosts})"
             raise ExecutorError(message, retryable=False) from None
 
-    async def _wait_ready(self, remote: Remote, replica_id: str, pid: int) -> dict[str, Any]:
+    async def _wait_ready(self, remote: Remote, replica_id: str, pid: int) -> Ready:
         files = remote.files(replica_id)
+
+        async def read() -> bytes | None:
+            return await remote.read(files.ready)
+
+        async def is_running() -> bool:
+            return await remote.is_running(pid)
+
+        async def log_tail() -> str:
+            return await _log_tail(remote, files)
+
         timeout_s = self.settings.start_timeout_s
-        try:
-            async with asyncio.timeout(timeout_s):
-                record = await _poll_ready(remote, replica_id, pid)
-        except TimeoutError:
-            where = f"replica {replica_id} on host {remote.name}"
-            message = f"{where} was not ready within {timeout_s:g}s"
-            raise ExecutorError(f"{message}; {await _log_tail(remote, files)}") from None
-        if record is None:
-            message = f"replica {replica_id} on host {remote.name} exited before it was ready"
-            raise ReplicaStartError(f"{message}; {await _log_tail(remote, files)}")
-        if "error" in record:
-            raise ReplicaStartError(str(record["error"]))
-        return record
+        where = f"replica {replica_id} on host {remote.name}"
+        return await worker_process.wait_ready(read, is_running, timeout_s, where, log_tail)
 
     async def _abandon(
-        self, remote: Remote, files: ReplicaFiles, replica_id: str, pid: int | None
+        self, remote: Remote, files: WorkerFiles, replica_id: str, pid: int | None
     ) -> None:
         """After a failed launch: nothing may be left running. Best effort,
         since the failure may be the host itself."""
@@ -190,20 +180,18 @@ class SshExecutor(Executor):
         remote = await link.remote()
         paths = await remote.ready_files()
         async with asyncio.TaskGroup() as group:
-            checks = [group.create_task(_live_record(remote, path)) for path in paths]
-        records = [record for task in checks if (record := task.result()) is not None]
-        return [self._ref(link.host, remote.files(r["replica_id"]), r) for r in records]
+            checks = [group.create_task(_live_ready(remote, path)) for path in paths]
+        found = [ready for task in checks if (ready := task.result()) is not None]
+        return [self._ref(link.host, remote.files(r.replica_id), r) for r in found]
 
-    def _ref(
-        self, host: HostSettings, files: ReplicaFiles, record: Mapping[str, Any]
-    ) -> ReplicaRef:
+    def _ref(self, host: HostSettings, files: WorkerFiles, ready: Ready) -> ReplicaRef:
         return ReplicaRef(
-            replica_id=str(record["replica_id"]),
+            replica_id=ready.replica_id,
             executor=self.name,
-            address=_reachable(str(record["address"]), host),
+            address=_reachable(ready.address, host),
             node=host.name,
-            nonce=str(record.get("nonce", "")),
-            data={"pid": str(record["pid"]), "host": host.name, "log": files.log},
+            nonce=ready.nonce,
+            data={"pid": str(ready.pid), "host": host.name, "log": files.log},
         )
 
 
@@ -212,26 +200,23 @@ async def _start(
     host: HostSettings,
     python: str,
     spec: LaunchSpec,
-    files: ReplicaFiles,
+    files: WorkerFiles,
     env: dict[str, str],
 ) -> int:
     """Ships the config (and working_dir), starts the worker; its pid."""
-    config = replica_pb2.ReplicaConfig()
-    config.CopyFrom(spec.config)
-    config.host = host.bind_host
     await remote.remove(files.ready)
-    await remote.write(files.config, config.SerializeToString())
+    await remote.write(files.config, spec.config.SerializeToString())
     cwd = await _prepare_working_dir(remote, spec, files, env, host.python)
-    output = await remote.run(start_script(python, cwd, files, env))
+    output = await remote.run(start_script(python, cwd, files, host.bind_host, env))
     return int(output.split()[-1])
 
 
 async def _prepare_working_dir(
-    remote: Remote, spec: LaunchSpec, files: ReplicaFiles, env: dict[str, str], python: str
+    remote: Remote, spec: LaunchSpec, files: WorkerFiles, env: dict[str, str], python: str
 ) -> str:
     """The folder the worker starts in: its own copy of the runtime_env's
     working_dir (first on PYTHONPATH too), else the host's workdir."""
-    folder = spec.config.deployment.replica_options.runtime_env.working_dir
+    folder = spec.options.working_dir
     if not folder:
         return remote.workdir
     await working_dir.ship(remote, folder, files.working_dir, python)
@@ -239,56 +224,24 @@ async def _prepare_working_dir(
     return files.working_dir
 
 
-async def _poll_ready(remote: Remote, replica_id: str, pid: int) -> dict[str, Any] | None:
-    """The ready file's record once it appears; None if the worker exits first."""
-    ready = remote.files(replica_id).ready
-    while (record := await remote.read_json(ready)) is None:
-        if not await remote.is_running(pid):
-            # It may have written the file just before exiting.
-            return await remote.read_json(ready)
-        await asyncio.sleep(_POLL_S)
-    return record
-
-
-async def _live_record(remote: Remote, path: str) -> dict[str, Any] | None:
-    """A ready file's record if its worker is still running; else None."""
-    record = await remote.read_json(path)
-    if not record or not {"address", "pid", "replica_id"} <= record.keys():
-        return None
-    if not isinstance(record["pid"], int) or not isinstance(record["replica_id"], str):
-        return None  # not written by our worker
-    if not await remote.is_worker(record["pid"], record["replica_id"]):
-        return None
-    return record
-
-
-async def _terminate(remote: Remote, pid: int, replica_id: str, timeout_s: float) -> None:
-    """SIGTERM to the worker's group, then SIGKILL after `timeout_s`."""
-    if not await remote.is_worker(pid, replica_id):
-        return
-    await remote.signal_group(pid, "TERM")
-    if await _wait_gone(remote, pid, replica_id, timeout_s):
-        return
-    log.warning("replica %s ignored SIGTERM for %gs; killing it", replica_id, timeout_s)
-    await remote.signal_group(pid, "KILL")
-    if not await _wait_gone(remote, pid, replica_id, _KILL_WAIT_S):
-        where = f"replica {replica_id} (pid {pid}) on host {remote.name}"
-        raise ExecutorError(f"{where} survived SIGKILL")
-
-
-async def _wait_gone(remote: Remote, pid: int, replica_id: str, timeout_s: float) -> bool:
-    """Whether the worker exited within `timeout_s` (polled: it is remote)."""
+async def _read_ready(remote: Remote, path: str) -> Ready | None:
+    """The ready file at `path`, if a serving worker wrote it."""
+    data = await remote.read(path)
     try:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                if not await remote.is_worker(pid, replica_id):
-                    return True
-                await asyncio.sleep(_POLL_S)
-    except TimeoutError:
-        return False
+        return None if data is None else Ready.parse(data)
+    except (ValueError, ExecutorError):
+        return None  # a failed start, or a file that is not ours
 
 
-async def _log_tail(remote: Remote, files: ReplicaFiles) -> str:
+async def _live_ready(remote: Remote, path: str) -> Ready | None:
+    """A ready file if its worker is still running; else None."""
+    ready = await _read_ready(remote, path)
+    if ready is None or not await remote.is_worker(ready.pid, ready.replica_id):
+        return None
+    return ready
+
+
+async def _log_tail(remote: Remote, files: WorkerFiles) -> str:
     return f"its log ({remote.name}:{files.log}) ends with:\n{await remote.tail(files.log)}"
 
 

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import json
 import posixpath
 import shlex
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncssh
 
 from executors.base import ExecutorError
+from executors.worker_process import WorkerFiles, is_command_of
 
 # Every remote operation is short; one that takes longer is on a dead link.
 _OPERATION_TIMEOUT_S = 30.0
@@ -38,23 +36,6 @@ _LINK_ERRORS = (
 )
 
 
-def config_name(replica_id: str) -> str:
-    """The file name of a replica's config; the worker's command line names
-    it, which is how the worker is recognised among the host's processes."""
-    return f"{replica_id}.config.pb"
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplicaFiles:
-    """Where one replica's files live on its host (absolute paths)."""
-
-    config: str
-    ready: str
-    log: str
-    # The replica's unpacked runtime_env.working_dir, when it has one.
-    working_dir: str
-
-
 class Remote:
     """A live connection to one host, with Capstan's workdir resolved."""
 
@@ -68,7 +49,6 @@ class Remote:
         self.name = name
         self.workdir = workdir
         self.replicas_dir = posixpath.join(workdir, "replicas")
-        self.logs_dir = posixpath.join(workdir, "logs")
         self._connection = connection
         self._sftp = sftp
         self._commands = asyncio.Semaphore(_MAX_COMMANDS)
@@ -78,13 +58,8 @@ class Remote:
     def is_closed(self) -> bool:
         return self._is_closing or self._connection.is_closed()
 
-    def files(self, replica_id: str) -> ReplicaFiles:
-        return ReplicaFiles(
-            config=posixpath.join(self.replicas_dir, config_name(replica_id)),
-            ready=posixpath.join(self.replicas_dir, f"{replica_id}.json"),
-            log=posixpath.join(self.logs_dir, f"{replica_id}.log"),
-            working_dir=posixpath.join(self.workdir, "working_dirs", replica_id),
-        )
+    def files(self, replica_id: str) -> WorkerFiles:
+        return WorkerFiles.under(self.workdir, replica_id)
 
     async def run(self, script: str) -> str:
         """Runs `script` with sh (whatever the user's login shell is) and
@@ -119,16 +94,6 @@ class Remote:
             except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath):
                 return None
 
-    async def read_json(self, path: str) -> dict[str, Any] | None:
-        """The JSON object in `path`; None when it is missing or not one
-        (ready files are written by rename, so never half-written)."""
-        data = await self.read(path)
-        try:
-            record = json.loads(data) if data is not None else None
-        except ValueError:
-            return None
-        return record if isinstance(record, dict) else None
-
     async def write(self, path: str, data: bytes) -> None:
         """Writes a file only this user can read: configs carry user code."""
         attrs = asyncssh.SFTPAttrs(permissions=0o600)
@@ -162,17 +127,16 @@ class Remote:
         ]
 
     async def is_worker(self, pid: int, replica_id: str) -> bool:
-        """Whether `pid` is alive and is the worker of `replica_id`: pids are
-        reused, and a zombie's command line is empty, so the command line
-        must still name the replica's config."""
+        """Whether `pid` is alive and is the worker of `replica_id`, from the
+        host's /proc (psutil cannot look at another machine)."""
         try:
             cmdline = await self.read(f"/proc/{int(pid)}/cmdline", _CMDLINE_BYTES)
         except ExecutorError:
             if self.is_closed:
                 raise
             return False  # not ours to read: another user's process
-        suffix = ("/" + config_name(replica_id)).encode()
-        return bool(cmdline) and any(arg.endswith(suffix) for arg in cmdline.split(b"\0"))
+        arguments = (cmdline or b"").decode(errors="replace").split("\0")
+        return is_command_of(arguments, replica_id)
 
     async def is_running(self, pid: int) -> bool:
         """Whether `pid` is alive and not a zombie. For a worker being

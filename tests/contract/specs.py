@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import pathlib
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from capstan.v1 import deployment_pb2, replica_pb2
 from executors.base import LaunchSpec
+from executors.options import ReplicaOptions
 
 # The workers import tests.apps.*, wherever the test run started.
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -48,8 +50,16 @@ def replica_config(
 
 
 def launch_spec(import_path: str, **options: Any) -> LaunchSpec:
-    return LaunchSpec(
-        replica_config(import_path, **options),
-        node="",
-        env={"PYTHONPATH": str(REPO_ROOT)},
-    )
+    config = replica_config(import_path, **options)
+    return launch_spec_of(config, env={"PYTHONPATH": str(REPO_ROOT)})
+
+
+def launch_spec_of(
+    config: replica_pb2.ReplicaConfig, *, node: str = "", env: Mapping[str, str] | None = None
+) -> LaunchSpec:
+    """The LaunchSpec the control plane would make of `config` on a node
+    without GPUs: its validated options, and its environment (env_vars,
+    then OMP_NUM_THREADS unless they set it), then `env`."""
+    options = ReplicaOptions.from_proto(config.deployment.replica_options)
+    placed = {"OMP_NUM_THREADS": options.omp_num_threads, **options.env_vars}
+    return LaunchSpec(config, options, node=node, env={**placed, **(env or {})})

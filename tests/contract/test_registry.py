@@ -43,8 +43,8 @@ def test_unknown_name_lists_the_known_ones(tmp_path: pathlib.Path) -> None:
     ("config", "key"),
     [
         ({"num_cpus": 0}, "num_cpus"),
-        ({"gpu_ids": [0]}, "gpu_ids"),
-        ({"resources": {"tpu": -1}}, "resources"),
+        ({"gpu_ids": "0,1"}, "gpu_ids"),
+        ({"resources": {"tpu": -1}}, "resources.tpu"),
         ({"python": ""}, "python"),
         ({"colour": "red"}, "colour"),
     ],
@@ -52,7 +52,7 @@ def test_unknown_name_lists_the_known_ones(tmp_path: pathlib.Path) -> None:
 def test_bad_config_names_the_executor_and_key(
     tmp_path: pathlib.Path, config: dict, key: str
 ) -> None:
-    with pytest.raises(ValueError, match=rf"executors\.local: .*{key}"):
+    with pytest.raises(ValueError, match=rf"^executors\.local\.{re.escape(key)}: "):
         load_executor("local", config, tmp_path)
 
 

@@ -128,9 +128,13 @@ def test_settings_on_loopback_need_no_token(host: str) -> None:
     assert Settings(host=host).token == ""
 
 
-def test_parse_settings_reads_the_token_from_flag_or_environment() -> None:
-    environ = {"CAPSTAN_HOST": "0.0.0.0", "CAPSTAN_TOKEN": TOKEN}
-    assert parse_settings([], environ).token == TOKEN
-    assert parse_settings(["--token", "other"], environ).token == "other"
+def test_parse_settings_reads_the_token_from_flag_or_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CAPSTAN_HOST", "0.0.0.0")
+    monkeypatch.setenv("CAPSTAN_TOKEN", TOKEN)
+    assert parse_settings([]).token == TOKEN
+    assert parse_settings(["--token", "other"]).token == "other"
+    monkeypatch.delenv("CAPSTAN_TOKEN")
     with pytest.raises(ValueError, match="set a bearer token"):
-        parse_settings(["--host", "0.0.0.0"], {})
+        parse_settings([])

@@ -221,6 +221,18 @@ async def test_invalid_specs_name_the_field(harness: Harness) -> None:
     assert "executor 'ray' is not configured" in details and "scripted" in details
 
 
+async def test_runtime_env_the_executor_lacks_is_refused_at_apply(harness: Harness) -> None:
+    # The scripted executor declares no runtime_env abilities.
+    options = deployment_pb2.ReplicaOptions(runtime_env=deployment_pb2.RuntimeEnv(pip=["idna"]))
+    details = await expect_error(
+        harness.apply(replica_options=options), grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert details == (
+        "executor 'scripted' does not support runtime_env.pip; remove it or choose another executor"
+    )
+    await expect_error(harness.get(), grpc.StatusCode.NOT_FOUND)
+
+
 async def test_unknown_deployment_is_not_found(harness: Harness) -> None:
     await expect_error(harness.get("nope"), grpc.StatusCode.NOT_FOUND)
     await expect_error(

@@ -15,9 +15,18 @@ from typing import Any
 import pytest
 
 from capstan.v1 import deployment_pb2, replica_pb2
-from executors.base import Executor, ExecutorError, LaunchSpec, ReplicaRef, ReplicaStartError
+from executors.base import (
+    Executor,
+    ExecutorError,
+    LaunchSpec,
+    NotSupported,
+    ReplicaRef,
+    ReplicaStartError,
+)
+from executors.registry import load_executor
 from tests.contract.exchange_client import call_once as call
 from tests.contract.exchange_client import stats
+from tests.contract.specs import launch_spec_of
 from tests.support.ray_cluster import RayCluster, make_ray_executor, ray_executor
 from tests.support.waiting import eventually
 
@@ -33,6 +42,7 @@ def launch_spec(
     num_cpus: float = SMALL_CPUS,
     env_vars: dict[str, str] | None = None,
     env: dict[str, str] | None = None,
+    conda: str = "",
 ) -> LaunchSpec:
     spec = deployment_pb2.DeploymentSpec(
         name=import_path.rpartition(":")[2].lower(),
@@ -43,6 +53,7 @@ def launch_spec(
     )
     spec.replica_options.num_cpus = num_cpus
     spec.replica_options.runtime_env.env_vars.update(env_vars or {})
+    spec.replica_options.runtime_env.conda = conda
     config = replica_pb2.ReplicaConfig(
         replica_id=f"{spec.name}-{uuid.uuid4().hex[:8]}",
         nonce=uuid.uuid4().hex,
@@ -50,7 +61,7 @@ def launch_spec(
         deployment=spec,
         host="127.0.0.1",
     )
-    return LaunchSpec(config, env=env or {})
+    return launch_spec_of(config, env=env)
 
 
 def is_running(pid: int) -> bool:
@@ -152,9 +163,9 @@ async def test_actor_dying_while_starting_is_named(executor: Executor) -> None:
 
 
 async def test_runtime_env_failure_is_named(executor: Executor) -> None:
-    spec = launch_spec("tests.apps.ray_echo:Echo")
-    spec.config.deployment.replica_options.runtime_env.conda = "capstan-no-such-env"
-    with pytest.raises(ExecutorError, match="runtime_env") as caught:
+    spec = launch_spec("tests.apps.ray_echo:Echo", conda="capstan-no-such-env")
+    # No conda on this machine: Ray cannot do what the spec asks.
+    with pytest.raises(NotSupported, match="runtime_env") as caught:
         await executor.launch(spec)
     assert "Could not find Conda executable" in str(caught.value), caught.value
     assert not caught.value.retryable
@@ -191,6 +202,14 @@ async def test_a_new_executor_adopts_running_replicas(
         assert await call(found.address, "echo", "hi") == "adopted hi"
         await new.stop(ReplicaRef.from_json(found.to_json()), timeout_s=5)
         assert ref.replica_id not in await replica_ids(new)
+
+
+def test_only_a_ray_started_outside_the_control_plane_adopts(
+    ray_cluster: RayCluster, tmp_path: pathlib.Path
+) -> None:
+    # No connection is made until the first call, so nothing to close.
+    assert make_ray_executor(ray_cluster, tmp_path).capabilities.adopts_replicas
+    assert not load_executor("ray", {}, tmp_path).capabilities.adopts_replicas
 
 
 def test_config_errors_name_the_key(ray_cluster: RayCluster, tmp_path: pathlib.Path) -> None:

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from capstan.v1 import deployment_pb2
-from executors.base import ExecutorError, LaunchSpec
+from executors.base import ExecutorError, LaunchSpec, NotSupported
 from executors.local import LocalExecutor
 from executors.runtime_env.build import READY, env_key
 from tests.contract.exchange_client import ExchangeClient
-from tests.contract.specs import REPO_ROOT, replica_config
+from tests.contract.specs import REPO_ROOT, launch_spec_of, replica_config
 from tests.support.sshd import SshHosts, open_ssh_executor
 
 MISSING = "capstan-no-such-package==1.0"
@@ -33,7 +33,7 @@ def pinned_spec(pip: Sequence[str] = (), *, conda: str = "", node: str = "") -> 
     runtime_env = deployment_pb2.RuntimeEnv(pip=list(pip), conda=conda)
     options = deployment_pb2.ReplicaOptions(runtime_env=runtime_env)
     config = replica_config("tests.apps.pinned:IdnaVersion", replica_options=options)
-    return LaunchSpec(config, node=node, env={"PYTHONPATH": str(REPO_ROOT)})
+    return launch_spec_of(config, node=node, env={"PYTHONPATH": str(REPO_ROOT)})
 
 
 async def build(root: pathlib.Path, requirements: Sequence[str]) -> tuple[int, dict, str]:
@@ -163,7 +163,7 @@ async def test_local_conda_without_conda_is_a_clear_error(
 ) -> None:
     assert shutil.which("conda") is None, "this test needs a machine without conda"
     monkeypatch.delenv("CONDA_EXE", raising=False)
-    with pytest.raises(ExecutorError) as raised:
+    with pytest.raises(NotSupported) as raised:
         await local.prepare(pinned_spec(conda="capstan-env"))
     assert raised.value.retryable is False
     assert str(raised.value).endswith(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
+import re
 import signal
 import time
 import uuid
@@ -16,10 +17,17 @@ from typing import Any
 import pytest
 
 from capstan.v1 import deployment_pb2, replica_pb2
-from executors.base import ExecutorError, LaunchSpec, ReplicaRef, ReplicaStartError
+from executors.base import (
+    ExecutorError,
+    LaunchSpec,
+    NotSupported,
+    ReplicaRef,
+    ReplicaStartError,
+)
 from executors.ssh import SshExecutor
 from tests.contract.exchange_client import call_once as call
 from tests.contract.exchange_client import stats
+from tests.contract.specs import launch_spec_of
 from tests.support.sshd import SshHosts, open_ssh_executor, worker_pids
 from tests.support.waiting import eventually
 
@@ -52,7 +60,7 @@ def launch_spec(
         version="v1",
         deployment=deployment,
     )
-    return LaunchSpec(config=config, node=node, env=env or {})
+    return launch_spec_of(config, node=node, env=env)
 
 
 def workdir(state_dir: pathlib.Path, host: str) -> pathlib.Path:
@@ -144,6 +152,14 @@ async def test_user_code_failure_is_a_replica_start_error(
         await executor.launch(launch_spec("Broken", node="a"))
     assert not caught.value.retryable
     assert list((workdir(tmp_path, "a") / "replicas").iterdir()) == []
+    assert worker_pids(tmp_path) == []
+
+
+async def test_a_variable_a_shell_cannot_assign_is_not_supported(
+    executor: SshExecutor, tmp_path: pathlib.Path
+) -> None:
+    with pytest.raises(NotSupported, match="'A-B' is not a variable name a shell"):
+        await executor.launch(launch_spec(node="a", env_vars={"A-B": "1"}))
     assert worker_pids(tmp_path) == []
 
 
@@ -257,8 +273,8 @@ async def test_host_keys_are_checked_against_known_hosts(
         ({"hosts": []}, "hosts"),
         ({"colour": "red"}, "colour"),
         ({"connect_timeout_s": 0}, "connect_timeout_s"),
-        ({"hosts": [{"name": "a", "address": "h"}]}, "hosts[0].num_cpus"),
-        ({"hosts": [{"name": "a", "address": "h", "num_cpus": 1, "port": "22"}]}, "hosts[0].port"),
+        ({"hosts": [{"name": "a", "address": "h"}]}, "hosts.0.num_cpus: Field required"),
+        ({"hosts": [{"name": "a", "address": "h", "num_cpus": 1, "port": "22"}]}, "hosts.0.port"),
         ({"hosts": [{"name": "a", "address": "h", "num_cpus": 1, "env": {"A-B": "1"}}]}, "A-B"),
         ({"hosts": [{"name": "a", "address": "h", "num_cpus": 1}] * 2}, "used twice"),
     ],
@@ -267,5 +283,5 @@ def test_config_errors_name_the_key(
     ssh_hosts: SshHosts, tmp_path: pathlib.Path, change: dict[str, Any], key: str
 ) -> None:
     config = {**ssh_hosts.executor_config(tmp_path), **change}
-    with pytest.raises(ValueError, match=key.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ValueError, match=re.escape(key)):
         SshExecutor(config, tmp_path)

@@ -1,0 +1,91 @@
+"""What a replica reserves and the environment it runs in, validated once.
+
+The control plane builds `ReplicaOptions` from a spec at the API edge; the
+scheduler places by it and every executor reads it from the `LaunchSpec`,
+so a default (one CPU) and a rule (pip or conda, not both) live here only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from capstan.errors import InvalidSpec
+from capstan.v1 import deployment_pb2
+
+# Ray Serve's default: a replica reserves one CPU unless it says otherwise.
+DEFAULT_NUM_CPUS = 1.0
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidSpec(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaOptions:
+    """A replica's resource request (`num_cpus`, `num_gpus`, custom
+    `resources`) and its runtime_env (`env_vars`, `working_dir`, `pip`,
+    `conda`). Raises `InvalidSpec` naming the field that is wrong."""
+
+    num_cpus: float = DEFAULT_NUM_CPUS
+    num_gpus: float = 0.0
+    resources: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    env_vars: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    working_dir: str = ""
+    pip: tuple[str, ...] = ()
+    conda: str = ""
+
+    def __post_init__(self) -> None:
+        prefix = "ray_actor_options"
+        _require(self.num_cpus >= 0, f"{prefix}.num_cpus must be >= 0, got {self.num_cpus}")
+        _require(self.num_gpus >= 0, f"{prefix}.num_gpus must be >= 0, got {self.num_gpus}")
+        _require(
+            self.num_gpus <= 1 or self.num_gpus == int(self.num_gpus),
+            f"{prefix}.num_gpus above 1 must be a whole number, got {self.num_gpus}",
+        )
+        for name, amount in self.resources.items():
+            _require(bool(name), f"{prefix}.resources has an empty resource name")
+            _require(
+                name not in ("CPU", "GPU"),
+                f"{prefix}.resources may not name {name}; use num_cpus and num_gpus",
+            )
+            _require(amount >= 0, f"{prefix}.resources[{name!r}] must be >= 0")
+        for key in self.env_vars:
+            _require(
+                bool(key) and "=" not in key and "\0" not in key,
+                f"runtime_env.env_vars has an invalid variable name {key!r}",
+            )
+        _require(all(self.pip), "runtime_env.pip has an empty requirement")
+        _require(not (self.pip and self.conda), "runtime_env may set pip or conda, not both")
+
+    @property
+    def omp_num_threads(self) -> str:
+        """OMP_NUM_THREADS for the replica: its CPU count, at least 1."""
+        return str(max(1, int(self.num_cpus)))
+
+    @classmethod
+    def from_proto(cls, msg: deployment_pb2.ReplicaOptions) -> ReplicaOptions:
+        env = msg.runtime_env
+        return cls(
+            num_cpus=msg.num_cpus if msg.HasField("num_cpus") else DEFAULT_NUM_CPUS,
+            num_gpus=msg.num_gpus,
+            resources=dict(msg.resources),
+            env_vars=dict(env.env_vars),
+            working_dir=env.working_dir,
+            pip=tuple(env.pip),
+            conda=env.conda,
+        )
+
+    def to_proto(self) -> deployment_pb2.ReplicaOptions:
+        return deployment_pb2.ReplicaOptions(
+            num_cpus=self.num_cpus,
+            num_gpus=self.num_gpus,
+            resources=dict(self.resources),
+            runtime_env=deployment_pb2.RuntimeEnv(
+                env_vars=dict(self.env_vars),
+                working_dir=self.working_dir,
+                pip=list(self.pip),
+                conda=self.conda,
+            ),
+        )

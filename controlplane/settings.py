@@ -15,7 +15,7 @@ import pydantic
 import pydantic_settings
 from pydantic import Field, Strict, model_validator
 
-from executors.settings import NonEmpty, PositiveNumber, Section, SettingsError
+from capstan.sections import NonEmpty, PositiveNumber, Section, SettingsError
 
 _ENV_PREFIX = "CAPSTAN_"
 

@@ -178,7 +178,7 @@ class Executor(abc.ABC):
 
     def __init__(self, config: Mapping[str, Any], state_dir: pathlib.Path) -> None:
         """`config` is this executor's section of the control plane's settings,
-        validated here: an `executors.settings.Section` model raises a
+        validated here: a `capstan.sections.Section` model raises a
         `SettingsError` naming each wrong key path (`hosts.0.port`), which the
         registry places under `executors.<name>`; any other `ValueError`
         should name the key too. `state_dir` is a folder the executor owns

@@ -11,8 +11,8 @@ import pathlib
 from collections.abc import Mapping
 from typing import Any
 
+from capstan.sections import SettingsError
 from executors.base import Executor, ExecutorError
-from executors.settings import SettingsError
 
 GROUP = "capstan.executors"
 

@@ -19,7 +19,7 @@ import sys
 
 from pydantic import Field
 
-from executors.settings import GpuIds, NonEmpty, PositiveNumber, Resources, Section
+from capstan.sections import GpuIds, NonEmpty, PositiveNumber, Resources, Section
 
 
 class LocalSettings(Section):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, StringConstraints, model_validator
 
-from executors.settings import PositiveNumber, Section
+from capstan.sections import PositiveNumber, Section
 
 # "auto", a GCS address "host:port", or a Ray Client address "ray://host:port".
 _ADDRESS = re.compile(r"auto|(ray://)?[^\s/:]+:\d{1,5}|(ray://)?\[[0-9A-Fa-f:.]+\]:\d{1,5}")

@@ -7,9 +7,9 @@ import re
 import shlex
 from collections.abc import Mapping
 
+from capstan.sections import ENV_NAME_PATTERN
 from executors import worker_process
 from executors.base import LaunchSpec, NotSupported
-from executors.settings import ENV_NAME_PATTERN
 from executors.ssh.settings import HostSettings
 from executors.worker_process import WorkerFiles
 

@@ -30,7 +30,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
-from executors.settings import (
+from capstan.sections import (
     EnvVars,
     GpuIds,
     NonEmpty,

@@ -37,6 +37,9 @@ CORE = {
     # only: the replica context user code reads, and FastAPI view binding.
     "capstan.context",
     "capstan.fastapi_views",
+    # Settings sections (pydantic) whose errors name the key path, for the
+    # control plane's settings and every executor's.
+    "capstan.sections",
 }
 # Which layers each layer may import. The SDK is the top: it may import all.
 ALLOWED = {
@@ -48,7 +51,12 @@ ALLOWED = {
 }
 # The control plane knows the Executor interface and how plugins are found,
 # never a concrete executor.
-CONTROLPLANE_SEES_OF_EXECUTORS = {"executors", "executors.base", "executors.registry"}
+CONTROLPLANE_SEES_OF_EXECUTORS = {
+    "executors",
+    "executors.base",
+    "executors.options",  # the validated replica options a LaunchSpec carries
+    "executors.registry",
+}
 
 
 class Import(NamedTuple):

@@ -10,10 +10,10 @@ import re
 
 import pytest
 
+from capstan.sections import SettingsError
 from controlplane.settings import Settings, parse_settings
 from executors.local.settings import LocalSettings
 from executors.registry import load_executor
-from executors.settings import SettingsError
 from executors.ssh.settings import SshSettings
 
 HOST = {"name": "a", "address": "10.0.0.7", "num_cpus": 4}

@@ -11,7 +11,7 @@ import pytest
 from capstan.v1 import replica_pb2
 from executors.base import Executor, ExecutorError, LaunchSpec, ReplicaRef, ReplicaStartError
 from tests.contract.exchange_client import ExchangeClient
-from tests.contract.specs import launch_spec
+from tests.contract.specs import REPO_ROOT, launch_spec, launch_spec_of, replica_config
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(120)
@@ -138,8 +138,9 @@ async def test_an_environment_it_cannot_build_is_a_final_error(
     make_executor: MakeExecutor,
 ) -> None:
     executor = make_executor()
-    spec = launch_spec("tests.apps.echo:Echo")
-    spec.config.deployment.replica_options.runtime_env.conda = "capstan-contract-no-such-env"
+    config = replica_config("tests.apps.echo:Echo")
+    config.deployment.replica_options.runtime_env.conda = "capstan-contract-no-such-env"
+    spec = launch_spec_of(config, env={"PYTHONPATH": str(REPO_ROOT)})
     # NotSupported from prepare, or a build that fails in prepare or launch.
     with pytest.raises(ExecutorError) as caught:
         await executor.prepare(spec)

@@ -128,7 +128,8 @@ def test_launch_spec_builds_the_environment_once(
     options: dict, placement: Placement, node: Node | None, env: dict
 ) -> None:
     spec = _spec(**options)
-    launch = launch_spec(_record(), spec, placement, node, "127.0.0.1:9")
+    capacity = {spec.executor: [node]} if node is not None else {}
+    launch = launch_spec(_record(), spec, placement, capacity, "127.0.0.1:9")
     assert launch.env == env
     assert launch.options is spec.replica
     assert launch.node == placement.node

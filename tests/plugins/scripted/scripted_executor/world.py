@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from capstan.v1 import deployment_pb2, replica_pb2
 from executors.base import LaunchSpec, Node, ReplicaRef, ReplicaStartError
+from executors.options import ReplicaOptions
 from scripted_executor.replica import ScriptedReplica
 
 # What a replica nobody launched (`stray`) runs.
@@ -92,7 +93,8 @@ class World:
             name=deployment, code=deployment_pb2.Code(import_path=STRAY_APP)
         )
         config = replica_pb2.ReplicaConfig(replica_id=replica_id, version="v?", deployment=spec)
-        replica = await ScriptedReplica.start(self, LaunchSpec(config, node="node0"))
+        options = ReplicaOptions.from_proto(spec.replica_options)
+        replica = await ScriptedReplica.start(self, LaunchSpec(config, options, node="node0"))
         self.replicas[replica_id] = replica
         return replica
 

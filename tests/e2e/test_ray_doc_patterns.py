@@ -111,7 +111,7 @@ def test_http_streaming_stops_when_the_client_goes(serve, cluster: Cluster, tmp_
                     yield f"{i}\n"
                     await asyncio.sleep(0.05)
             except asyncio.CancelledError:
-                pathlib.Path(self.marker_path).write_text("cancelled")
+                pathlib.Path(self.marker_path).write_text("cancelled")  # noqa: ASYNC240 - tiny marker
                 raise
 
         def __call__(self, request: Request) -> StreamingResponse:

@@ -22,9 +22,9 @@ from collections.abc import Mapping
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from capstan.channels import server_options
+from capstan.reflection import enable_reflection
 from capstan.v1 import controlplane_pb2, controlplane_pb2_grpc
 from controlplane.auth import BearerTokenInterceptor
 from controlplane.reconciler.loop import Reconciler
@@ -98,8 +98,7 @@ class ControlPlane:
         )
         controlplane_pb2_grpc.add_ControlPlaneServiceServicer_to_server(service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        names = (_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
+        enable_reflection(server, (_SERVICE_NAME, health.SERVICE_NAME))
         try:
             port = server.add_insecure_port(f"{settings.host}:{settings.port}")
         except RuntimeError as error:

@@ -40,6 +40,8 @@ CORE = {
     # Settings sections (pydantic) whose errors name the key path, for the
     # control plane's settings and every executor's.
     "capstan.sections",
+    # Reflection (v1 and v1alpha) on every server.
+    "capstan.reflection",
 }
 # Which layers each layer may import. The SDK is the top: it may import all.
 ALLOWED = {

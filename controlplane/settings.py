@@ -47,6 +47,12 @@ class Settings(Section):
     shutdown_grace_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
     # Bearer token every control API call must carry; required off loopback.
     token: str = Field(default="", repr=False)
+    # Uploaded packages (PackageService): the largest archive taken, how
+    # long one no deployment names is kept after its last use (so that an
+    # upload survives until the apply that names it), how often to look.
+    max_package_bytes: Annotated[int, Field(ge=1)] = 100 << 20
+    package_grace_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 3600.0
+    package_gc_interval_s: PositiveNumber = 300.0
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -65,6 +71,10 @@ class Settings(Section):
     @property
     def db_path(self) -> pathlib.Path:
         return self.state_dir / "state.db"
+
+    @property
+    def packages_dir(self) -> pathlib.Path:
+        return self.state_dir / "packages"
 
     @property
     def address(self) -> str:

@@ -5,6 +5,7 @@ once; and packages no stored deployment names are collected."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import pathlib
 from collections.abc import AsyncIterator, Iterable
@@ -12,7 +13,9 @@ from collections.abc import AsyncIterator, Iterable
 import grpc
 import pytest
 
+from capstan.errors import Unauthenticated
 from capstan.packing import Package, pack
+from capstan.uploads import Uploader
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc, deployment_pb2, packages_pb2_grpc
 from capstan.v1 import packages_pb2 as pk
@@ -195,3 +198,40 @@ async def test_packages_no_stored_deployment_names_are_collected(
     request = cp.DeleteDeploymentRequest(name="greeter", wait=True)
     await plane.control.DeleteDeployment(request, timeout=10)
     await eventually(lambda: collected(used), "the deleted deployment's package to be collected")
+
+
+async def test_uploads_need_the_control_planes_token(tmp_path: pathlib.Path) -> None:
+    settings = Settings(state_dir=tmp_path / "state", port=0, token="s3cret-token")
+    running = await ControlPlane.start(settings)
+    package = app(tmp_path)
+
+    def upload(token: str) -> str:
+        channel = grpc.insecure_channel(running.address)
+        try:
+            return Uploader(channel, [("authorization", f"Bearer {token}")]).upload(package)
+        finally:
+            channel.close()
+
+    try:
+        with pytest.raises(Unauthenticated):
+            await asyncio.to_thread(upload, "wrong")
+        assert await asyncio.to_thread(upload, "s3cret-token") == package_uri(package.sha256)
+    finally:
+        await running.stop()
+
+
+async def test_the_sdk_resumes_an_interrupted_upload(plane: Plane, tmp_path: pathlib.Path) -> None:
+    package = app(tmp_path)
+    half = len(package.data) // 2
+    with pytest.raises(grpc.aio.AioRpcError):
+        await plane.upload(package, data=package.data[:half])
+
+    def upload() -> str:
+        channel = grpc.insecure_channel(plane.plane.address)
+        try:
+            return Uploader(channel).upload(package)
+        finally:
+            channel.close()
+
+    assert await asyncio.to_thread(upload) == package_uri(package.sha256)
+    assert (await plane.state(package.sha256)).package.size_bytes == len(package.data)

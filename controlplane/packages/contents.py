@@ -30,17 +30,23 @@ def top_level_modules(names: Iterable[str]) -> frozenset[str]:
 
 
 def read_modules(archive: pathlib.Path, archive_format: str) -> frozenset[str]:
-    """The top-level modules of a stored archive. Raises `InvalidSpec` for
-    one that cannot be read as its format."""
+    """The top-level modules of an uploaded archive. Raises `InvalidSpec`
+    for one that cannot be read as its format, or that holds an entry
+    which would unpack outside its folder (executors refuse those too, but
+    only once a replica starts)."""
     try:
         if archive_format == "zip":
             with zipfile.ZipFile(archive) as opened:
-                return top_level_modules(opened.namelist())
-        with tarfile.open(archive, "r:gz") as opened:
-            return top_level_modules(opened.getnames())
+                names = opened.namelist()
+        else:
+            with tarfile.open(archive, "r:gz") as opened:
+                names = opened.getnames()
     except (OSError, zipfile.BadZipFile, tarfile.TarError) as error:
         message = f"the upload is not a readable {archive_format} archive: {error}"
         raise InvalidSpec(message) from None
+    if outside := [n for n in names if n.startswith("/") or ".." in n.split("/")]:
+        raise InvalidSpec(f"the upload holds an entry outside its folder: {outside[0]!r}")
+    return top_level_modules(names)
 
 
 def check_import_path(import_path: str, modules: frozenset[str], uri: str) -> None:

@@ -33,6 +33,8 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
             asyncio.Lock
         )
+        # Uploads holding or awaiting each lock: it goes when the last does.
+        self._users: collections.Counter[str] = collections.Counter()
 
     @answers_errors
     async def UploadPackage(
@@ -45,13 +47,14 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
         if first is None or not first.HasField("metadata"):
             raise InvalidSpec("the first message of an upload must carry metadata")
         upload = UploadMetadata.from_proto(first.metadata, self._store.max_bytes)
-        lock = self._locks[upload.sha256]
+        self._users[upload.sha256] += 1
         try:
-            async with lock:
+            async with self._locks[upload.sha256]:
                 return await self._receive(upload, request_iterator)
         finally:
-            if not lock.locked():
-                self._locks.pop(upload.sha256, None)
+            self._users[upload.sha256] -= 1
+            if not self._users[upload.sha256]:
+                del self._users[upload.sha256], self._locks[upload.sha256]
 
     async def _receive(
         self, upload: UploadMetadata, requests: AsyncIterator[pk.UploadPackageRequest]

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import pathlib
+import zipfile
 from collections.abc import AsyncIterator, Iterable
 
 import grpc
@@ -235,3 +237,26 @@ async def test_the_sdk_resumes_an_interrupted_upload(plane: Plane, tmp_path: pat
 
     assert await asyncio.to_thread(upload) == package_uri(package.sha256)
     assert (await plane.state(package.sha256)).package.size_bytes == len(package.data)
+
+
+async def test_concurrent_uploads_of_one_package_store_it_once(
+    plane: Plane, tmp_path: pathlib.Path
+) -> None:
+    package = app(tmp_path)
+    answers = await asyncio.gather(*(plane.upload(package) for _ in range(3)))
+    assert sorted(answer.already_stored for answer in answers) == [False, True, True]
+
+
+async def test_an_archive_reaching_outside_its_folder_is_refused(
+    plane: Plane, tmp_path: pathlib.Path
+) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("../escaped.py", "x = 1\n")
+    data = buffer.getvalue()
+    evil = Package(hashlib.sha256(data).hexdigest(), data)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await plane.upload(evil)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'../escaped.py'" in refused.value.details()
+    assert (await plane.state(evil.sha256)).state == pk.PACKAGE_STATE_ABSENT

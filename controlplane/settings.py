@@ -107,6 +107,8 @@ class EnvironmentSettings(pydantic_settings.BaseSettings):
     executors: dict[str, dict[str, Any]] | None = None
     reconcile_interval_s: float | None = None
     token: str | None = Field(default=None, repr=False)
+    max_package_bytes: int | None = None
+    package_grace_s: float | None = None
 
     @classmethod
     def read(cls) -> dict[str, Any]:
@@ -145,6 +147,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--executors", type=_json, help="a JSON object: name -> config")
     parser.add_argument("--reconcile-interval-s", type=float)
     parser.add_argument("--token")
+    parser.add_argument("--max-package-bytes", type=int, help="largest package upload taken")
+    parser.add_argument("--package-grace-s", type=float, help="how long an unused package stays")
     return parser
 
 

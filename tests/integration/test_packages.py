@@ -24,6 +24,7 @@ from capstan.v1 import packages_pb2 as pk
 from controlplane.server import ControlPlane
 from controlplane.settings import Settings
 from executors.options import package_uri
+from tests.support.reflection import reflected_methods, reflected_services
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
@@ -260,3 +261,13 @@ async def test_an_archive_reaching_outside_its_folder_is_refused(
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "'../escaped.py'" in refused.value.details()
     assert (await plane.state(evil.sha256)).state == pk.PACKAGE_STATE_ABSENT
+
+
+async def test_the_package_service_is_reflected(plane: Plane) -> None:
+    channel = grpc.aio.insecure_channel(plane.plane.address)
+    try:
+        assert "capstan.v1.PackageService" in await reflected_services(channel)
+        methods = await reflected_methods(channel, "capstan.v1.PackageService")
+        assert {"UploadPackage", "GetPackage"} <= methods
+    finally:
+        await channel.close()

@@ -2,8 +2,8 @@
 local folder a spec names is packed (`capstan.packing`), uploaded through
 PackageService unless the control plane has it already (or resumed where an
 interrupted upload stopped), and replaced in the spec by its package URI,
-"capstan-package://<sha256>". A spec that already names a package is left
-as it is."""
+"capstan-package://<sha256>". A spec that already names a package (or any
+other URI, which Ray fetches itself) is left as it is."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from capstan.packing import Package, pack
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import deployment_pb2, packages_pb2_grpc
 from capstan.v1 import packages_pb2 as pk
-from executors.options import PACKAGE_SCHEME, package_uri
+from executors.options import package_uri
 
 CHUNK_BYTES = 1 << 20
 _FORMATS = {"zip": pk.PACKAGE_FORMAT_ZIP, "tar.gz": pk.PACKAGE_FORMAT_TAR_GZ}
@@ -49,8 +49,8 @@ class Uploader:
         uris: dict[str, str] = {}  # a folder named by several deployments is packed once
         for spec in specs:
             env = spec.replica_options.runtime_env
-            if not env.working_dir or env.working_dir.startswith(PACKAGE_SCHEME):
-                continue
+            if not env.working_dir or "://" in env.working_dir:
+                continue  # a package already, or a URI for Ray to fetch (s3://, https://)
             folder = os.path.abspath(env.working_dir)  # relative to the caller, as in Ray
             if folder not in uris:
                 uris[folder] = self.upload(pack(folder))

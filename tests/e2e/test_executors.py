@@ -269,7 +269,12 @@ def test_a_working_dir_is_importable_in_the_replica(
     spec = probe("shipped", executor=executor, code=Probe, runtime_env=runtime_env)
     apply_all(client, [spec])
 
-    assert get(cluster, f"/shipped?module={module}").json()["module"] == token
+    # HEALTHY is the control plane's word; the proxy learns the route a moment later.
+    answer = eventually_sync(
+        lambda: (r := get(cluster, f"/shipped?module={module}")).status_code == 200 and r,
+        "the proxy to route /shipped",
+    )
+    assert answer.json()["module"] == token
 
 
 # -- helpers -------------------------------------------------------------------

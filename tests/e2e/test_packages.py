@@ -88,7 +88,13 @@ def test_capstan_run_ships_the_callers_folder_to_the_replica(
         eventually_sync(
             lambda: _serving(cli, output), f"capstan run on {executor} to serve", timeout_s=90
         )
-        answer = httpx.get(cluster.http_url + prefix, timeout=10).json()
+        # Rolled out is the control plane's word; the proxy learns the route a moment later.
+        answer = eventually_sync(
+            lambda: (
+                (r := httpx.get(cluster.http_url + prefix, timeout=10)).status_code == 200 and r
+            ),
+            f"the proxy to route {prefix}",
+        ).json()
     finally:
         cli.send_signal(signal.SIGTERM)
         cli.wait(timeout=30)

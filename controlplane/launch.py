@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 
 from capstan.v1 import replica_pb2
+from controlplane.packages.store import PackageStore
 from controlplane.records import ReplicaRecord
 from controlplane.scheduler import Placement, placement_env
 from controlplane.spec import DeploymentSpec
@@ -24,11 +25,13 @@ def launch_spec(
     placement: Placement,
     capacity: Capacity,
     control_plane_address: str,
+    packages: PackageStore | None = None,
 ) -> LaunchSpec:
     """The launch spec of replica `record` of `spec`, placed by `placement`
     on one of `capacity`'s nodes (none for an executor that places replicas
     itself). The worker's interface (`config.host`) is left to the executor,
-    which knows where it runs."""
+    which knows where it runs. An uploaded package that the working_dir
+    names is looked up in `packages`."""
     config = replica_pb2.ReplicaConfig(
         replica_id=record.id,
         nonce=secrets.token_hex(8),
@@ -39,7 +42,9 @@ def launch_spec(
     options = spec.replica
     node = _node(capacity, spec, placement)
     env = {**options.env_vars, **placement_env(placement, options, node)}
-    return LaunchSpec(config=config, options=options, node=placement.node, env=env)
+    sha256 = options.package_sha256
+    package = packages.archive(sha256) if sha256 and packages is not None else None
+    return LaunchSpec(config, options, node=placement.node, env=env, package=package)
 
 
 def _node(capacity: Capacity, spec: DeploymentSpec, placement: Placement) -> Node | None:

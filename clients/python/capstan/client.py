@@ -10,6 +10,7 @@ import grpc
 from capstan import defaults
 from capstan.channels import channel_options
 from capstan.errors import from_rpc_error
+from capstan.uploads import Uploader
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc, deployment_pb2
 
@@ -37,6 +38,8 @@ class ControlPlaneClient:
         self._metadata = [("authorization", f"Bearer {token}")] if token else None
         self._channel = grpc.insecure_channel(self.address, options=channel_options())
         self._stub = controlplane_pb2_grpc.ControlPlaneServiceStub(self._channel)
+        # Local working_dir folders go up as packages before the spec does.
+        self._uploader = Uploader(self._channel, self._metadata)
 
     def is_reachable(self, timeout_s: float = 0.5) -> bool:
         """Whether a control plane answers at the address within the timeout."""
@@ -49,12 +52,14 @@ class ControlPlaneClient:
     def apply(
         self, spec: deployment_pb2.DeploymentSpec, *, wait: bool = True, timeout_s: float = 0
     ) -> cp.ApplyDeploymentResponse:
+        spec = self._uploader.ship_deployment(spec)
         request = cp.ApplyDeploymentRequest(spec=spec, wait=wait, timeout_s=timeout_s)
         return self._call(self._stub.ApplyDeployment, request)
 
     def apply_application(
         self, app: cp.ApplicationSpec, *, wait: bool = True, timeout_s: float = 0
     ) -> cp.ApplyApplicationResponse:
+        app = self._uploader.ship_application(app)
         request = cp.ApplyApplicationRequest(application=app, wait=wait, timeout_s=timeout_s)
         return self._call(self._stub.ApplyApplication, request)
 

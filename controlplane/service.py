@@ -27,6 +27,9 @@ from executors.base import Executor
 
 log = logging.getLogger("capstan.controlplane")
 
+# How long a finished rollout waits for routers to be sent its routes; a
+# router that is slower than this (or gone) does not hold up the apply.
+_ROUTES_SENT_TIMEOUT_S = 2.0
 # Shutdown waits this long beyond the slowest deployment's drain timings.
 _SHUTDOWN_SLACK_S = 30.0
 
@@ -196,6 +199,9 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
             if record.state == DeploymentState.DEPLOY_FAILED:
                 raise DeployFailed(record.message)
             if record.state == DeploymentState.HEALTHY and record.is_stable:
+                # Done when routers have been sent the routes to it, so a
+                # request right after the apply finds it.
+                await self._routes.sent_to_all(self._routes.revision, _ROUTES_SENT_TIMEOUT_S)
                 return
             await self._reconciler.next_pass()
 

@@ -28,6 +28,10 @@ class RouteTable:
         self._changed = asyncio.Event()
         self._is_ready = False
         self._is_closed = False
+        # The revision each open watch has handed to gRPC, and a wake-up
+        # for those waiting until every router has been sent a table.
+        self._sent: dict[object, int] = {}
+        self._sent_changed = asyncio.Event()
 
     @property
     def revision(self) -> int:
@@ -61,9 +65,30 @@ class RouteTable:
     async def watch(self) -> AsyncIterator[controlplane_pb2.WatchRoutesResponse]:
         """The current table, then each newer one as it appears, until the
         table is closed or the caller stops iterating."""
-        while not self._is_ready and not self._is_closed:
-            await self._changed.wait()
-        while not self._is_closed:
-            changed = self._changed
-            yield self.snapshot()
-            await changed.wait()
+        watcher = object()
+        try:
+            while not self._is_ready and not self._is_closed:
+                await self._changed.wait()
+            while not self._is_closed:
+                changed = self._changed
+                snapshot = self.snapshot()
+                yield snapshot
+                # gRPC resumes us once the message is written: it has left.
+                self._sent[watcher] = snapshot.revision
+                self._sent_changed.set()
+                self._sent_changed = asyncio.Event()
+                await changed.wait()
+        finally:
+            self._sent.pop(watcher, None)
+
+    async def sent_to_all(self, revision: int, timeout_s: float) -> bool:
+        """Waits until every open watch has been sent `revision` or a later
+        table (so a proxy knows a route before an apply says it is done);
+        False if some had not after `timeout_s`."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while any(sent < revision for sent in self._sent.values()):
+                    await self._sent_changed.wait()
+        except TimeoutError:
+            return False
+        return True

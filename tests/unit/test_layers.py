@@ -40,6 +40,11 @@ CORE = {
     # Settings sections (pydantic) whose errors name the key path, for the
     # control plane's settings and every executor's.
     "capstan.sections",
+    # How every process reaches replicas and serves TLS: the cluster secret
+    # and CA, the metadata guard on servers.
+    "capstan.links",
+    "capstan.tls",
+    "capstan.call_guard",
 }
 # Which layers each layer may import. The SDK is the top: it may import all.
 ALLOWED = {

@@ -142,7 +142,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m controlplane")
+    # No abbreviations: `--token` must not pass for `--token-file`.
+    parser = argparse.ArgumentParser(prog="python -m controlplane", allow_abbrev=False)
     parser.add_argument("--state-dir")
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)

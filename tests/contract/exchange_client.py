@@ -43,14 +43,12 @@ class Reply:
         return getattr(self.frame, name)
 
 
-class _WithSecret(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
-    """Adds the test cluster's secret to every call, as Capstan's callers do."""
+class _WithSecret(grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds the test cluster's secret to every unary call, as Capstan's
+    callers do (the Exchange stream is opened with it explicitly)."""
 
     async def intercept_unary_unary(self, continuation, details, request):
         return await continuation(_signed(details), request)
-
-    async def intercept_stream_stream(self, continuation, details, requests):
-        return await continuation(_signed(details), requests)
 
 
 def _signed(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
@@ -87,7 +85,7 @@ class ExchangeClient:
         self.error: grpc.aio.AioRpcError | None = None
 
     async def __aenter__(self) -> ExchangeClient:
-        self._call = self.stub.Exchange()
+        self._call = self.stub.Exchange(metadata=LINKS.metadata)
         self._reader = asyncio.create_task(self._read())
         return self
 

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest
 
 from capstan.v1 import deployment_pb2, replica_pb2
@@ -285,3 +286,23 @@ def test_config_errors_name_the_key(
     config = {**ssh_hosts.executor_config(tmp_path), **change}
     with pytest.raises(ValueError, match=re.escape(key)):
         SshExecutor(config, tmp_path)
+
+
+async def test_replicas_serve_tls_from_the_cluster_ca_and_refuse_plaintext(
+    executor: SshExecutor,
+) -> None:
+    """SSH hosts are other machines: their replicas listen off loopback (here
+    127.0.0.2 stands for one), so callers reach them over TLS, checked
+    against the cluster CA."""
+    ref = await executor.launch(launch_spec(node="b", init_args=["tls "]))
+    try:
+        assert ref.tls
+        assert (await call(ref, "echo", "hi"))["text"] == "tls hi"
+        plaintext = ReplicaRef(ref.replica_id, ref.executor, ref.address, tls=False)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await asyncio.wait_for(stats(plaintext), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        (adopted,) = [r for r in await executor.observe() if r.replica_id == ref.replica_id]
+        assert adopted.tls  # a restarted control plane knows it too
+    finally:
+        await executor.stop(ref, timeout_s=10)

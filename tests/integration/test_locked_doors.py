@@ -1,0 +1,294 @@
+"""Every door locked (issue 8): a stranger on this machine can neither run
+code through a replica's port nor drain it; `capstan start` takes its token
+from a file (never argv, so `ps` never shows it) and serves the control API,
+the DataPlane and HTTPS over TLS; the public DataPlane takes no pickles.
+Real processes on 127.0.0.1; none left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import json
+import os
+import pathlib
+import pickle
+import signal
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from capstan.client import ControlPlaneClient
+from capstan.errors import Unavailable
+from capstan.v1 import (
+    dataplane_pb2,
+    dataplane_pb2_grpc,
+    deployment_pb2,
+    replica_pb2,
+    replica_pb2_grpc,
+)
+from executors.base import ReplicaRef
+from executors.local import LocalExecutor
+from tests.contract.exchange_client import call_once, stats
+from tests.contract.specs import LINKS, launch_spec
+from tests.support.ports import free_ports
+from tests.support.waiting import eventually_sync
+
+pytestmark = pytest.mark.timeout(90)
+
+TOKEN = "t0ken-that-must-not-leak"
+
+
+class _CreatesFile:
+    """Unpickling this opens (so creates) `path`: a stand-in for any code."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (open, (str(self.path), "w"))
+
+
+@pytest.fixture(scope="module")
+async def replica(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ReplicaRef]:
+    executor = LocalExecutor({"num_cpus": 2}, tmp_path_factory.mktemp("replicas"))
+    ref = await executor.launch(launch_spec("tests.apps.echo:Echo"))
+    try:
+        yield ref
+    finally:
+        await executor.stop(ref, 5.0)
+        await executor.close()
+
+
+def _pickled_call(path: pathlib.Path) -> replica_pb2.ExchangeRequest:
+    arguments = deployment_pb2.Arguments(
+        encoding=deployment_pb2.ENCODING_PICKLE, args=pickle.dumps(_CreatesFile(path))
+    )
+    invocation = replica_pb2.Invocation(method="hello", arguments=arguments)
+    return replica_pb2.ExchangeRequest(
+        frames=[replica_pb2.RequestFrame(id=1, invocation=invocation)]
+    )
+
+
+async def _exchange_once(address: str, request, metadata=()) -> replica_pb2.ExchangeResponse:
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = replica_pb2_grpc.ReplicaServiceStub(channel).Exchange(metadata=metadata)
+        await call.write(request)
+        return await asyncio.wait_for(call.read(), timeout=10)
+
+
+async def test_a_strangers_pickle_is_refused_unread(
+    replica: ReplicaRef, tmp_path: pathlib.Path
+) -> None:
+    planted = tmp_path / "planted"
+    for metadata in [(), (("capstan-cluster-secret", "guess"),)]:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await _exchange_once(replica.address, _pickled_call(planted), metadata)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "cluster secret" in (refused.value.details() or "")
+    assert not planted.exists()
+    # The payload is live: on the authenticated internal link it is loaded.
+    await _exchange_once(replica.address, _pickled_call(planted), LINKS.metadata)
+    assert planted.exists()
+
+
+async def test_a_strangers_drain_is_refused_and_the_replica_keeps_serving(
+    replica: ReplicaRef,
+) -> None:
+    async with grpc.aio.insecure_channel(replica.address) as channel:
+        stub = replica_pb2_grpc.ReplicaServiceStub(channel)
+        for method, request in [
+            (stub.Drain, replica_pb2.DrainRequest(timeout_s=0)),
+            (stub.Reconfigure, replica_pb2.ReconfigureRequest(max_concurrent_queries=1)),
+            (stub.GetStats, replica_pb2.GetStatsRequest()),
+            (stub.CheckHealth, replica_pb2.CheckHealthRequest()),
+        ]:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await method(request, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert not (await stats(replica)).draining
+    assert await call_once(replica, "hello", "x") == "hello x"
+
+
+def test_local_replicas_listen_on_loopback_only(replica: ReplicaRef) -> None:
+    assert replica.address.startswith("127.0.0.1:") and not replica.tls
+
+
+# -- capstan start: token file and TLS ---------------------------------------
+
+
+def _self_signed(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """A certificate for 127.0.0.1 and localhost, and its key, as an
+    operator would bring them."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "capstan test")])
+    now = datetime.datetime.now(datetime.UTC)
+    names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+class Started:
+    def __init__(self, tmp_path: pathlib.Path) -> None:
+        self.state_dir = tmp_path / "state"
+        self.cert, self.key = _self_signed(tmp_path)
+        self.token_file = tmp_path / "token"
+        self.token_file.write_text(TOKEN + "\n")
+        self.token_file.chmod(0o600)
+        control, self.http_port, self.grpc_port = free_ports(3)
+        self.address = f"127.0.0.1:{control}"
+        self.env = {**os.environ, "CAPSTAN_TLS_CA": str(self.cert)}
+        self.env.pop("CAPSTAN_TOKEN", None)
+        self.process: subprocess.Popen | None = None
+
+    def command(self, *extra: str) -> list[str]:
+        return [
+            sys.executable, "-m", "capstan", "--address", self.address, "start",
+            "--state-dir", str(self.state_dir), "--http-port", str(self.http_port),
+            "--grpc-port", str(self.grpc_port), *extra,
+        ]  # fmt: skip
+
+    def start(self) -> None:
+        command = self.command(
+            "--token-file", str(self.token_file),
+            "--tls-cert", str(self.cert), "--tls-key", str(self.key),
+        )  # fmt: skip
+        self.state_dir.mkdir()
+        with open(self.state_dir / "capstan.log", "ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                start_new_session=True,
+            )  # fmt: skip
+        try:
+            eventually_sync(self._is_ready, "capstan start to serve over TLS", timeout_s=60)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _is_ready(self) -> bool:
+        assert self.process is not None and self.process.poll() is None, self.log()
+        try:
+            response = httpx.get(self.https("/-/healthz"), verify=self.tls_context(), timeout=1)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200 and self.client(TOKEN).is_reachable(0.5)
+
+    def tls_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.cert))
+
+    def https(self, path: str) -> str:
+        return f"https://127.0.0.1:{self.http_port}{path}"
+
+    def client(self, token: str) -> ControlPlaneClient:
+        # TLS: this process has CAPSTAN_TLS_CA set by the fixture.
+        return ControlPlaneClient(self.address, token=token)
+
+    def log(self) -> str:
+        logs = [self.state_dir / "capstan.log", *sorted((self.state_dir / "logs").glob("*"))]
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in logs if p.exists())
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        try:
+            self.client(TOKEN).shutdown()
+        except Exception as error:  # a failed test may have left it half up
+            print(f"shutdown failed: {error!r}", file=sys.stderr)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        proxy = self.state_dir / "proxy.json"
+        if proxy.exists():  # the proxy outlived its control plane: end it
+            pid = json.loads(proxy.read_text())["pid"]
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def started(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Started]:
+    capstan = Started(tmp_path)
+    monkeypatch.setenv("CAPSTAN_TLS_CA", str(capstan.cert))
+    monkeypatch.delenv("CAPSTAN_TOKEN", raising=False)
+    capstan.start()
+    yield capstan
+    capstan.stop()
+
+
+def test_token_file_and_tls_keep_the_token_out_of_ps_and_the_wire(started: Started) -> None:
+    processes = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True)
+    assert "--token-file" in processes.stdout  # the start command is there...
+    assert TOKEN not in processes.stdout  # ...its token is not
+    assert started.client(TOKEN).list() == []
+    with pytest.raises(Exception, match="bearer token"):
+        started.client("wrong").list()
+    # HTTPS on the proxy, checked against the operator's certificate.
+    response = httpx.get(started.https("/nothing"), verify=started.tls_context(), timeout=5)
+    assert response.status_code == 404
+
+
+def test_a_plaintext_client_is_refused_by_the_tls_control_api(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as plain:
+        plain.delenv("CAPSTAN_TLS_CA")
+        plaintext = ControlPlaneClient(started.address, token=TOKEN)
+    with pytest.raises(Unavailable):
+        plaintext.list()
+    plaintext.close()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{started.http_port}/-/healthz", timeout=5)
+
+
+async def test_the_dataplane_serves_tls_and_refuses_pickles(started: Started) -> None:
+    credentials = grpc.ssl_channel_credentials(started.cert.read_bytes())
+    target = f"127.0.0.1:{started.grpc_port}"
+    async with grpc.aio.secure_channel(target, credentials) as channel:
+        stub = dataplane_pb2_grpc.DataPlaneServiceStub(channel)
+        payload = pickle.dumps(("anything",))
+        request = dataplane_pb2.CallRequest(deployment="echo", args_json=payload)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Call(request, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "args_json is not valid JSON" in (refused.value.details() or "")
+
+
+def test_a_token_on_the_command_line_is_refused(tmp_path: pathlib.Path) -> None:
+    capstan = Started(tmp_path)
+    result = subprocess.run(
+        capstan.command("--token", TOKEN), capture_output=True, text=True, env=capstan.env,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "--token-file" in result.stderr and "ps" in result.stderr
+    assert not capstan.state_dir.exists()  # nothing was started

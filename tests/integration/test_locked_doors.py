@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import json
 import os
 import pathlib
@@ -23,10 +21,6 @@ from collections.abc import AsyncIterator, Iterator
 import grpc
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from capstan.client import ControlPlaneClient
 from capstan.errors import Unavailable
@@ -37,6 +31,7 @@ from capstan.v1 import (
     replica_pb2,
     replica_pb2_grpc,
 )
+from controlplane.cluster_keys import ClusterKeys
 from executors.base import ReplicaRef
 from executors.local import LocalExecutor
 from tests.contract.exchange_client import call_once, stats
@@ -127,46 +122,28 @@ def test_local_replicas_listen_on_loopback_only(replica: ReplicaRef) -> None:
 # -- capstan start: token file and TLS ---------------------------------------
 
 
-def _self_signed(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
-    """A certificate for 127.0.0.1 and localhost, and its key, as an
-    operator would bring them."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "capstan test")])
-    now = datetime.datetime.now(datetime.UTC)
-    names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
+def _operator_certificate(folder: pathlib.Path) -> tuple[pathlib.Path, ...]:
+    """A CA, and a certificate it signed for 127.0.0.1 and localhost with its
+    key, as an operator would bring them (made with cryptography, through the
+    same issuing code as the cluster CA: any CA will do)."""
+    authority = ClusterKeys.generate()
+    cert, key = authority.issue(["127.0.0.1", "localhost"])
+    files = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
+    for path, data in zip(files, (authority.ca_cert, cert, key), strict=True):
+        path.write_bytes(data)
+    return files
 
 
 class Started:
     def __init__(self, tmp_path: pathlib.Path) -> None:
         self.state_dir = tmp_path / "state"
-        self.cert, self.key = _self_signed(tmp_path)
+        self.ca, self.cert, self.key = _operator_certificate(tmp_path)
         self.token_file = tmp_path / "token"
         self.token_file.write_text(TOKEN + "\n")
         self.token_file.chmod(0o600)
         control, self.http_port, self.grpc_port = free_ports(3)
         self.address = f"127.0.0.1:{control}"
-        self.env = {**os.environ, "CAPSTAN_TLS_CA": str(self.cert)}
+        self.env = {**os.environ, "CAPSTAN_TLS_CA": str(self.ca)}
         self.env.pop("CAPSTAN_TOKEN", None)
         self.process: subprocess.Popen | None = None
 
@@ -203,7 +180,7 @@ class Started:
         return response.status_code == 200 and self.client(TOKEN).is_reachable(0.5)
 
     def tls_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.cert))
+        return ssl.create_default_context(cafile=str(self.ca))
 
     def https(self, path: str) -> str:
         return f"https://127.0.0.1:{self.http_port}{path}"
@@ -238,7 +215,7 @@ class Started:
 @pytest.fixture
 def started(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Started]:
     capstan = Started(tmp_path)
-    monkeypatch.setenv("CAPSTAN_TLS_CA", str(capstan.cert))
+    monkeypatch.setenv("CAPSTAN_TLS_CA", str(capstan.ca))
     monkeypatch.delenv("CAPSTAN_TOKEN", raising=False)
     capstan.start()
     yield capstan
@@ -271,7 +248,7 @@ def test_a_plaintext_client_is_refused_by_the_tls_control_api(
 
 
 async def test_the_dataplane_serves_tls_and_refuses_pickles(started: Started) -> None:
-    credentials = grpc.ssl_channel_credentials(started.cert.read_bytes())
+    credentials = grpc.ssl_channel_credentials(started.ca.read_bytes())
     target = f"127.0.0.1:{started.grpc_port}"
     async with grpc.aio.secure_channel(target, credentials) as channel:
         stub = dataplane_pb2_grpc.DataPlaneServiceStub(channel)

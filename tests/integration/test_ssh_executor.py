@@ -288,16 +288,21 @@ def test_config_errors_name_the_key(
         SshExecutor(config, tmp_path)
 
 
-async def test_replicas_serve_tls_from_the_cluster_ca_and_refuse_plaintext(
+async def test_replicas_serve_tls_from_the_cluster_ca_refuse_plaintext_and_get_the_token(
     executor: SshExecutor,
 ) -> None:
     """SSH hosts are other machines: their replicas listen off loopback (here
     127.0.0.2 stands for one), so callers reach them over TLS, checked
-    against the cluster CA."""
-    ref = await executor.launch(launch_spec(node="b", init_args=["tls "]))
+    against the cluster CA. The token comes in the config, not the host's
+    environment."""
+    spec = launch_spec(node="b", init_args=["tls "])
+    spec.config.token = "handle-token"  # as the control plane hands its token on
+    ref = await executor.launch(spec)
     try:
         assert ref.tls
         assert (await call(ref, "echo", "hi"))["text"] == "tls hi"
+        # Handles inside the replica watch routes with the control API's token.
+        assert await call(ref, "env", "CAPSTAN_TOKEN") == "handle-token"
         plaintext = ReplicaRef(ref.replica_id, ref.executor, ref.address, tls=False)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await asyncio.wait_for(stats(plaintext), timeout=10)

@@ -164,10 +164,14 @@ def read_config(path: str | os.PathLike) -> dict:
 def _tls_settings(tls: TlsFiles | None) -> dict[str, str]:
     """The control plane's TLS settings. Its own proxy checks the control
     API's certificate against $CAPSTAN_TLS_CA, or the certificate itself
-    (a self-signed one) when that is unset."""
+    (a self-signed one) when that is unset; where clients must present a
+    certificate, it presents $CAPSTAN_TLS_CERT/_KEY, by default the server's."""
     if tls is None:
         return {}
     os.environ.setdefault("CAPSTAN_TLS_CA", tls.cert)
+    if tls.client_ca:
+        os.environ.setdefault("CAPSTAN_TLS_CERT", tls.cert)
+        os.environ.setdefault("CAPSTAN_TLS_KEY", tls.key)
     return {"tls_cert": tls.cert, "tls_key": tls.key, "tls_client_ca": tls.client_ca or None}
 
 

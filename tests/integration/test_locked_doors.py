@@ -154,10 +154,10 @@ class Started:
             "--grpc-port", str(self.grpc_port), *extra,
         ]  # fmt: skip
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         command = self.command(
             "--token-file", str(self.token_file),
-            "--tls-cert", str(self.cert), "--tls-key", str(self.key),
+            "--tls-cert", str(self.cert), "--tls-key", str(self.key), *extra,
         )  # fmt: skip
         self.state_dir.mkdir()
         with open(self.state_dir / "capstan.log", "ab") as log:
@@ -180,7 +180,9 @@ class Started:
         return response.status_code == 200 and self.client(TOKEN).is_reachable(0.5)
 
     def tls_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.ca))
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.load_cert_chain(self.cert, self.key)  # for a proxy that checks clients
+        return context
 
     def https(self, path: str) -> str:
         return f"https://127.0.0.1:{self.http_port}{path}"
@@ -217,6 +219,9 @@ def started(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     capstan = Started(tmp_path)
     monkeypatch.setenv("CAPSTAN_TLS_CA", str(capstan.ca))
     monkeypatch.delenv("CAPSTAN_TOKEN", raising=False)
+    for name in ("CAPSTAN_TLS_CERT", "CAPSTAN_TLS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+        capstan.env.pop(name, None)
     capstan.start()
     yield capstan
     capstan.stop()
@@ -269,3 +274,45 @@ def test_a_token_on_the_command_line_is_refused(tmp_path: pathlib.Path) -> None:
     assert result.returncode != 0
     assert "--token-file" in result.stderr and "ps" in result.stderr
     assert not capstan.state_dir.exists()  # nothing was started
+
+
+def test_client_certificates_are_required_with_a_client_ca(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    capstan = Started(tmp_path)
+    monkeypatch.setenv("CAPSTAN_TLS_CA", str(capstan.ca))
+    monkeypatch.setenv("CAPSTAN_TLS_CERT", str(capstan.cert))  # for stop()'s client too
+    monkeypatch.setenv("CAPSTAN_TLS_KEY", str(capstan.key))
+    for name in ("CAPSTAN_TLS_CERT", "CAPSTAN_TLS_KEY"):
+        capstan.env.pop(name, None)  # its own proxy presents the server's by default
+    capstan.start("--tls-client-ca", str(capstan.ca))
+    try:
+        assert capstan.client(TOKEN).list() == []
+        with monkeypatch.context() as anonymous:
+            anonymous.delenv("CAPSTAN_TLS_CERT")
+            anonymous.delenv("CAPSTAN_TLS_KEY")
+            stranger = ControlPlaneClient(capstan.address, token=TOKEN)
+        with pytest.raises(Unavailable):
+            stranger.list()
+        stranger.close()
+        # A deployment answers over HTTPS: the proxy, presenting a certificate,
+        # got the route and the cluster secret from the control plane.
+        hello = deployment_pb2.DeploymentSpec(
+            name="hello", route_prefix="/hello", user_config='"over tls"'
+        )
+        hello.code.import_path = "tests.apps.hello:Hello"
+        capstan.client(TOKEN).apply(hello, timeout_s=60)
+        context = capstan.tls_context()
+
+        def answer() -> httpx.Response | None:
+            response = httpx.get(capstan.https("/hello"), verify=context, timeout=5)
+            return response if response.status_code == 200 else None
+
+        served = eventually_sync(answer, "/hello to answer over HTTPS", timeout_s=30)
+        assert served.json() == {"config": "over tls"}
+        capstan.client(TOKEN).delete("hello")
+        plain_context = ssl.create_default_context(cafile=str(capstan.ca))
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(capstan.https("/-/healthz"), verify=plain_context, timeout=5)
+    finally:
+        capstan.stop()

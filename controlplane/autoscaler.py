@@ -46,11 +46,18 @@ class AutoscalerState:
         return cls(policy.min_replicas if start is None else start)
 
 
-def desired_replicas(ongoing: Sequence[float], policy: Autoscaling) -> int:
+def desired_replicas(ongoing: Sequence[float], policy: Autoscaling, current: int = 0) -> int:
     """What the mean of `ongoing` (total requests, not per replica) asks for,
-    clamped to the policy's bounds. `ongoing` must not be empty."""
+    clamped to the policy's bounds. `ongoing` must not be empty.
+
+    With an upscaling_factor or downscaling_factor (Ray Serve 2.x), a step
+    from `current` is that fraction of the full step: 0.5 moves half way."""
     mean = sum(ongoing) / len(ongoing)
-    wanted = math.ceil(mean / policy.target_num_ongoing_requests_per_replica)
+    ideal = mean / policy.target_num_ongoing_requests_per_replica
+    factor = policy.upscaling_factor if ideal > current else policy.downscaling_factor
+    if current > 0 and factor is not None:
+        ideal = current + (ideal - current) * factor
+    wanted = math.ceil(ideal - 1e-9)  # 2.0000000001 from float error is still 2
     return min(max(wanted, policy.min_replicas), policy.max_replicas)
 
 
@@ -66,7 +73,7 @@ def decide(
     `state.target`); `ongoing` the total ongoing samples in the look-back."""
     if not ongoing:
         return current, dataclasses.replace(state, target=current)
-    desired = desired_replicas(ongoing, policy)
+    desired = desired_replicas(ongoing, policy, current)
     if current == 0 and any(sample > 0 for sample in ongoing):
         return _act(max(1, desired))
     direction = Direction((desired > current) - (desired < current))

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from capstan.v1 import replica_pb2
 from controlplane.cluster_keys import ClusterKeys
+from controlplane.packages.store import PackageStore
 from controlplane.records import ReplicaRecord
 from controlplane.scheduler import Placement, placement_env
 from controlplane.spec import DeploymentSpec
@@ -37,12 +38,14 @@ def launch_spec(
     capacity: Capacity,
     control_plane_address: str,
     credentials: Credentials,
+    packages: PackageStore | None = None,
 ) -> LaunchSpec:
     """The launch spec of replica `record` of `spec`, placed by `placement`
     on one of `capacity`'s nodes (none for an executor that places replicas
     itself). The worker's interface (`config.host`) is left to the executor,
     which knows where it runs, and so is its TLS certificate, issued through
-    `credentials.keys` for an executor whose replicas listen off loopback."""
+    `credentials.keys` for an executor whose replicas listen off loopback. An
+    uploaded package that the working_dir names is looked up in `packages`."""
     config = replica_pb2.ReplicaConfig(
         replica_id=record.id,
         nonce=secrets.token_hex(8),
@@ -56,11 +59,14 @@ def launch_spec(
     options = spec.replica
     node = _node(capacity, spec, placement)
     env = {**options.env_vars, **placement_env(placement, options, node)}
+    sha256 = options.package_sha256
+    package = packages.archive(sha256) if sha256 and packages is not None else None
     return LaunchSpec(
         config=config,
         options=options,
         node=placement.node,
         env=env,
+        package=package,
         issue_certificate=credentials.keys.issue,
     )
 

@@ -16,6 +16,7 @@ from capstan.errors import DeadlineExceeded, DeployFailed, InvalidSpec, NotFound
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc
 from controlplane.application import ApplicationRecord, ApplicationSpec, application_state
+from controlplane.packages.store import PackageStore
 from controlplane.reconciler.loop import Reconciler
 from controlplane.reconciler.routes import RouteTable
 from controlplane.records import DeploymentRecord, DeploymentState, ReplicaRecord
@@ -41,6 +42,7 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
         routes: RouteTable,
         executors: Mapping[str, Executor],
         on_shutdown: Callable[[], None],
+        packages: PackageStore,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -48,6 +50,7 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
         self._routes = routes
         self._executors = executors
         self._on_shutdown = on_shutdown
+        self._packages = packages
 
     @answers_errors
     async def ApplyDeployment(
@@ -176,6 +179,7 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
             known = ", ".join(sorted(self._executors))
             raise InvalidSpec(f"executor {name!r} is not configured; configured executors: {known}")
         self._executors[name].capabilities.require(spec.replica, name)
+        self._packages.check(spec)
         # Stored resolved, so a later change of the default moves nothing.
         return dataclasses.replace(spec, executor=name)
 

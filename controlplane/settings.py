@@ -54,6 +54,12 @@ class Settings(Section):
     tls_cert: Annotated[pathlib.Path, Strict(False)] | None = None
     tls_key: Annotated[pathlib.Path, Strict(False)] | None = None
     tls_client_ca: Annotated[pathlib.Path, Strict(False)] | None = None
+    # Uploaded packages (PackageService): the largest archive taken, how
+    # long one no deployment names is kept after its last use (so that an
+    # upload survives until the apply that names it), how often to look.
+    max_package_bytes: Annotated[int, Field(ge=1)] = 100 << 20
+    package_grace_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 3600.0
+    package_gc_interval_s: PositiveNumber = 300.0
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -78,6 +84,10 @@ class Settings(Section):
     @property
     def db_path(self) -> pathlib.Path:
         return self.state_dir / "state.db"
+
+    @property
+    def packages_dir(self) -> pathlib.Path:
+        return self.state_dir / "packages"
 
     @property
     def address(self) -> str:
@@ -110,6 +120,8 @@ class EnvironmentSettings(pydantic_settings.BaseSettings):
     executors: dict[str, dict[str, Any]] | None = None
     reconcile_interval_s: float | None = None
     token: str | None = Field(default=None, repr=False)
+    max_package_bytes: int | None = None
+    package_grace_s: float | None = None
 
     @classmethod
     def read(cls) -> dict[str, Any]:
@@ -154,6 +166,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-cert", help="serve the control API over TLS: certificate (PEM)")
     parser.add_argument("--tls-key", help="its private key (PEM)")
     parser.add_argument("--tls-client-ca", help="require client certificates signed by this CA")
+    parser.add_argument("--max-package-bytes", type=int, help="largest package upload taken")
+    parser.add_argument("--package-grace-s", type=float, help="how long an unused package stays")
     return parser
 
 

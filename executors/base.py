@@ -110,6 +110,18 @@ class Node:
 
 
 @dataclasses.dataclass(frozen=True)
+class PackageArchive:
+    """An uploaded package (runtime_env.working_dir "capstan-package://<sha256>")
+    as the control plane stores it: the archive at `path` on the control
+    plane's machine, `format` "zip" or "tar.gz". The content hash names it,
+    so an executor may cache what it made of it under `sha256` for good."""
+
+    sha256: str
+    path: str
+    format: str
+
+
+@dataclasses.dataclass(frozen=True)
 class LaunchSpec:
     """Everything an executor needs to start one replica.
 
@@ -119,17 +131,20 @@ class LaunchSpec:
     control plane built it (runtime_env.env_vars, OMP_NUM_THREADS,
     CUDA_VISIBLE_DEVICES): an executor adds only its own plumbing (PYTHONPATH
     for a working_dir). `node` is where Capstan's scheduler placed it (empty
-    for executors that schedule themselves). `issue_certificate(hosts)`
-    returns a TLS certificate and key (PEM) of the cluster CA for a worker
-    serving on `hosts`: an executor whose replicas listen off loopback serves
-    them TLS through `config_with_tls`. Raises `ValueError` for a replica_id
-    that is not a safe file name (executors name files after it).
+    for executors that schedule themselves). `package` is the archive of the
+    uploaded package that `options.working_dir` names, when it names one
+    and the control plane has it. `issue_certificate(hosts)` returns a TLS
+    certificate and key (PEM) of the cluster CA for a worker serving on
+    `hosts`: an executor whose replicas listen off loopback serves them TLS
+    through `config_with_tls`. Raises `ValueError` for a replica_id that is
+    not a safe file name (executors name files after it).
     """
 
     config: replica_pb2.ReplicaConfig
     options: ReplicaOptions
     node: str = ""
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    package: PackageArchive | None = None
     issue_certificate: Callable[[Sequence[str]], tuple[bytes, bytes]] | None = None
 
     def __post_init__(self) -> None:
@@ -154,6 +169,17 @@ class LaunchSpec:
         config.CopyFrom(self.config)
         config.tls_cert, config.tls_key = self.issue_certificate(hosts)
         return config
+
+    def package_archive(self) -> PackageArchive:
+        """The package working_dir names; an `ExecutorError` that retrying
+        cannot fix when the control plane no longer has it."""
+        if self.package is None:
+            raise ExecutorError(
+                f"runtime_env.working_dir {self.options.working_dir!r} is not stored on the "
+                "control plane (deleted?); upload the folder again and re-apply",
+                retryable=False,
+            )
+        return self.package
 
 
 @dataclasses.dataclass(frozen=True)

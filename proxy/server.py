@@ -18,11 +18,11 @@ from typing import Self
 import grpc
 import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from capstan import defaults
 from capstan.channels import server_options
 from capstan.links import ClusterLinks
+from capstan.reflection import enable_reflection
 from capstan.tls import ServerTls, listen
 from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc
 from proxy.dataplane import DataPlane
@@ -128,8 +128,7 @@ class ProxyServer:
         dataplane_pb2_grpc.add_DataPlaneServiceServicer_to_server(DataPlane(self.router), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         await self._health.set(_DATAPLANE, health_pb2.HealthCheckResponse.SERVING)
-        names = (_DATAPLANE, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
+        enable_reflection(server, (_DATAPLANE, health.SERVICE_NAME))
         address = f"{self.settings.grpc_host}:{self.grpc_port}"
         self.grpc_port = listen(server, address, self.settings.tls)
         await server.start()

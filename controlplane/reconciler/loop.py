@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Mapping
 
 from controlplane.launch import Capacity, Credentials, launch_spec
+from controlplane.packages.store import PackageStore
 from controlplane.reconciler import adoption, outcomes
 from controlplane.reconciler.actuator import Actuator, Report
 from controlplane.reconciler.backoff import BackoffPolicy
@@ -85,6 +86,7 @@ class Reconciler:
         self._passed = asyncio.Event()
         self._is_stopping_all = False
         self.control_plane_address = ""  # handed to replicas, for their handles
+        self.packages: PackageStore | None = None  # where uploaded working_dirs are
 
     def wake(self) -> None:
         """Runs a pass now instead of at the next interval."""
@@ -226,7 +228,9 @@ class Reconciler:
         where = after.record.placement
         assert where is not None, "a STARTING replica is placed"
         address = self.control_plane_address
-        launch = launch_spec(after.record, spec, where, cap, address, self._credentials)
+        launch = launch_spec(
+            after.record, spec, where, cap, address, self._credentials, self.packages
+        )
         report = self._reporter(after.id)
         self._spawn(f"launch {after.id}", after.id, self._actuator.launch(record, launch, report))
 

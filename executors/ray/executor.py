@@ -89,6 +89,11 @@ class RayExecutor(Executor):
         if reason is not None:
             raise ExecutorError(f"Ray cannot place replica {spec.replica_id}: {reason}")
         runtime_env = resources.ray_runtime_env(spec.options, spec.env)
+        if spec.options.is_package:
+            # Ray takes a local .zip or .tar.gz as a working_dir too, and
+            # unpacks what it uploaded as it is (a public file:// URI would
+            # need every node to see this disk, and strips a lone top folder).
+            runtime_env["working_dir"] = spec.package_archive().path
         if "working_dir" in runtime_env:
             # Ray uploads a local folder only for ray.init(); for an actor
             # it wants a URI: upload it (once per content) and pass that.

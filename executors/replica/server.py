@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from capstan import defaults
 from capstan.call_guard import MetadataGuard
@@ -22,6 +21,7 @@ from capstan.channels import KEEPALIVE, Keepalive, server_options
 from capstan.context import ReplicaID, loaded_models, set_replica_context, set_servable_object
 from capstan.errors import CapstanError, answers_errors
 from capstan.links import SECRET_KEY
+from capstan.reflection import enable_reflection
 from capstan.tls import ServerTls, listen
 from capstan.v1 import replica_pb2, replica_pb2_grpc
 from executors.replica.exchange import ExchangeStream
@@ -258,8 +258,7 @@ async def _serve(
     replica_pb2_grpc.add_ReplicaServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
+    enable_reflection(server, (SERVICE_NAME, health.SERVICE_NAME))
     bind_host = f"[{host}]" if ":" in host else host
     tls = ServerTls(config.tls_cert, config.tls_key) if config.tls_cert else None
     port = listen(server, f"{bind_host}:0", tls)

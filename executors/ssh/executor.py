@@ -218,14 +218,19 @@ async def _start(
 async def _prepare_working_dir(
     remote: Remote, spec: LaunchSpec, files: WorkerFiles, env: dict[str, str], python: str
 ) -> str:
-    """The folder the worker starts in: its own copy of the runtime_env's
-    working_dir (first on PYTHONPATH too), else the host's workdir."""
+    """The folder the worker starts in (first on PYTHONPATH too): its own
+    copy of the runtime_env's working_dir, the host's one copy of an
+    uploaded package, else the host's workdir."""
     folder = spec.options.working_dir
-    if not folder:
+    if spec.options.is_package:
+        cwd = await working_dir.ship_package(remote, spec.package_archive(), python)
+    elif folder:
+        await working_dir.ship(remote, folder, files.working_dir, python)
+        cwd = files.working_dir
+    else:
         return remote.workdir
-    await working_dir.ship(remote, folder, files.working_dir, python)
-    env["PYTHONPATH"] = ":".join(filter(None, [files.working_dir, env.get("PYTHONPATH")]))
-    return files.working_dir
+    env["PYTHONPATH"] = ":".join(filter(None, [cwd, env.get("PYTHONPATH")]))
+    return cwd
 
 
 async def _read_ready(remote: Remote, path: str) -> Ready | None:

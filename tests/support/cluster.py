@@ -27,6 +27,8 @@ class Cluster:
     http_url: str
     grpc_address: str
     process: subprocess.Popen
+    # Where `capstan start` runs; None: the tests' own working directory.
+    cwd: pathlib.Path | None = None
 
     def client(self) -> ControlPlaneClient:
         return ControlPlaneClient(self.address)
@@ -58,7 +60,9 @@ class Cluster:
         return pids
 
 
-def start_cluster(state_dir: pathlib.Path, config: dict | None = None) -> Cluster:
+def start_cluster(
+    state_dir: pathlib.Path, config: dict | None = None, cwd: pathlib.Path | None = None
+) -> Cluster:
     state_dir.mkdir(parents=True, exist_ok=True)
     control_port, http_port, grpc_port = free_ports(3)
     if config is not None:
@@ -69,6 +73,7 @@ def start_cluster(state_dir: pathlib.Path, config: dict | None = None) -> Cluste
         f"http://127.0.0.1:{http_port}",
         f"127.0.0.1:{grpc_port}",
         process=None,  # type: ignore[arg-type]
+        cwd=cwd,
     )
     return restart_cluster(cluster)
 
@@ -87,7 +92,7 @@ def restart_cluster(cluster: Cluster) -> Cluster:
     (state_dir / "logs").mkdir(exist_ok=True)
     with open(state_dir / "logs" / "capstan.log", "ab") as log:
         cluster.process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cluster.cwd
         )
     try:
         eventually_sync(lambda: _is_ready(cluster), "capstan start to answer", timeout_s=60)

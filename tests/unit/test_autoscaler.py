@@ -89,6 +89,24 @@ def test_desired_replicas(samples: list[float], policy: Autoscaling, desired: in
     assert desired_replicas(samples, policy) == desired
 
 
+HALF = Autoscaling(min_replicas=1, max_replicas=20, target_num_ongoing_requests_per_replica=1,
+                   upscaling_factor=0.5, downscaling_factor=0.25)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("samples", "current", "desired"),
+    [
+        ([10.0], 2, 6),  # up: half of the way from 2 to 10
+        ([3.0], 2, 3),  # up by half a replica: still one more
+        ([2.0], 10, 8),  # down: a quarter of the way from 10 to 2
+        ([10.0], 0, 10),  # from zero there is no step to shrink
+        ([100.0], 2, 20),  # still clamped to max_replicas
+    ],
+)
+def test_scaling_factors_shrink_each_step(samples: list[float], current: int, desired: int) -> None:
+    assert desired_replicas(samples, HALF, current) == desired
+
+
 @pytest.mark.parametrize(
     ("state", "samples", "now", "direction", "since"),
     [

@@ -45,6 +45,8 @@ CORE = {
     "capstan.links",
     "capstan.tls",
     "capstan.call_guard",
+    # Reflection (v1 and v1alpha) on every server.
+    "capstan.reflection",
 }
 # Which layers each layer may import. The SDK is the top: it may import all.
 ALLOWED = {

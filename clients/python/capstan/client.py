@@ -11,6 +11,7 @@ from capstan import defaults
 from capstan.channels import channel_options
 from capstan.errors import from_rpc_error
 from capstan.tls import control_plane_credentials
+from capstan.uploads import Uploader
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc, deployment_pb2
 
@@ -44,6 +45,8 @@ class ControlPlaneClient:
             else grpc.secure_channel(self.address, credentials, options=channel_options())
         )
         self._stub = controlplane_pb2_grpc.ControlPlaneServiceStub(self._channel)
+        # Local working_dir folders go up as packages before the spec does.
+        self._uploader = Uploader(self._channel, self._metadata)
 
     def is_reachable(self, timeout_s: float = 0.5) -> bool:
         """Whether a control plane answers at the address within the timeout."""
@@ -56,12 +59,14 @@ class ControlPlaneClient:
     def apply(
         self, spec: deployment_pb2.DeploymentSpec, *, wait: bool = True, timeout_s: float = 0
     ) -> cp.ApplyDeploymentResponse:
+        spec = self._uploader.ship_deployment(spec)
         request = cp.ApplyDeploymentRequest(spec=spec, wait=wait, timeout_s=timeout_s)
         return self._call(self._stub.ApplyDeployment, request)
 
     def apply_application(
         self, app: cp.ApplicationSpec, *, wait: bool = True, timeout_s: float = 0
     ) -> cp.ApplyApplicationResponse:
+        app = self._uploader.ship_application(app)
         request = cp.ApplyApplicationRequest(application=app, wait=wait, timeout_s=timeout_s)
         return self._call(self._stub.ApplyApplication, request)
 

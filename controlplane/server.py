@@ -25,8 +25,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from capstan.channels import server_options
 from capstan.reflection import enable_reflection
+from capstan.tls import listen
 from capstan.v1 import controlplane_pb2, controlplane_pb2_grpc, packages_pb2, packages_pb2_grpc
-from controlplane.auth import BearerTokenInterceptor
+from controlplane.auth import bearer_token_guard
+from controlplane.cluster_keys import ClusterKeys
+from controlplane.launch import Credentials
 from controlplane.packages.collector import run_collector
 from controlplane.packages.service import PackageService
 from controlplane.packages.store import PackageStore
@@ -68,7 +71,7 @@ class ControlPlane:
         self.stopped = asyncio.Event()
         self._store: Store | None = None
         self._executors: Mapping[str, Executor] = {}
-        self._routes = RouteTable(first_revision=time.time_ns() // 1_000_000)
+        self._routes = RouteTable()
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._loop_task: asyncio.Task[None] | None = None
@@ -91,12 +94,15 @@ class ControlPlane:
 
     async def _start(self, executors: Mapping[str, Executor] | None) -> None:
         settings = self.settings
+        keys = ClusterKeys.load_or_create(settings.state_dir)
+        self._routes = RouteTable(time.time_ns() // 1_000_000, keys.links)
         self._store = await Store.open(settings.db_path)
         self._executors = executors if executors is not None else load_executors(settings)
         reconciler = self.reconciler = Reconciler(
-            settings, self._store, self._executors, self._routes
-        )
-        interceptors = [BearerTokenInterceptor(settings.token)] if settings.token else None
+            settings, self._store, self._executors, self._routes,
+            Credentials(keys, settings.token),
+        )  # fmt: skip
+        interceptors = [bearer_token_guard(settings.token)] if settings.token else None
         server = self._server = grpc.aio.server(options=server_options(), interceptors=interceptors)
         packages = reconciler.packages = PackageStore(
             settings.packages_dir, settings.max_package_bytes
@@ -110,7 +116,7 @@ class ControlPlane:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         enable_reflection(server, (_SERVICE_NAME, _PACKAGES_NAME, health.SERVICE_NAME))
         try:
-            port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+            port = listen(server, f"{settings.host}:{settings.port}", settings.tls)
         except RuntimeError as error:
             raise RuntimeError(f"cannot listen on {settings.address}: {error}") from None
         self.address = f"{settings.host}:{port}"

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import pathlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import grpc
@@ -133,8 +133,11 @@ class LaunchSpec:
     for a working_dir). `node` is where Capstan's scheduler placed it (empty
     for executors that schedule themselves). `package` is the archive of the
     uploaded package that `options.working_dir` names, when it names one
-    and the control plane has it. Raises `ValueError` for a replica_id that
-    is not a safe file name (executors name files after it).
+    and the control plane has it. `issue_certificate(hosts)` returns a TLS
+    certificate and key (PEM) of the cluster CA for a worker serving on
+    `hosts`: an executor whose replicas listen off loopback serves them TLS
+    through `config_with_tls`. Raises `ValueError` for a replica_id that is
+    not a safe file name (executors name files after it).
     """
 
     config: replica_pb2.ReplicaConfig
@@ -142,6 +145,7 @@ class LaunchSpec:
     node: str = ""
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     package: PackageArchive | None = None
+    issue_certificate: Callable[[Sequence[str]], tuple[bytes, bytes]] | None = None
 
     def __post_init__(self) -> None:
         if not _REPLICA_ID.fullmatch(self.config.replica_id):
@@ -150,6 +154,21 @@ class LaunchSpec:
     @property
     def replica_id(self) -> str:
         return self.config.replica_id
+
+    def config_with_tls(self, hosts: Sequence[str]) -> replica_pb2.ReplicaConfig:
+        """A copy of `config` whose worker serves TLS with a certificate for
+        `hosts` (the addresses callers dial). Raises `ExecutorError` when the
+        control plane gave no way to issue one."""
+        if self.issue_certificate is None:
+            raise ExecutorError(
+                f"replica {self.replica_id} listens off loopback but the control plane "
+                "gave no cluster CA to issue its TLS certificate",
+                retryable=False,
+            )
+        config = replica_pb2.ReplicaConfig()
+        config.CopyFrom(self.config)
+        config.tls_cert, config.tls_key = self.issue_certificate(hosts)
+        return config
 
     def package_archive(self) -> PackageArchive:
         """The package working_dir names; an `ExecutorError` that retrying
@@ -167,7 +186,8 @@ class LaunchSpec:
 class ReplicaRef:
     """Where a launched replica runs: stored by the control plane, given back
     to the executor that made it. `data` is the executor's own (pid, actor
-    name, ...), strings only so that the ref serialises to JSON."""
+    name, ...), strings only so that the ref serialises to JSON. `tls`: the
+    replica serves TLS with a certificate of the cluster CA."""
 
     FORMAT: ClassVar[int] = 1
 
@@ -177,6 +197,7 @@ class ReplicaRef:
     node: str = ""
     nonce: str = ""
     data: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    tls: bool = False
 
     def to_json(self) -> str:
         return json.dumps({"format": self.FORMAT, **dataclasses.asdict(self)}, sort_keys=True)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 
 import uvloop
 
@@ -28,6 +29,9 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     )
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--drain-timeout-s", type=float, default=DRAIN_TIMEOUT_S)
+    parser.add_argument("--tls-cert", default="", help="serve HTTPS and TLS: certificate (PEM)")
+    parser.add_argument("--tls-key", default="", help="its private key (PEM)")
+    parser.add_argument("--tls-client-ca", default="", help="require client certificates")
     options = parser.parse_args(argv)
     return Settings(
         control_plane=options.control_plane,
@@ -37,6 +41,9 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         grpc_port=options.grpc_port,
         max_body_bytes=options.max_body_bytes,
         drain_timeout_s=options.drain_timeout_s,
+        tls_cert=options.tls_cert,
+        tls_key=options.tls_key,
+        tls_client_ca=options.tls_client_ca,
     )
 
 
@@ -55,6 +62,10 @@ async def serve(settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
+    try:
+        settings.tls  # noqa: B018 - a missing or unreadable file stops start-up here
+    except ValueError as error:
+        sys.exit(f"capstan proxy: {error}")
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )

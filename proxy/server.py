@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Self
 
@@ -20,7 +21,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from capstan import defaults
 from capstan.channels import server_options
+from capstan.links import ClusterLinks
 from capstan.reflection import enable_reflection
+from capstan.tls import ServerTls, listen
 from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc
 from proxy.dataplane import DataPlane
 from proxy.http import DEFAULT_MAX_BODY_BYTES, HttpProxy
@@ -50,6 +53,15 @@ class Settings:
     no_replica_timeout_s: float = 5.0
     # How long start-up waits for a first route table before serving anyway.
     first_routes_timeout_s: float = 2.0
+    # Serve HTTPS and the DataPlane over TLS with this certificate and key
+    # (PEM files); with tls_client_ca, clients must present a certificate.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+
+    @property
+    def tls(self) -> ServerTls | None:
+        return ServerTls.from_files(self.tls_cert, self.tls_key, self.tls_client_ca)
 
 
 class ProxyServer:
@@ -108,7 +120,7 @@ class ProxyServer:
         # The table is built first: if it is invalid nothing changes. The
         # router learns a deployment before any route can lead to it.
         routes = RouteTable.from_endpoints(snapshot.endpoints)
-        self.router.update(snapshot.endpoints)
+        self.router.update(snapshot.endpoints, ClusterLinks.from_proto(snapshot.links))
         self.app.routes = routes
 
     async def _start_grpc(self) -> None:
@@ -117,7 +129,8 @@ class ProxyServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         await self._health.set(_DATAPLANE, health_pb2.HealthCheckResponse.SERVING)
         enable_reflection(server, (_DATAPLANE, health.SERVICE_NAME))
-        self.grpc_port = server.add_insecure_port(f"{self.settings.grpc_host}:{self.grpc_port}")
+        address = f"{self.settings.grpc_host}:{self.grpc_port}"
+        self.grpc_port = listen(server, address, self.settings.tls)
         await server.start()
         self._grpc = server
 
@@ -137,6 +150,7 @@ class ProxyServer:
             # X-Forwarded-* headers to interpret as it sees fit.
             proxy_headers=False,
             timeout_graceful_shutdown=int(self.settings.drain_timeout_s),
+            **_uvicorn_tls(self.settings),
         )
         config.load()
         server = uvicorn.Server(config)
@@ -157,3 +171,16 @@ class ProxyServer:
     async def _stop_http(self, server: uvicorn.Server) -> None:
         server.should_exit = True
         await server.shutdown(sockets=[self._http_socket])
+
+
+def _uvicorn_tls(settings: Settings) -> dict[str, object]:
+    """uvicorn's options for HTTPS, when a certificate is given."""
+    if not settings.tls_cert:
+        return {}
+    options: dict[str, object] = {
+        "ssl_certfile": settings.tls_cert,
+        "ssl_keyfile": settings.tls_key,
+    }
+    if settings.tls_client_ca:
+        options |= {"ssl_ca_certs": settings.tls_client_ca, "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return options

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
+from capstan.links import ClusterLinks
 from capstan.v1 import controlplane_pb2
 
 
@@ -19,10 +20,12 @@ class RouteTable:
     Nothing is sent before the first `publish`: a restarted control plane
     must not hand routers an empty table before it has adopted its replicas.
     `first_revision` lets the server start above any revision an earlier
-    run handed out, so revisions keep growing across restarts.
+    run handed out, so revisions keep growing across restarts. `links` (how
+    to reach the replicas) goes with every table.
     """
 
-    def __init__(self, first_revision: int = 0) -> None:
+    def __init__(self, first_revision: int = 0, links: ClusterLinks | None = None) -> None:
+        self._links = (links or ClusterLinks()).to_proto()
         self._revision = first_revision
         self._endpoints: tuple[controlplane_pb2.Endpoint, ...] = ()
         self._changed = asyncio.Event()
@@ -39,7 +42,7 @@ class RouteTable:
 
     def snapshot(self) -> controlplane_pb2.WatchRoutesResponse:
         return controlplane_pb2.WatchRoutesResponse(
-            revision=self._revision, endpoints=list(self._endpoints)
+            revision=self._revision, endpoints=list(self._endpoints), links=self._links
         )
 
     def publish(self, endpoints: Sequence[controlplane_pb2.Endpoint]) -> bool:

@@ -205,6 +205,7 @@ class LocalExecutor(Executor):
             address=ready.address,
             node="local",
             nonce=ready.nonce,
+            tls=ready.tls,
             data={"pid": str(ready.pid), "log": self._files(ready.replica_id).log},
         )
 
@@ -239,7 +240,11 @@ def _local_folder(working_dir: str) -> pathlib.Path:
 def _write_config(files: WorkerFiles, config: bytes) -> None:
     # A ready file left from an earlier start must not read as this one's.
     pathlib.Path(files.ready).unlink(missing_ok=True)
-    pathlib.Path(files.config).write_bytes(config)
+    # Only this user may read it: it holds the cluster secret and user code.
+    path = pathlib.Path(files.config)
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
+        file.write(config)
 
 
 def _open_log(files: WorkerFiles) -> BinaryIO:

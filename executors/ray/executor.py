@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import ray
 from ray.exceptions import RayError
 
+from capstan.v1 import replica_pb2
 from executors.base import (
     Capabilities,
     Executor,
@@ -214,11 +215,10 @@ class RayExecutor(Executor):
             raise ExecutorError(message) from None
         except RayError as error:
             raise errors.from_ray(spec.replica_id, error) from error
-        # A Ray of our own runs on this machine only: keep replicas on loopback.
-        host = "127.0.0.1" if self.settings.is_local else ""
         try:
             async with asyncio.timeout_at(deadline):
-                described = await actor.start.remote(spec.config.SerializeToString(), host)
+                host, config = await self._placed_config(actor, spec)
+                described = await actor.start.remote(config.SerializeToString(), host)
         except TimeoutError:
             raise ExecutorError(
                 f"replica {spec.replica_id} did not start within "
@@ -229,6 +229,18 @@ class RayExecutor(Executor):
         if "error" in described:
             raise ReplicaStartError(described["error"])
         return described
+
+    async def _placed_config(
+        self, actor: Any, spec: LaunchSpec
+    ) -> tuple[str, replica_pb2.ReplicaConfig]:
+        """Where the placed actor's worker listens, and its config. A Ray of
+        our own runs on this machine only: its replicas stay on loopback.
+        On a cluster they listen on their node's IP, so they serve TLS with
+        a certificate for it."""
+        if self.settings.is_local:
+            return "127.0.0.1", spec.config
+        node = await actor.node_address.remote()
+        return "", spec.config_with_tls([node])
 
     async def _describe(self, name: str) -> ReplicaRef | None:
         actor = await self._find(name)
@@ -303,4 +315,5 @@ def _ref(described: Mapping[str, str]) -> ReplicaRef:
             "actor_id": described["actor_id"],
             "pid": described["pid"],
         },
+        tls=described.get("tls") == "1",
     )

@@ -192,6 +192,7 @@ class SshExecutor(Executor):
             node=host.name,
             nonce=ready.nonce,
             data={"pid": str(ready.pid), "host": host.name, "log": files.log},
+            tls=ready.tls,
         )
 
 
@@ -203,9 +204,12 @@ async def _start(
     files: WorkerFiles,
     env: dict[str, str],
 ) -> int:
-    """Ships the config (and working_dir), starts the worker; its pid."""
+    """Ships the config (and working_dir), starts the worker; its pid. The
+    worker listens off this machine, so it serves TLS with a certificate
+    for the address callers dial."""
     await remote.remove(files.ready)
-    await remote.write(files.config, spec.config.SerializeToString())
+    config = spec.config_with_tls(sorted({host.address, host.bind_host} - set(_WILDCARDS)))
+    await remote.write(files.config, config.SerializeToString())
     cwd = await _prepare_working_dir(remote, spec, files, env, host.python)
     output = await remote.run(start_script(python, cwd, files, host.bind_host, env))
     return int(output.split()[-1])

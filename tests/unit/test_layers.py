@@ -40,6 +40,11 @@ CORE = {
     # Settings sections (pydantic) whose errors name the key path, for the
     # control plane's settings and every executor's.
     "capstan.sections",
+    # How every process reaches replicas and serves TLS: the cluster secret
+    # and CA, the metadata guard on servers.
+    "capstan.links",
+    "capstan.tls",
+    "capstan.call_guard",
     # Reflection (v1 and v1alpha) on every server.
     "capstan.reflection",
 }

@@ -10,6 +10,7 @@ import grpc
 from capstan import defaults
 from capstan.channels import channel_options
 from capstan.errors import from_rpc_error
+from capstan.tls import control_plane_credentials
 from capstan.uploads import Uploader
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc, deployment_pb2
@@ -29,14 +30,20 @@ class ControlPlaneClient:
     """One channel to one control plane; methods block and raise CapstanError.
 
     `token` (default $CAPSTAN_TOKEN) goes with every call as a bearer token;
-    an empty one sends none.
+    an empty one sends none. With $CAPSTAN_TLS_CA set the channel is TLS
+    (see `capstan.tls.control_plane_credentials`).
     """
 
     def __init__(self, address: str | None = None, token: str | None = None) -> None:
         self.address = address or default_address()
         token = default_token() if token is None else token
         self._metadata = [("authorization", f"Bearer {token}")] if token else None
-        self._channel = grpc.insecure_channel(self.address, options=channel_options())
+        credentials = control_plane_credentials()
+        self._channel = (
+            grpc.insecure_channel(self.address, options=channel_options())
+            if credentials is None
+            else grpc.secure_channel(self.address, credentials, options=channel_options())
+        )
         self._stub = controlplane_pb2_grpc.ControlPlaneServiceStub(self._channel)
         # Local working_dir folders go up as packages before the spec does.
         self._uploader = Uploader(self._channel, self._metadata)

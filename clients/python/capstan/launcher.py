@@ -21,6 +21,7 @@ import psutil
 from capstan import defaults
 from capstan.client import ControlPlaneClient
 from capstan.errors import Unavailable
+from capstan.tls import TlsFiles
 
 
 class LocalServices:
@@ -35,11 +36,13 @@ class LocalServices:
         http_port: int = defaults.HTTP_PORT,
         grpc_port: int = defaults.GRPC_PORT,
         config: dict | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.state_dir = pathlib.Path(state_dir).resolve()
         self.address = address
         self.http_host, self.http_port, self.grpc_port = http_host, http_port, grpc_port
         self.config = config or {}
+        self.tls = tls
         self._process: psutil.Popen | None = None
 
     # -- in the foreground (capstan start) ---------------------------------
@@ -62,6 +65,7 @@ class LocalServices:
             executors=self.config.get("executors", {"local": {}}),
             # The proxy and replicas inherit the same variable to send it.
             token=os.environ.get("CAPSTAN_TOKEN", ""),
+            **_tls_settings(self.tls),
         )
         proxy = self._ensure_proxy()
         try:
@@ -92,6 +96,7 @@ class LocalServices:
                     str(self.http_port),
                     "--grpc-port",
                     str(self.grpc_port),
+                    *(self.tls.flags() if self.tls else []),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -154,6 +159,20 @@ def read_config(path: str | os.PathLike) -> dict:
     if not isinstance(config, dict) or not set(config) <= {"default_executor", "executors"}:
         raise ValueError(f"{path}: expected a mapping with default_executor and executors")
     return config
+
+
+def _tls_settings(tls: TlsFiles | None) -> dict[str, str]:
+    """The control plane's TLS settings. Its own proxy checks the control
+    API's certificate against $CAPSTAN_TLS_CA, or the certificate itself
+    (a self-signed one) when that is unset; where clients must present a
+    certificate, it presents $CAPSTAN_TLS_CERT/_KEY, by default the server's."""
+    if tls is None:
+        return {}
+    os.environ.setdefault("CAPSTAN_TLS_CA", tls.cert)
+    if tls.client_ca:
+        os.environ.setdefault("CAPSTAN_TLS_CERT", tls.cert)
+        os.environ.setdefault("CAPSTAN_TLS_KEY", tls.key)
+    return {"tls_cert": tls.cert, "tls_key": tls.key, "tls_client_ca": tls.client_ca or None}
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -1,10 +1,14 @@
-"""`python -m proxy --control-plane HOST:PORT`: run the Capstan proxy."""
+"""`python -m proxy --control-plane HOST:PORT`: run the Capstan proxy.
+
+`--request-timeout-s` defaults to $CAPSTAN_REQUEST_TIMEOUT_S, which is how
+`capstan start --request-timeout-s` hands it down."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 
 import uvloop
@@ -28,6 +32,13 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     )
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--drain-timeout-s", type=float, default=DRAIN_TIMEOUT_S)
+    parser.add_argument(
+        "--request-timeout-s",
+        type=float,
+        default=os.environ.get("CAPSTAN_REQUEST_TIMEOUT_S") or None,
+        help="504 / DEADLINE_EXCEEDED past this, unless a deployment sets its own "
+        "(default: $CAPSTAN_REQUEST_TIMEOUT_S, else no limit)",
+    )
     options = parser.parse_args(argv)
     return Settings(
         control_plane=options.control_plane,
@@ -37,6 +48,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         grpc_port=options.grpc_port,
         max_body_bytes=options.max_body_bytes,
         drain_timeout_s=options.drain_timeout_s,
+        request_timeout_s=options.request_timeout_s,
     )
 
 
@@ -54,7 +66,10 @@ async def serve(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = parse_settings(argv)
+    try:
+        settings = parse_settings(argv)
+    except ValueError as error:
+        raise SystemExit(f"python -m proxy: {error}") from None
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )

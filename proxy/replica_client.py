@@ -5,6 +5,11 @@ Every request to a replica from this process travels on one bidi
 writes (grpc.aio allows one in flight) and a reader task hands each reply to
 the waiting request's inbox, so a request costs one write, one read and one
 future, not an RPC.
+
+Big bodies go as a first frame and then `push`ed chunks; the writer batches
+at most BATCH_BYTES per message, and `push` waits while more than
+_HIGH_WATER_BYTES are queued, so an upload costs the proxy a bounded buffer,
+not its size.
 """
 
 from __future__ import annotations
@@ -19,9 +24,13 @@ import grpc
 
 from capstan import errors
 from capstan.channels import KEEPALIVE, Keepalive, channel_options
+from capstan.framing import BATCH_BYTES, MAX_FRAME_BYTES
 from capstan.v1 import deployment_pb2, replica_pb2, replica_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+# `push` waits while more than this is queued for the stream.
+_HIGH_WATER_BYTES = 4 * BATCH_BYTES
 
 
 class Rejected(errors.Unavailable):
@@ -33,13 +42,16 @@ class _StreamEnded(Exception):
 
 
 class _Inbox:
-    """Replies (or the error that ended them) for one request, in order."""
+    """Replies (or the error that ended them) for one request, in order.
+    `on_final`, once the caller abandoned the request, is called when the
+    replica's last reply comes (or the stream ends) instead of storing it."""
 
-    __slots__ = ("items", "waiter")
+    __slots__ = ("items", "on_final", "waiter")
 
     def __init__(self) -> None:
         self.items: deque[replica_pb2.ResponseFrame | errors.CapstanError] = deque()
         self.waiter: asyncio.Future[None] | None = None
+        self.on_final: Callable[[], None] | None = None
 
     def put(self, item: replica_pb2.ResponseFrame | errors.CapstanError) -> None:
         self.items.append(item)
@@ -61,7 +73,9 @@ class Replies:
     (the last has `done` set) and raises the Capstan error a reply carries.
 
     `on_done`, if set, is called once when the last reply has been consumed,
-    an error raised, or the request cancelled."""
+    an error raised, or, for a cancelled request, once the replica answered
+    the cancellation: a sync handler's thread cannot be interrupted, and the
+    replica answers only when it returns, so its slot stays taken till then."""
 
     __slots__ = ("_client", "_inbox", "done", "id", "on_done")
 
@@ -102,12 +116,20 @@ class Replies:
             self._finish()
         return item
 
+    async def push(self, frame: replica_pb2.RequestFrame) -> None:
+        """Sends a later frame of this request (a body chunk, a WebSocket
+        message); waits while the stream has much queued. Dropped once the
+        request has ended."""
+        frame.id = self.id
+        await self._client.push(frame)
+
     def cancel(self) -> None:
         """Abandons the request, telling the replica to cancel it. Idempotent;
         a no-op once the last reply has been consumed."""
         if not self.done:
-            self._finish()
-            self._client._abandon(self.id)
+            self.done = True
+            on_done, self.on_done = self.on_done, None
+            self._client._abandon(self.id, on_done)
 
     def _finish(self) -> None:
         self.done = True
@@ -138,7 +160,11 @@ class ReplicaClient:
         self._keepalive = keepalive
         self._channel: grpc.aio.Channel | None = None
         self._session: asyncio.Task[None] | None = None
-        self._outbox: deque[replica_pb2.RequestFrame] = deque()
+        # Frames to write, with their sizes.
+        self._outbox: deque[tuple[replica_pb2.RequestFrame, int]] = deque()
+        self._outbox_bytes = 0
+        # Resolved when the outbox falls below _HIGH_WATER_BYTES.
+        self._drained: asyncio.Future[None] | None = None
         # Set while the writer waits for work; resolving it wakes the writer.
         # A bare future costs less per request than an asyncio.Event.
         self._writer_idle: asyncio.Future[None] | None = None
@@ -153,18 +179,41 @@ class ReplicaClient:
         return len(self._waiters)
 
     def send(self, request: replica_pb2.RequestFrame) -> Replies:
-        """Sends `request` (its `id` is assigned here) and returns its replies."""
+        """Sends `request` (its `id` is assigned here) and returns its replies.
+        Raises BackPressure, failing only this request, when it is too big
+        for one message."""
         if self._closed:
             raise Rejected(f"replica {self.address} is being removed")
+        size = request.ByteSize()
+        if size > MAX_FRAME_BYTES:
+            raise errors.BackPressure(
+                f"the request is {size} bytes, over the {MAX_FRAME_BYTES}-byte limit "
+                "of one message; send big data as a streamed HTTP body"
+            )
         request.id = request_id = next(self._ids)
         inbox = _Inbox()
         self._waiters[request_id] = inbox
-        self._outbox.append(request)
+        self._outbox.append((request, size))
+        self._outbox_bytes += size
         if self._session is None:
             self._session = asyncio.get_running_loop().create_task(self._run_session())
         else:
             self._wake_writer()
         return Replies(self, request_id, inbox)
+
+    async def push(self, frame: replica_pb2.RequestFrame) -> None:
+        """Queues a later frame of request `frame.id`, then waits while more
+        than _HIGH_WATER_BYTES are queued. Dropped if the request has ended."""
+        if frame.id not in self._waiters:
+            return
+        size = frame.ByteSize()
+        self._outbox.append((frame, size))
+        self._outbox_bytes += size
+        self._wake_writer()
+        while self._outbox_bytes > _HIGH_WATER_BYTES and self._session is not None:
+            if self._drained is None:
+                self._drained = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._drained)
 
     async def call(self, invocation: replica_pb2.Invocation) -> deployment_pb2.Payload:
         """Calls a method and returns its result."""
@@ -198,11 +247,16 @@ class ReplicaClient:
         if self._channel is not None:
             await self._channel.close()
 
-    def _abandon(self, request_id: int) -> None:
-        if self._waiters.pop(request_id, None) is not None:
-            self._outbox.append(replica_pb2.RequestFrame(id=request_id, cancel=True))
-            self._wake_writer()
-            self._note_if_idle()
+    def _abandon(self, request_id: int, on_final: Callable[[], None] | None) -> None:
+        inbox = self._waiters.get(request_id)
+        if inbox is None:  # its last reply already came
+            if on_final is not None:
+                on_final()
+            return
+        inbox.on_final = on_final or _nothing
+        inbox.items.clear()
+        self._outbox.append((replica_pb2.RequestFrame(id=request_id, cancel=True), 4))
+        self._wake_writer()
 
     def _wake_writer(self) -> None:
         idle = self._writer_idle
@@ -259,12 +313,18 @@ class ReplicaClient:
         loop = asyncio.get_running_loop()
         while True:
             while outbox:
-                # Everything that queued while the last write was in flight goes
-                # in one message. Taken before the write: a request whose write
-                # started counts as delivered, so it is never retried elsewhere.
-                frames = list(outbox)
-                outbox.clear()
+                # What queued while the last write was in flight goes in one
+                # message, up to BATCH_BYTES. Taken before the write: a request
+                # whose write started counts as delivered, so it is never
+                # retried elsewhere.
+                frames, size = [], 0
+                while outbox and size < BATCH_BYTES:
+                    frame, frame_size = outbox.popleft()
+                    frames.append(frame)
+                    size += frame_size
+                self._outbox_bytes -= size
                 await call.write(replica_pb2.ExchangeRequest(frames=frames))
+                self._note_drained()
             self._writer_idle = loop.create_future()
             try:
                 await self._writer_idle
@@ -288,14 +348,32 @@ class ReplicaClient:
                 if reply.done:
                     del waiters[reply.id]
                     self._note_if_idle()
-                inbox.put(reply)
+                if inbox.on_final is None:
+                    inbox.put(reply)
+                elif reply.done:
+                    inbox.on_final()
+
+    def _note_drained(self) -> None:
+        drained = self._drained
+        if drained is not None and self._outbox_bytes <= _HIGH_WATER_BYTES:
+            self._drained = None
+            if not drained.done():
+                drained.set_result(None)
 
     def _fail_pending(self, error: errors.CapstanError) -> None:
-        unwritten = {request.id for request in self._outbox if not request.cancel}
+        unwritten = {
+            request.id
+            for request, _ in self._outbox
+            if request.HasField("http") or request.HasField("invocation")
+        }
         self._outbox.clear()
+        self._outbox_bytes = 0
+        self._note_drained()
         waiters, self._waiters = self._waiters, {}
         for request_id, inbox in waiters.items():
-            if request_id in unwritten:
+            if inbox.on_final is not None:
+                inbox.on_final()
+            elif request_id in unwritten:
                 inbox.put(Rejected(f"replica {self.address} never received the request"))
             else:
                 inbox.put(error)
@@ -311,6 +389,10 @@ async def _until_ready(channel: grpc.aio.Channel) -> None:
             raise ConnectionError("channel closed")
         await channel.wait_for_state_change(state)
         state = channel.get_state(try_to_connect=True)
+
+
+def _nothing() -> None:
+    pass
 
 
 def error_from_reply(error: replica_pb2.Error) -> errors.CapstanError:

@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--token", help="bearer token the control API requires (default: $CAPSTAN_TOKEN)"
     )
+    start.add_argument(
+        "--request-timeout-s",
+        type=float,
+        help="the proxy answers 504 past this, unless a deployment sets its own "
+        "request_timeout_s (default: $CAPSTAN_REQUEST_TIMEOUT_S, else no limit)",
+    )
     start.set_defaults(command=_start)
 
     run = commands.add_parser("run", help="deploy from a script or module:attribute and serve")
@@ -83,6 +89,8 @@ def _start(args: argparse.Namespace) -> None:
 
     if args.token:  # the proxy and local replicas read it from their environment
         os.environ["CAPSTAN_TOKEN"] = args.token
+    if args.request_timeout_s is not None:  # the proxy reads it from its environment
+        os.environ["CAPSTAN_REQUEST_TIMEOUT_S"] = str(args.request_timeout_s)
 
     services = LocalServices(
         config=read_config(args.config) if args.config else None,

@@ -69,6 +69,13 @@ class Runtime:
         return self.submit(coroutine).result()
 
     async def call(self, deployment: str, invocation: replica_pb2.Invocation) -> Any:
+        """The call's result; DeadlineExceeded past the deployment's request_timeout_s."""
+        from proxy.router import within
+
+        seconds = self._router.request_timeout_s(deployment)
+        return await within(seconds, deployment, self._call(deployment, invocation))
+
+    async def _call(self, deployment: str, invocation: replica_pb2.Invocation) -> Any:
         replies = await self._send(deployment, invocation)
         try:
             reply = await replies.__anext__()

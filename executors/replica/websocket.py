@@ -75,7 +75,8 @@ class _Send:
             else:
                 message.bytes = event.get("bytes") or b""
         elif kind == "websocket.close":
-            self.close(event.get("code", 1000), event.get("reason") or "")
+            # FastAPI may give a non-str reason (its validation errors).
+            self.close(int(event.get("code", 1000)), str(event.get("reason") or ""))
             return
         else:
             raise RuntimeError(f"unsupported WebSocket event {kind!r}")

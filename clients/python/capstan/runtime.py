@@ -72,6 +72,8 @@ class Runtime:
         """The call's result; DeadlineExceeded past the deployment's request_timeout_s."""
         from proxy.router import within
 
+        if self._watcher.revision is None:  # the table says what the timeout is
+            await self._watcher.wait_ready(APPEAR_TIMEOUT_S)
         seconds = self._router.request_timeout_s(deployment)
         return await within(seconds, deployment, self._call(deployment, invocation))
 

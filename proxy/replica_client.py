@@ -26,6 +26,9 @@ from capstan import errors
 from capstan.channels import KEEPALIVE, Keepalive, channel_options
 from capstan.framing import BATCH_BYTES, MAX_FRAME_BYTES
 from capstan.v1 import deployment_pb2, replica_pb2, replica_pb2_grpc
+from proxy.replies import Inbox, Rejected, Replies
+
+__all__ = ["Rejected", "ReplicaClient", "Replies"]
 
 log = logging.getLogger(__name__)
 
@@ -33,109 +36,8 @@ log = logging.getLogger(__name__)
 _HIGH_WATER_BYTES = 4 * BATCH_BYTES
 
 
-class Rejected(errors.Unavailable):
-    """The replica never started the request, so sending it elsewhere is safe."""
-
-
 class _StreamEnded(Exception):
     """The replica closed the Exchange stream."""
-
-
-class _Inbox:
-    """Replies (or the error that ended them) for one request, in order.
-    `on_final`, once the caller abandoned the request, is called when the
-    replica's last reply comes (or the stream ends) instead of storing it."""
-
-    __slots__ = ("items", "on_final", "waiter")
-
-    def __init__(self) -> None:
-        self.items: deque[replica_pb2.ResponseFrame | errors.CapstanError] = deque()
-        self.waiter: asyncio.Future[None] | None = None
-        self.on_final: Callable[[], None] | None = None
-
-    def put(self, item: replica_pb2.ResponseFrame | errors.CapstanError) -> None:
-        self.items.append(item)
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def wait(self) -> None:
-        while not self.items:
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
-
-
-class Replies:
-    """The replies to one request. Iterating yields ResponseFrame messages
-    (the last has `done` set) and raises the Capstan error a reply carries.
-
-    `on_done`, if set, is called once when the last reply has been consumed,
-    an error raised, or, for a cancelled request, once the replica answered
-    the cancellation: a sync handler's thread cannot be interrupted, and the
-    replica answers only when it returns, so its slot stays taken till then."""
-
-    __slots__ = ("_client", "_inbox", "done", "id", "on_done")
-
-    def __init__(self, client: ReplicaClient, request_id: int, inbox: _Inbox) -> None:
-        self._client = client
-        self._inbox = inbox
-        self.id = request_id
-        self.done = False
-        self.on_done: Callable[[], None] | None = None
-
-    async def started(self) -> None:
-        """Waits for the first reply without consuming it; raises its error
-        (`Rejected` when the replica refused the request)."""
-        inbox = self._inbox
-        if not inbox.items:
-            await inbox.wait()
-        first = inbox.items[0]
-        if not isinstance(first, replica_pb2.ResponseFrame) or first.HasField("error"):
-            await self.__anext__()  # consumes and raises it
-
-    def __aiter__(self) -> Replies:
-        return self
-
-    async def __anext__(self) -> replica_pb2.ResponseFrame:
-        if self.done:
-            raise StopAsyncIteration
-        inbox = self._inbox
-        if not inbox.items:
-            await inbox.wait()
-        item = inbox.items.popleft()
-        if not isinstance(item, replica_pb2.ResponseFrame):
-            self._finish()
-            raise item
-        if item.HasField("error"):
-            self._finish()
-            raise error_from_reply(item.error)
-        if item.done:
-            self._finish()
-        return item
-
-    async def push(self, frame: replica_pb2.RequestFrame) -> None:
-        """Sends a later frame of this request (a body chunk, a WebSocket
-        message); waits while the stream has much queued. Dropped once the
-        request has ended."""
-        frame.id = self.id
-        await self._client.push(frame)
-
-    def cancel(self) -> None:
-        """Abandons the request, telling the replica to cancel it. Idempotent;
-        a no-op once the last reply has been consumed."""
-        if not self.done:
-            self.done = True
-            on_done, self.on_done = self.on_done, None
-            self._client._abandon(self.id, on_done)
-
-    def _finish(self) -> None:
-        self.done = True
-        on_done, self.on_done = self.on_done, None
-        if on_done is not None:
-            on_done()
 
 
 class ReplicaClient:
@@ -168,7 +70,7 @@ class ReplicaClient:
         # Set while the writer waits for work; resolving it wakes the writer.
         # A bare future costs less per request than an asyncio.Event.
         self._writer_idle: asyncio.Future[None] | None = None
-        self._waiters: dict[int, _Inbox] = {}
+        self._waiters: dict[int, Inbox] = {}
         self._ids = itertools.count(1)
         self._idle: asyncio.Event | None = None
         self._closed = False
@@ -191,7 +93,7 @@ class ReplicaClient:
                 "of one message; send big data as a streamed HTTP body"
             )
         request.id = request_id = next(self._ids)
-        inbox = _Inbox()
+        inbox = Inbox()
         self._waiters[request_id] = inbox
         self._outbox.append((request, size))
         self._outbox_bytes += size
@@ -247,7 +149,9 @@ class ReplicaClient:
         if self._channel is not None:
             await self._channel.close()
 
-    def _abandon(self, request_id: int, on_final: Callable[[], None] | None) -> None:
+    def abandon(self, request_id: int, on_final: Callable[[], None] | None) -> None:
+        """Tells the replica to cancel the request; `on_final` runs once it
+        answered (or the stream ended)."""
         inbox = self._waiters.get(request_id)
         if inbox is None:  # its last reply already came
             if on_final is not None:
@@ -393,12 +297,3 @@ async def _until_ready(channel: grpc.aio.Channel) -> None:
 
 def _nothing() -> None:
     pass
-
-
-def error_from_reply(error: replica_pb2.Error) -> errors.CapstanError:
-    """The Capstan error an Exchange Error message stands for."""
-    if error.rejected:
-        return Rejected(error.message or "the replica rejected the request")
-    if error.exception_type:
-        return errors.UserCodeError(error.message, error.exception_type, error.traceback)
-    return errors.error_for_code(error.code, error.message)

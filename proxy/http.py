@@ -234,6 +234,8 @@ class DisconnectWatch:
         self._watcher = None
         watcher.cancel()
         await asyncio.wait([watcher])  # unlike `await`, never raises its cancellation
+        if self._pump is not None:
+            self._pump.close()  # a no-op unless the watcher was cancelled before it began
         # Our own cancellation of the request becomes a quiet end, as
         # asyncio.timeout does; anyone else's still propagates.
         return bool(

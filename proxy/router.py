@@ -256,6 +256,9 @@ class Router:
                 slot.release()
                 avoid += (slot,)
                 continue
+            except BaseException:  # too big to send: fails this request alone
+                slot.release()
+                raise
             replies.on_done = slot.release
             try:
                 await replies.started()

@@ -13,7 +13,9 @@ from collections.abc import Iterator
 
 import httpx
 import psutil
+import pytest
 
+import capstan
 from tests.support.cluster import Cluster
 from tests.support.waiting import eventually_sync
 
@@ -139,3 +141,26 @@ def test_body_over_the_limit_is_413_and_the_stream_lives(serve, cluster: Cluster
     response = httpx.post(url, content=_body(64 * MIB + 1, 2), timeout=60)
     assert response.status_code == 413
     assert httpx.get(url).text == "small"
+
+
+def test_a_message_too_big_for_the_stream_fails_alone(serve) -> None:
+    @serve.deployment(name="blob", max_concurrent_queries=4)
+    class Blob:
+        def size(self, data: bytes) -> int:
+            return len(data)
+
+        def make(self, size: int) -> bytes:
+            return b"y" * size
+
+    Blob.deploy()
+    handle = Blob.get_handle()
+    small = [handle.size.remote(b"abc") for _ in range(20)]
+    with pytest.raises(capstan.BackPressure, match=r"over the .*-byte limit"):
+        handle.size.remote(b"x" * 70 * MIB).result(timeout_s=60)
+    with pytest.raises(capstan.BackPressure, match=r"the response is .* bytes"):
+        handle.make.remote(70 * MIB).result(timeout_s=60)
+    assert [r.result(timeout_s=60) for r in small] == [3] * 20
+    # Neither took a slot for good: all four still serve at once.
+    assert [r.result(timeout_s=60) for r in [handle.size.remote(b"ab") for _ in range(8)]] == [
+        2
+    ] * 8

@@ -47,9 +47,10 @@ class ReplicaServiceStub:
     than one chunk follows its HttpRequest in `body` frames, and a response
     body comes back in as many `http` frames as it needs; writers keep every
     message far below gRPC's size limit, so one big request never breaks
-    the stream for the others. A call cancelled while its sync handler's thread
-    still runs is answered (CANCELLED) only once that thread returns, so the
-    caller's count of the replica's load stays true.
+    the stream for the others. A WebSocket is one request whose messages
+    travel as `websocket` frames both ways. A call cancelled while its sync
+    handler's thread still runs is answered (CANCELLED) only once that thread
+    returns, so the caller's count of the replica's load stays true.
     """
     Reconfigure: _grpc.UnaryUnaryMultiCallable[_replica_pb2.ReconfigureRequest, _replica_pb2.ReconfigureResponse]
     """Applies a new user_config (through the user's reconfigure()) and
@@ -84,9 +85,10 @@ class ReplicaServiceAsyncStub(ReplicaServiceStub):
     than one chunk follows its HttpRequest in `body` frames, and a response
     body comes back in as many `http` frames as it needs; writers keep every
     message far below gRPC's size limit, so one big request never breaks
-    the stream for the others. A call cancelled while its sync handler's thread
-    still runs is answered (CANCELLED) only once that thread returns, so the
-    caller's count of the replica's load stays true.
+    the stream for the others. A WebSocket is one request whose messages
+    travel as `websocket` frames both ways. A call cancelled while its sync
+    handler's thread still runs is answered (CANCELLED) only once that thread
+    returns, so the caller's count of the replica's load stays true.
     """
     Reconfigure: _aio.UnaryUnaryMultiCallable[_replica_pb2.ReconfigureRequest, _replica_pb2.ReconfigureResponse]  # type: ignore[assignment]
     """Applies a new user_config (through the user's reconfigure()) and
@@ -124,9 +126,10 @@ class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
         than one chunk follows its HttpRequest in `body` frames, and a response
         body comes back in as many `http` frames as it needs; writers keep every
         message far below gRPC's size limit, so one big request never breaks
-        the stream for the others. A call cancelled while its sync handler's thread
-        still runs is answered (CANCELLED) only once that thread returns, so the
-        caller's count of the replica's load stays true.
+        the stream for the others. A WebSocket is one request whose messages
+        travel as `websocket` frames both ways. A call cancelled while its sync
+        handler's thread still runs is answered (CANCELLED) only once that thread
+        returns, so the caller's count of the replica's load stays true.
         """
 
     @_abc_1.abstractmethod

@@ -41,14 +41,30 @@ def _deploy_sleeper(serve, marks: pathlib.Path, **options) -> None:
     Sleeper.deploy()
 
 
-def _replica(cluster: Cluster, name: str) -> replica_pb2_grpc.ReplicaServiceStub:
-    client = cluster.client()
-    try:
-        (replica,) = client.get(name).replicas
-    finally:
-        client.close()
-    channel = grpc.insecure_channel(replica.address)
-    return replica_pb2_grpc.ReplicaServiceStub(channel)
+class _Replica:
+    """The deployment's one replica, asked directly, with the cluster secret
+    when the cluster keeps one (replicas then refuse calls without it)."""
+
+    def __init__(self, cluster: Cluster, name: str) -> None:
+        client = cluster.client()
+        try:
+            (replica,) = client.get(name).replicas
+        finally:
+            client.close()
+        self._stub = replica_pb2_grpc.ReplicaServiceStub(grpc.insecure_channel(replica.address))
+        secret = cluster.state_dir / "cluster" / "secret"
+        self._metadata = (
+            (("capstan-cluster-secret", secret.read_text()),) if secret.exists() else ()
+        )
+
+    def ongoing(self) -> int:
+        stats = self._stub.GetStats(
+            replica_pb2.GetStatsRequest(), timeout=5, metadata=self._metadata
+        )
+        return stats.ongoing_requests
+
+    def check_health(self) -> None:
+        self._stub.CheckHealth(replica_pb2.CheckHealthRequest(), timeout=5, metadata=self._metadata)
 
 
 def test_hung_async_handler_gets_504_and_is_cancelled(serve, cluster, tmp_path) -> None:
@@ -110,7 +126,7 @@ def test_abandoned_sync_calls_count_until_their_threads_return(serve, cluster, t
 
     Blocker.deploy()
     url = cluster.http_url + "/blocker"
-    replica = _replica(cluster, "blocker")
+    replica = _Replica(cluster, "blocker")
     with httpx.Client(timeout=30) as http:
         calls = [
             threading.Thread(target=lambda: http.get(url, params={"block": 1})) for _ in range(3)
@@ -119,17 +135,11 @@ def test_abandoned_sync_calls_count_until_their_threads_return(serve, cluster, t
             call.start()
         for call in calls:
             call.join(timeout=30)  # each ends with 504 after 1 s; its thread runs on
-        stats = replica.GetStats(replica_pb2.GetStatsRequest(), timeout=5)
-        assert stats.ongoing_requests == 3
-        replica.CheckHealth(replica_pb2.CheckHealthRequest(), timeout=5)  # still healthy
+        assert replica.ongoing() == 3
+        replica.check_health()  # still healthy
         # Full: a new request queues in the proxy and times out there, truthfully.
         assert http.get(url).status_code == 504
-        assert replica.GetStats(replica_pb2.GetStatsRequest(), timeout=5).ongoing_requests == 3
+        assert replica.ongoing() == 3
         release.write_text("go")
-        eventually_sync(
-            lambda: (
-                replica.GetStats(replica_pb2.GetStatsRequest(), timeout=5).ongoing_requests == 0
-            ),
-            "the hung threads to return",
-        )
+        eventually_sync(lambda: replica.ongoing() == 0, "the hung threads to return")
         assert http.get(url).text == "done"

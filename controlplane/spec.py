@@ -104,6 +104,8 @@ class DeploymentSpec:
     executor: str = ""
     application: str = ""
     logging_config: str | None = None
+    # None: the proxy's own request_timeout_s.
+    request_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name, "name")
@@ -124,6 +126,12 @@ class DeploymentSpec:
             _require(getattr(self, field) > 0, f"{field} must be > 0")
         for field in ("graceful_shutdown_wait_loop_s", "graceful_shutdown_timeout_s"):
             _require(getattr(self, field) >= 0, f"{field} must be >= 0")
+        if self.request_timeout_s is not None:
+            _require(
+                0 < self.request_timeout_s <= 86_400,
+                f"request_timeout_s must be > 0 and at most 86400 (one day), "
+                f"got {self.request_timeout_s}",
+            )
         if self.user_config is not None:
             _check_json(self.user_config, "user_config")
         if self.logging_config is not None:
@@ -204,6 +212,7 @@ class DeploymentSpec:
                 "graceful_shutdown_wait_loop_s",
                 "graceful_shutdown_timeout_s",
                 "logging_config",
+                "request_timeout_s",
             )
             if has(name)
         }
@@ -246,7 +255,13 @@ class DeploymentSpec:
             msg.code.import_path = self.import_path
         else:
             msg.code.pickled = self.pickled_code
-        for name in ("version", "prev_version", "user_config", "logging_config"):
+        for name in (
+            "version",
+            "prev_version",
+            "user_config",
+            "logging_config",
+            "request_timeout_s",
+        ):
             if getattr(self, name) is not None:
                 setattr(msg, name, getattr(self, name))
         if self.autoscaling is None:

@@ -1,12 +1,15 @@
-"""`python -m proxy --control-plane HOST:PORT`: run the Capstan proxy."""
+"""`python -m proxy --control-plane HOST:PORT`: run the Capstan proxy.
+
+`--request-timeout-s` defaults to $CAPSTAN_REQUEST_TIMEOUT_S, which is how
+`capstan start --request-timeout-s` hands it down."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
-import sys
 
 import uvloop
 
@@ -32,6 +35,13 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--tls-cert", default="", help="serve HTTPS and TLS: certificate (PEM)")
     parser.add_argument("--tls-key", default="", help="its private key (PEM)")
     parser.add_argument("--tls-client-ca", default="", help="require client certificates")
+    parser.add_argument(
+        "--request-timeout-s",
+        type=float,
+        default=os.environ.get("CAPSTAN_REQUEST_TIMEOUT_S") or None,
+        help="504 / DEADLINE_EXCEEDED past this, unless a deployment sets its own "
+        "(default: $CAPSTAN_REQUEST_TIMEOUT_S, else no limit)",
+    )
     options = parser.parse_args(argv)
     return Settings(
         control_plane=options.control_plane,
@@ -44,6 +54,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         tls_cert=options.tls_cert,
         tls_key=options.tls_key,
         tls_client_ca=options.tls_client_ca,
+        request_timeout_s=options.request_timeout_s,
     )
 
 
@@ -61,11 +72,11 @@ async def serve(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = parse_settings(argv)
     try:
+        settings = parse_settings(argv)
         settings.tls  # noqa: B018 - a missing or unreadable file stops start-up here
     except ValueError as error:
-        sys.exit(f"capstan proxy: {error}")
+        raise SystemExit(f"capstan proxy: {error}") from None
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )

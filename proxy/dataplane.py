@@ -15,7 +15,7 @@ import grpc
 
 from capstan.errors import InvalidSpec, answers_errors
 from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc, deployment_pb2, replica_pb2
-from proxy.router import Router
+from proxy.router import Router, within
 
 _JSON = deployment_pb2.ENCODING_JSON
 
@@ -38,7 +38,10 @@ class DataPlane(dataplane_pb2_grpc.DataPlaneServiceServicer):
         self, request: dataplane_pb2.CallStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[dataplane_pb2.CallStreamResponse]:
         exchange = replica_pb2.RequestFrame(invocation=_invocation(request))
-        replies = await self._router.send(request.deployment, exchange)
+        # The deadline runs until the first reply: a stream may then run long.
+        seconds = self._router.request_timeout_s(request.deployment)
+        sent = self._router.send(request.deployment, exchange)
+        replies = await within(seconds, request.deployment, sent)
         try:
             async for reply in replies:
                 # The replica may end a stream with a bare `done` message.

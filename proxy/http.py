@@ -2,7 +2,10 @@
 
 The hot path is a plain ASGI callable rather than Starlette: per request it
 does one route lookup, builds one RequestFrame in place and copies nothing
-it can avoid. `/-/healthz` and `/-/routes` are answered here too.
+it can avoid. A body larger than one chunk is streamed (proxy/upload.py),
+WebSockets are relayed (proxy/websocket.py), and a request that runs past
+its deployment's request_timeout_s gets 504 and is cancelled on the replica.
+`/-/healthz` and `/-/routes` are answered here too.
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 from capstan import errors
 from capstan.v1 import replica_pb2
 from proxy.replica_client import Replies
-from proxy.router import Router
+from proxy.router import Router, within
 from proxy.routes import Route, RouteTable
+from proxy.upload import ClientGone, TooLarge, Upload, read_start
+from proxy.websocket import relay_websocket
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +42,6 @@ _JSON = [(b"content-type", b"application/json")]
 _NO_ROUTE = b"No route matches this path; GET /-/routes lists the routes this proxy serves.\n"
 
 
-class _ClientGone(Exception):
-    """The client disconnected before its request body arrived."""
-
-
 class HttpProxy:
     """The proxy's ASGI app. `routes` is replaced whole on each table update."""
 
@@ -56,8 +58,12 @@ class HttpProxy:
         self.disconnect_check_s = disconnect_check_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await _not_http(scope, receive, send)
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "websocket":
+                await self._websocket(scope, receive, send)
+            else:
+                await _lifespan(receive, send)
             return
         path = scope["path"]
         if path.startswith("/-/"):
@@ -68,20 +74,29 @@ class HttpProxy:
             await _respond(send, 404, _NO_ROUTE)
             return
         try:
-            body = await self._read_body(receive)
-        except _ClientGone:
+            body, more = await read_start(receive, self.max_body_bytes)
+        except ClientGone:
             return
-        if body is None:
-            limit = f"request body exceeds the proxy's limit of {self.max_body_bytes} bytes\n"
-            await _respond(send, 413, limit.encode())
+        except TooLarge:
+            await self._too_large(send)
             return
         request, request_id, model_id = _exchange_request(scope, body, route)
+        upload = None
+        if more:
+            request.http.more_body = True
+            upload = Upload(receive, self.max_body_bytes, len(body))
+        watch = DisconnectWatch(receive, self.disconnect_check_s, upload is not None)
         try:
-            async with DisconnectWatch(receive, self.disconnect_check_s):
-                await self._forward(route.deployment, request, request_id, model_id, send)
+            async with watch:
+                await self._forward(
+                    route.deployment, request, request_id, model_id, send, watch, upload
+                )
         except errors.CapstanError as exc:
             status, text = _error_status(exc)
             await _respond(send, status, text, [*_TEXT, (REQUEST_ID, request_id)])
+            return
+        if watch.is_too_large and not watch.has_responded:
+            await self._too_large(send)
 
     async def _forward(
         self,
@@ -90,10 +105,16 @@ class HttpProxy:
         request_id: bytes,
         model_id: str,
         send: Send,
+        watch: DisconnectWatch,
+        upload: Upload | None,
     ) -> None:
-        replies = await self.router.send(deployment, request, model_id)
+        # The deadline runs until the response starts: a streamed response
+        # may then run long.
+        seconds = self.router.request_timeout_s(deployment)
+        started = self._start(deployment, request, model_id, watch, upload)
+        replies, reply = await within(seconds, deployment, started)
         try:
-            reply = await replies.__anext__()
+            watch.has_responded = True
             part = reply.http
             headers = [(h.name, h.value) for h in part.headers]
             if not any(name.lower() == REQUEST_ID for name, _ in headers):
@@ -108,6 +129,26 @@ class HttpProxy:
         finally:
             replies.cancel()
 
+    async def _start(
+        self,
+        deployment: str,
+        request: replica_pb2.RequestFrame,
+        model_id: str,
+        watch: DisconnectWatch,
+        upload: Upload | None,
+    ) -> tuple[Replies, replica_pb2.ResponseFrame]:
+        """Sends the request (and starts its upload); returns its replies and
+        the first response frame."""
+        replies = await self.router.send(deployment, request, model_id)
+        try:
+            if upload is not None:
+                await replies.__anext__()  # the replica's `accepted`
+                watch.pump(upload.send_rest(replies))
+            return replies, await replies.__anext__()
+        except BaseException:
+            replies.cancel()
+            raise
+
     @staticmethod
     async def _stream_rest(deployment: str, replies: Replies, send: Send) -> None:
         try:
@@ -121,25 +162,19 @@ class HttpProxy:
             # is incomplete.
             log.warning("response from deployment %r broke off: %s", deployment, exc)
 
-    async def _read_body(self, receive: Receive) -> bytes | None:
-        """The whole body, or None when it is over the limit."""
-        message = await receive()
-        body = message.get("body", b"")
-        if not message.get("more_body", False):
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            return body if len(body) <= self.max_body_bytes else None
-        chunks, size = [body], len(body)
-        while message.get("more_body", False):
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
+    async def _too_large(self, send: Send) -> None:
+        limit = f"request body exceeds the proxy's limit of {self.max_body_bytes} bytes\n"
+        await _respond(send, 413, limit.encode())
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.routes.match(scope["path"])
+        if route is None:
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008, "reason": "no route"})
+            return
+        request, _, model_id = _exchange_request(scope, b"", route)
+        request.http.websocket = True
+        await relay_websocket(self.router, route.deployment, request, model_id, receive, send)
 
     async def _admin(self, path: str, send: Send) -> None:
         if path == "/-/healthz":
@@ -154,21 +189,40 @@ class DisconnectWatch:
     """Cancels the request's task when the client disconnects, so the replica
     is told to cancel too. uvicorn never cancels an app on disconnect; it only
     answers receive() with http.disconnect. Watching costs a task, so it starts
-    only once a request has run for `delay_s`; most finish before then."""
+    only once a request has run for `delay_s`; most finish before then.
 
-    __slots__ = ("_delay_s", "_receive", "_task", "_timer", "_watcher", "disconnected")
+    A streamed upload is the one other reader of receive(): with
+    `has_upload`, watching waits for `pump`, which runs the upload in the
+    watcher first; a body past the limit ends the request the same way, with
+    `is_too_large` set."""
 
-    def __init__(self, receive: Receive, delay_s: float) -> None:
+    __slots__ = (
+        "_delay_s",
+        "_pump",
+        "_receive",
+        "_task",
+        "_timer",
+        "_watcher",
+        "disconnected",
+        "has_responded",
+        "is_too_large",
+    )
+
+    def __init__(self, receive: Receive, delay_s: float, has_upload: bool = False) -> None:
         self._receive = receive
-        self._delay_s = delay_s
+        self._delay_s = -1.0 if has_upload else delay_s
         self._task: asyncio.Task[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._pump: Coroutine[Any, Any, None] | None = None
         self.disconnected = False
+        self.is_too_large = False
+        self.has_responded = False
 
     async def __aenter__(self) -> DisconnectWatch:
         self._task = asyncio.current_task()
-        self._timer = asyncio.get_running_loop().call_later(self._delay_s, self._start)
+        if self._delay_s >= 0:
+            self._timer = asyncio.get_running_loop().call_later(self._delay_s, self._start)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> bool:
@@ -180,6 +234,8 @@ class DisconnectWatch:
         self._watcher = None
         watcher.cancel()
         await asyncio.wait([watcher])  # unlike `await`, never raises its cancellation
+        if self._pump is not None:
+            self._pump.close()  # a no-op unless the watcher was cancelled before it began
         # Our own cancellation of the request becomes a quiet end, as
         # asyncio.timeout does; anyone else's still propagates.
         return bool(
@@ -189,12 +245,24 @@ class DisconnectWatch:
             and self._task.uncancel() == 0
         )
 
+    def pump(self, upload: Coroutine[Any, Any, None]) -> None:
+        """Starts watching now, after running `upload` to its end."""
+        self._pump = upload
+        self._start()
+
     def _start(self) -> None:
         self._timer = None
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
-        while (await self._receive())["type"] != "http.disconnect":
+        try:
+            if self._pump is not None:
+                await self._pump
+            while (await self._receive())["type"] != "http.disconnect":
+                pass
+        except TooLarge:
+            self.is_too_large = True
+        except ClientGone:
             pass
         if self._watcher is not None and self._task is not None:
             self.disconnected = True
@@ -211,7 +279,7 @@ def _exchange_request(
     # RequestFrame would copy the body.
     request = replica_pb2.RequestFrame()
     http = request.http
-    http.method = scope["method"]
+    http.method = scope.get("method", "GET")  # a WebSocket scope has none
     http.scheme = scope["scheme"]
     http.path = scope["path"]
     http.query_string = scope["query_string"]
@@ -233,7 +301,7 @@ def _exchange_request(
     client = scope.get("client")
     if client:
         http.client_host, http.client_port = client[0], client[1] or 0
-    http.http_version = scope["http_version"]
+    http.http_version = scope.get("http_version", "1.1")
     return request, request_id, model_id
 
 
@@ -259,14 +327,11 @@ async def _respond(send: Send, status: int, body: bytes, headers: list[Any] = _T
     await send({"type": "http.response.body", "body": body})
 
 
-async def _not_http(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            else:
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    # WebSockets are not proxied (yet): refuse the handshake.
-    await send({"type": "websocket.close", "code": 1000})
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        else:
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -5,6 +5,11 @@ Every request to a replica from this process travels on one bidi
 writes (grpc.aio allows one in flight) and a reader task hands each reply to
 the waiting request's inbox, so a request costs one write, one read and one
 future, not an RPC.
+
+Big bodies go as a first frame and then `push`ed chunks; the writer batches
+at most BATCH_BYTES per message, and `push` waits while more than
+_HIGH_WATER_BYTES are queued, so an upload costs the proxy a bounded buffer,
+not its size.
 """
 
 from __future__ import annotations
@@ -19,104 +24,23 @@ import grpc
 
 from capstan import errors
 from capstan.channels import KEEPALIVE, Keepalive, channel_options
+from capstan.framing import BATCH_BYTES, MAX_FRAME_BYTES
 from capstan.links import ClusterLinks
 from capstan.v1 import deployment_pb2, replica_pb2, replica_pb2_grpc
+from proxy.replies import Inbox, Rejected, Replies
+
+__all__ = ["Rejected", "ReplicaClient", "Replies"]
 
 log = logging.getLogger(__name__)
 
 NO_LINKS = ClusterLinks()
 
-
-class Rejected(errors.Unavailable):
-    """The replica never started the request, so sending it elsewhere is safe."""
+# `push` waits while more than this is queued for the stream.
+_HIGH_WATER_BYTES = 4 * BATCH_BYTES
 
 
 class _StreamEnded(Exception):
     """The replica closed the Exchange stream."""
-
-
-class _Inbox:
-    """Replies (or the error that ended them) for one request, in order."""
-
-    __slots__ = ("items", "waiter")
-
-    def __init__(self) -> None:
-        self.items: deque[replica_pb2.ResponseFrame | errors.CapstanError] = deque()
-        self.waiter: asyncio.Future[None] | None = None
-
-    def put(self, item: replica_pb2.ResponseFrame | errors.CapstanError) -> None:
-        self.items.append(item)
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def wait(self) -> None:
-        while not self.items:
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
-
-
-class Replies:
-    """The replies to one request. Iterating yields ResponseFrame messages
-    (the last has `done` set) and raises the Capstan error a reply carries.
-
-    `on_done`, if set, is called once when the last reply has been consumed,
-    an error raised, or the request cancelled."""
-
-    __slots__ = ("_client", "_inbox", "done", "id", "on_done")
-
-    def __init__(self, client: ReplicaClient, request_id: int, inbox: _Inbox) -> None:
-        self._client = client
-        self._inbox = inbox
-        self.id = request_id
-        self.done = False
-        self.on_done: Callable[[], None] | None = None
-
-    async def started(self) -> None:
-        """Waits for the first reply without consuming it; raises its error
-        (`Rejected` when the replica refused the request)."""
-        inbox = self._inbox
-        if not inbox.items:
-            await inbox.wait()
-        first = inbox.items[0]
-        if not isinstance(first, replica_pb2.ResponseFrame) or first.HasField("error"):
-            await self.__anext__()  # consumes and raises it
-
-    def __aiter__(self) -> Replies:
-        return self
-
-    async def __anext__(self) -> replica_pb2.ResponseFrame:
-        if self.done:
-            raise StopAsyncIteration
-        inbox = self._inbox
-        if not inbox.items:
-            await inbox.wait()
-        item = inbox.items.popleft()
-        if not isinstance(item, replica_pb2.ResponseFrame):
-            self._finish()
-            raise item
-        if item.HasField("error"):
-            self._finish()
-            raise error_from_reply(item.error)
-        if item.done:
-            self._finish()
-        return item
-
-    def cancel(self) -> None:
-        """Abandons the request, telling the replica to cancel it. Idempotent;
-        a no-op once the last reply has been consumed."""
-        if not self.done:
-            self._finish()
-            self._client._abandon(self.id)
-
-    def _finish(self) -> None:
-        self.done = True
-        on_done, self.on_done = self.on_done, None
-        if on_done is not None:
-            on_done()
 
 
 class ReplicaClient:
@@ -151,11 +75,15 @@ class ReplicaClient:
         self._keepalive = keepalive
         self._channel: grpc.aio.Channel | None = None
         self._session: asyncio.Task[None] | None = None
-        self._outbox: deque[replica_pb2.RequestFrame] = deque()
+        # Frames to write, with their sizes.
+        self._outbox: deque[tuple[replica_pb2.RequestFrame, int]] = deque()
+        self._outbox_bytes = 0
+        # Resolved when the outbox falls below _HIGH_WATER_BYTES.
+        self._drained: asyncio.Future[None] | None = None
         # Set while the writer waits for work; resolving it wakes the writer.
         # A bare future costs less per request than an asyncio.Event.
         self._writer_idle: asyncio.Future[None] | None = None
-        self._waiters: dict[int, _Inbox] = {}
+        self._waiters: dict[int, Inbox] = {}
         self._ids = itertools.count(1)
         self._idle: asyncio.Event | None = None
         self._closed = False
@@ -166,18 +94,41 @@ class ReplicaClient:
         return len(self._waiters)
 
     def send(self, request: replica_pb2.RequestFrame) -> Replies:
-        """Sends `request` (its `id` is assigned here) and returns its replies."""
+        """Sends `request` (its `id` is assigned here) and returns its replies.
+        Raises BackPressure, failing only this request, when it is too big
+        for one message."""
         if self._closed:
             raise Rejected(f"replica {self.address} is being removed")
+        size = request.ByteSize()
+        if size > MAX_FRAME_BYTES:
+            raise errors.BackPressure(
+                f"the request is {size} bytes, over the {MAX_FRAME_BYTES}-byte limit "
+                "of one message; send big data as a streamed HTTP body"
+            )
         request.id = request_id = next(self._ids)
-        inbox = _Inbox()
+        inbox = Inbox()
         self._waiters[request_id] = inbox
-        self._outbox.append(request)
+        self._outbox.append((request, size))
+        self._outbox_bytes += size
         if self._session is None:
             self._session = asyncio.get_running_loop().create_task(self._run_session())
         else:
             self._wake_writer()
         return Replies(self, request_id, inbox)
+
+    async def push(self, frame: replica_pb2.RequestFrame) -> None:
+        """Queues a later frame of request `frame.id`, then waits while more
+        than _HIGH_WATER_BYTES are queued. Dropped if the request has ended."""
+        if frame.id not in self._waiters:
+            return
+        size = frame.ByteSize()
+        self._outbox.append((frame, size))
+        self._outbox_bytes += size
+        self._wake_writer()
+        while self._outbox_bytes > _HIGH_WATER_BYTES and self._session is not None:
+            if self._drained is None:
+                self._drained = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._drained)
 
     async def call(self, invocation: replica_pb2.Invocation) -> deployment_pb2.Payload:
         """Calls a method and returns its result."""
@@ -211,11 +162,18 @@ class ReplicaClient:
         if self._channel is not None:
             await self._channel.close()
 
-    def _abandon(self, request_id: int) -> None:
-        if self._waiters.pop(request_id, None) is not None:
-            self._outbox.append(replica_pb2.RequestFrame(id=request_id, cancel=True))
-            self._wake_writer()
-            self._note_if_idle()
+    def abandon(self, request_id: int, on_final: Callable[[], None] | None) -> None:
+        """Tells the replica to cancel the request; `on_final` runs once it
+        answered (or the stream ended)."""
+        inbox = self._waiters.get(request_id)
+        if inbox is None:  # its last reply already came
+            if on_final is not None:
+                on_final()
+            return
+        inbox.on_final = on_final or _nothing
+        inbox.items.clear()
+        self._outbox.append((replica_pb2.RequestFrame(id=request_id, cancel=True), 4))
+        self._wake_writer()
 
     def _wake_writer(self) -> None:
         idle = self._writer_idle
@@ -272,12 +230,18 @@ class ReplicaClient:
         loop = asyncio.get_running_loop()
         while True:
             while outbox:
-                # Everything that queued while the last write was in flight goes
-                # in one message. Taken before the write: a request whose write
-                # started counts as delivered, so it is never retried elsewhere.
-                frames = list(outbox)
-                outbox.clear()
+                # What queued while the last write was in flight goes in one
+                # message, up to BATCH_BYTES. Taken before the write: a request
+                # whose write started counts as delivered, so it is never
+                # retried elsewhere.
+                frames, size = [], 0
+                while outbox and size < BATCH_BYTES:
+                    frame, frame_size = outbox.popleft()
+                    frames.append(frame)
+                    size += frame_size
+                self._outbox_bytes -= size
                 await call.write(replica_pb2.ExchangeRequest(frames=frames))
+                self._note_drained()
             self._writer_idle = loop.create_future()
             try:
                 await self._writer_idle
@@ -301,14 +265,32 @@ class ReplicaClient:
                 if reply.done:
                     del waiters[reply.id]
                     self._note_if_idle()
-                inbox.put(reply)
+                if inbox.on_final is None:
+                    inbox.put(reply)
+                elif reply.done:
+                    inbox.on_final()
+
+    def _note_drained(self) -> None:
+        drained = self._drained
+        if drained is not None and self._outbox_bytes <= _HIGH_WATER_BYTES:
+            self._drained = None
+            if not drained.done():
+                drained.set_result(None)
 
     def _fail_pending(self, error: errors.CapstanError) -> None:
-        unwritten = {request.id for request in self._outbox if not request.cancel}
+        unwritten = {
+            request.id
+            for request, _ in self._outbox
+            if request.HasField("http") or request.HasField("invocation")
+        }
         self._outbox.clear()
+        self._outbox_bytes = 0
+        self._note_drained()
         waiters, self._waiters = self._waiters, {}
         for request_id, inbox in waiters.items():
-            if request_id in unwritten:
+            if inbox.on_final is not None:
+                inbox.on_final()
+            elif request_id in unwritten:
                 inbox.put(Rejected(f"replica {self.address} never received the request"))
             else:
                 inbox.put(error)
@@ -326,10 +308,5 @@ async def _until_ready(channel: grpc.aio.Channel) -> None:
         state = channel.get_state(try_to_connect=True)
 
 
-def error_from_reply(error: replica_pb2.Error) -> errors.CapstanError:
-    """The Capstan error an Exchange Error message stands for."""
-    if error.rejected:
-        return Rejected(error.message or "the replica rejected the request")
-    if error.exception_type:
-        return errors.UserCodeError(error.message, error.exception_type, error.traceback)
-    return errors.error_for_code(error.code, error.message)
+def _nothing() -> None:
+    pass

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from capstan import defaults, errors
 from capstan.links import ClusterLinks
@@ -27,6 +28,7 @@ SCAN_LIMIT = 4
 # this request, or whose last connection failed): chosen only when nothing else is free.
 _PENALTY = 1 << 20
 _RNG = random.Random()
+_T = TypeVar("_T")
 
 
 @dataclass(eq=False, slots=True)
@@ -119,6 +121,8 @@ class Pool:
     max_concurrent: int = defaults.MAX_CONCURRENT_QUERIES
     # Negative: unbounded.
     max_queued: int = -1
+    # None: the router's default.
+    request_timeout_s: float | None = None
     waiters: deque[asyncio.Future[Slot]] = field(default_factory=deque)
 
     def try_acquire(self, avoid: Sequence[Slot], model_id: str = "") -> Slot | None:
@@ -195,8 +199,11 @@ class Router:
         no_replica_timeout_s: float = 5.0,
         max_attempts: int = 3,
         drain_grace_s: float = 30.0,
+        request_timeout_s: float | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        """`request_timeout_s` applies to deployments that set none (None: no limit)."""
+        self._request_timeout_s = request_timeout_s
         self._no_replica_timeout_s = no_replica_timeout_s
         self._max_attempts = max_attempts
         self._drain_grace_s = drain_grace_s
@@ -258,6 +265,9 @@ class Router:
                 slot.release()
                 avoid += (slot,)
                 continue
+            except BaseException:  # too big to send: fails this request alone
+                slot.release()
+                raise
             replies.on_done = slot.release
             try:
                 await replies.started()
@@ -275,13 +285,27 @@ class Router:
     async def call(
         self, deployment: str, invocation: replica_pb2.Invocation
     ) -> deployment_pb2.Payload:
-        """Calls a method on the least-loaded replica and returns its result."""
+        """Calls a method on the least-loaded replica and returns its result;
+        DeadlineExceeded past the deployment's request_timeout_s."""
+        seconds = self.request_timeout_s(deployment)
+        return await within(seconds, deployment, self._call(deployment, invocation))
+
+    async def _call(
+        self, deployment: str, invocation: replica_pb2.Invocation
+    ) -> deployment_pb2.Payload:
         replies = await self.send(deployment, replica_pb2.RequestFrame(invocation=invocation))
         try:
             reply = await replies.__anext__()
         finally:
             replies.cancel()
         return reply.result
+
+    def request_timeout_s(self, deployment: str) -> float | None:
+        """How long a request to `deployment` may take (None: no limit)."""
+        pool = self._pools.get(deployment)
+        if pool is not None and pool.request_timeout_s is not None:
+            return pool.request_timeout_s
+        return self._request_timeout_s
 
     async def close(self) -> None:
         """Closes every client, letting in-flight requests finish first."""
@@ -312,6 +336,7 @@ class Router:
     ) -> None:
         pool.max_concurrent = endpoint.max_concurrent_queries or defaults.MAX_CONCURRENT_QUERIES
         pool.max_queued = endpoint.max_queued_requests
+        pool.request_timeout_s = endpoint.request_timeout_s or None
         old = {(slot.replica_id, slot.client.address): slot for slot in pool.slots}
         slots = []
         for replica in endpoint.replicas:
@@ -330,3 +355,19 @@ class Router:
         task = asyncio.get_running_loop().create_task(client.close(self._drain_grace_s))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+
+async def within(seconds: float | None, deployment: str, step: Awaitable[_T]) -> _T:
+    """Awaits `step`, cancelling it past `seconds` (None: no limit) with
+    DeadlineExceeded. No timer at all without a limit: this is every
+    request's path."""
+    if seconds is None:
+        return await step
+    try:
+        async with asyncio.timeout(seconds):
+            return await step
+    except TimeoutError:
+        raise errors.DeadlineExceeded(
+            f"deployment {deployment!r} did not answer within request_timeout_s={seconds}; "
+            "the request was cancelled"
+        ) from None

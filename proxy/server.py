@@ -63,6 +63,17 @@ class Settings:
     def tls(self) -> ServerTls | None:
         return ServerTls.from_files(self.tls_cert, self.tls_key, self.tls_client_ca)
 
+    # How long a request may run before 504 / DEADLINE_EXCEEDED, for
+    # deployments that set no request_timeout_s; None: no limit.
+    request_timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        timeout = self.request_timeout_s
+        if timeout is not None and not 0 < timeout <= 86_400:
+            raise ValueError(
+                f"request_timeout_s must be > 0 and at most 86400 (one day), got {timeout}"
+            )
+
 
 class ProxyServer:
     """Use as `async with ProxyServer(settings) as proxy:`; ports of 0 are
@@ -73,6 +84,7 @@ class ProxyServer:
         self.router = Router(
             no_replica_timeout_s=settings.no_replica_timeout_s,
             drain_grace_s=settings.drain_timeout_s,
+            request_timeout_s=settings.request_timeout_s,
         )
         self.app = HttpProxy(self.router, max_body_bytes=settings.max_body_bytes)
         self.watcher = RouteWatcher(settings.control_plane, self._apply)
@@ -141,7 +153,7 @@ class ProxyServer:
             port=self.http_port,
             loop="none",  # the caller's loop (uvloop in `python -m proxy`)
             http="httptools",
-            ws="none",
+            ws="websockets-sansio",
             lifespan="off",
             access_log=False,
             log_level="warning",

@@ -106,6 +106,7 @@ class Fleet:
                     route_prefix=spec.route_prefix or "",
                     max_concurrent_queries=spec.max_concurrent_queries,
                     max_queued_requests=spec.max_queued_requests,
+                    request_timeout_s=spec.request_timeout_s or 0.0,
                     replicas=[
                         controlplane_pb2.RouteReplica(
                             id=r.id, address=r.record.address, tls=r.record.is_tls

@@ -4,7 +4,11 @@ This is every request's path, so it stays lean: each admitted request is
 one task; its final message is built by the task's done-callback, which is
 also where accounting happens (so a request cancelled before it ever ran is
 still answered and counted out). Messages go to one queue that the servicer
-drains, which keeps writes to the gRPC stream serial (one writer, no lock).
+drains, which keeps writes to the gRPC stream serial (one writer, no lock);
+a response body too big for one frame is split on its way in.
+
+Frames after a request's first (body chunks, WebSocket messages) go to that
+request's `Inbound`, the app's receive().
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import grpc
 
 from capstan.context import set_multiplexed_model_id
 from capstan.errors import CapstanError
+from capstan.framing import CHUNK_BYTES, split_http
 from capstan.v1 import replica_pb2
-from executors.replica import http
+from executors.replica import http, websocket
 from executors.replica.invoker import Target, is_stream
 from executors.replica.payload import decode_arguments, encode_result
 from executors.replica.worker import Worker
@@ -55,6 +60,8 @@ class ExchangeStream:
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
         self._tasks: dict[int, asyncio.Task[Response]] = {}
+        # The receive() of requests that take more frames after their first.
+        self._inbound: dict[int, http.Inbound] = {}
         self.out: asyncio.Queue[Response | None] = asyncio.Queue()
         self._reading = True
         self._closing = False
@@ -91,6 +98,14 @@ class ExchangeStream:
             if task is not None:
                 task.cancel()
             return
+        if kind == "body" or kind == "websocket":
+            inbound = self._inbound.get(rid)
+            if inbound is not None:  # else the request already ended
+                if kind == "body":
+                    inbound.put(http.body_message(request.body))
+                else:
+                    inbound.put(websocket.client_message(request.websocket))
+            return
         worker = self._worker
         if worker.draining or self._closing:
             self._reject(rid, _UNAVAILABLE, f"replica {worker.config.replica_id} is draining")
@@ -106,20 +121,37 @@ class ExchangeStream:
             if kind == "invocation":
                 coro = self._invoke(rid, request.invocation)
             else:
-                coro = self._http(rid, request.http)
+                coro = self._http(rid, request.http, self._inbound_for(rid, request.http))
             task = asyncio.get_running_loop().create_task(coro)
             task.add_done_callback(functools.partial(self._finish, rid))
             self._tasks[rid] = task
+
+    def _inbound_for(self, rid: int, request: replica_pb2.HttpRequest) -> http.Inbound:
+        if request.websocket:
+            inbound = self._inbound[rid] = websocket.inbound_for(request)
+        elif request.more_body:
+            inbound = self._inbound[rid] = http.inbound_for(request)
+            # Now the caller may send the rest: a rejection can no longer come.
+            self._emit(Response(id=rid, accepted=True))
+        else:
+            inbound = http.inbound_for(request)
+        return inbound
 
     def _reject(self, rid: int, code: int, message: str) -> None:
         error = replica_pb2.Error(code=code, message=message, rejected=True)
         self._emit(Response(id=rid, done=True, error=error))
 
     def _emit(self, message: Response) -> None:
-        self.out.put_nowait(message)
+        if message.WhichOneof("kind") == "http" and len(message.http.body) > CHUNK_BYTES:
+            for part in split_http(message):
+                self.out.put_nowait(part)
+        else:
+            self.out.put_nowait(message)
 
     def _finish(self, rid: int, task: asyncio.Task[Response]) -> None:
         del self._tasks[rid]
+        if self._inbound:
+            self._inbound.pop(rid, None)
         worker = self._worker
         worker.ongoing -= 1
         if task.cancelled():
@@ -181,22 +213,29 @@ class ExchangeStream:
             return _user_error(rid, error)
         return Response(id=rid, done=True)
 
-    async def _http(self, rid: int, request: replica_pb2.HttpRequest) -> Response:
+    async def _http(
+        self, rid: int, request: replica_pb2.HttpRequest, receive: http.Inbound
+    ) -> Response:
         worker = self._worker
         for header in request.headers:
             if header.name == MODEL_ID_HEADER:
                 set_multiplexed_model_id(header.value.decode("latin-1"))
         user = worker.user
-        if user.asgi_app is not None:
-            return await http.serve_app(
-                user.asgi_app, user.target, worker.asgi_state, request, rid, self._emit
+        app, state, emit = user.asgi_app, worker.asgi_state, self._emit
+        if request.websocket:
+            if app is None:
+                return websocket.refused(rid)
+            return await websocket.serve_websocket(
+                app, user.target, state, request, receive, rid, emit
             )
+        if app is not None:
+            return await http.serve_app(app, user.target, state, request, receive, rid, emit)
         try:
             target = worker.target("__call__")
         except CapstanError as error:
             return http.failed(rid, False, error)
         return await http.serve_callable(
-            worker.invoker, target, user.target, request, rid, self._emit
+            worker.invoker, target, user.target, request, receive, rid, emit
         )
 
 

@@ -3,10 +3,12 @@ answers it (an ASGI app, a Starlette `Response`, a plain value, a generator)
 becomes `HttpResponse` messages.
 
 The wire shape: the first message carries status, headers and the first
-body chunk; later ones carry more body; the last has `done` set. A response
-that is not streamed is one message. User errors become a plain 500 (the
-traceback goes to the replica's log, never to the client); an error after
-the response started can only end the stream with an INTERNAL `Error`.
+body chunk; later ones carry more body; the last has `done` set. A request
+body may likewise arrive in chunks after the first message (`Inbound` hands
+them to the app as they come); the stream splits big response bodies. User
+errors become a plain 500 (the traceback goes to the replica's log, never to
+the client); an error after the response started can only end the stream
+with an INTERNAL `Error`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -58,31 +61,63 @@ def empty_request(route_prefix: str) -> Any:
     from starlette.requests import Request
 
     path = route_prefix or "/"
-    return Request(scope_for(replica_pb2.HttpRequest(method="GET", path=path), None), _Receive(b""))
+    request = replica_pb2.HttpRequest(method="GET", path=path)
+    return Request(scope_for(request, None), inbound_for(request))
 
 
-class _Receive:
-    """ASGI receive(): the body once, then `http.disconnect` when the
-    response is over (streaming responses listen for it)."""
+_DISCONNECT = {"type": "http.disconnect"}
 
-    __slots__ = ("_body", "_over")
 
-    def __init__(self, body: bytes) -> None:
-        self._body: bytes | None = body
-        self._over: asyncio.Future[None] | None = None
+class Inbound:
+    """ASGI receive() for one request: its first message at once, later ones
+    as their frames arrive (`put`), then `final` for ever once closed
+    (http.disconnect when the response is over: streaming responses listen
+    for it)."""
+
+    __slots__ = ("_closed", "_final", "_items", "_waiter")
+
+    def __init__(self, first: dict[str, Any], final: dict[str, Any] = _DISCONNECT) -> None:
+        self._items = deque((first,))
+        self._final = final
+        self._closed = False
+        self._waiter: asyncio.Future[None] | None = None
 
     async def __call__(self) -> dict[str, Any]:
-        if self._body is not None:
-            body, self._body = self._body, None
-            return {"type": "http.request", "body": body, "more_body": False}
-        if self._over is None:
-            self._over = asyncio.get_running_loop().create_future()
-        await self._over
-        return {"type": "http.disconnect"}
+        items = self._items
+        while not items:
+            if self._closed:
+                return self._final
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return items.popleft()
+
+    def put(self, message: dict[str, Any]) -> None:
+        self._items.append(message)
+        self._wake()
 
     def close(self) -> None:
-        if self._over is not None and not self._over.done():
-            self._over.set_result(None)
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+def inbound_for(request: replica_pb2.HttpRequest) -> Inbound:
+    """The receive() of an HTTP request: its first body chunk, and more to
+    come when `more_body` is set."""
+    first = {"type": "http.request", "body": request.body, "more_body": request.more_body}
+    return Inbound(first)
+
+
+def body_message(chunk: replica_pb2.BodyChunk) -> dict[str, Any]:
+    """A later body chunk as an ASGI message."""
+    return {"type": "http.request", "body": chunk.data, "more_body": not chunk.last}
 
 
 class _Send:
@@ -126,17 +161,18 @@ async def serve_app(
     instance: Any,
     state: dict[str, Any],
     request: replica_pb2.HttpRequest,
+    receive: Inbound,
     request_id: int,
     emit: Emit,
 ) -> replica_pb2.ResponseFrame:
     """Answers the request with an ASGI app (the ingress); returns the final
     message and emits the ones before it."""
     scope = scope_for(request, instance, state)
-    return await _run_asgi(app, scope, _Receive(request.body), request_id, emit)
+    return await _run_asgi(app, scope, receive, request_id, emit)
 
 
 async def _run_asgi(
-    app: Any, scope: dict[str, Any], receive: _Receive, request_id: int, emit: Emit
+    app: Any, scope: dict[str, Any], receive: Inbound, request_id: int, emit: Emit
 ) -> replica_pb2.ResponseFrame:
     send = _Send(request_id, emit)
     try:
@@ -157,6 +193,7 @@ async def serve_callable(
     target: Target,
     instance: Any,
     request: replica_pb2.HttpRequest,
+    receive: Inbound,
     request_id: int,
     emit: Emit,
 ) -> replica_pb2.ResponseFrame:
@@ -166,7 +203,6 @@ async def serve_callable(
     from starlette.responses import Response
 
     scope = scope_for(request, instance)
-    receive = _Receive(request.body)
     try:
         result = await invoker.call(target, (Request(scope, receive),), {})
     except Exception as error:

@@ -4,6 +4,13 @@ Coroutine and async-generator functions run on the loop; everything else
 runs on a thread pool sized by `max_concurrent_queries`, so a slow sync
 method holds a thread, never the loop. Generators, sync or async, are
 consumed item by item so results stream as they are produced.
+
+A thread cannot be interrupted: a call cancelled while its thread runs
+stays in flight until the thread returns (and is only then answered and
+counted out), so the replica never admits more sync calls than it has
+threads and never reports less load than it carries. Hooks (check_health,
+reconfigure) have threads of their own, so a pool full of hung calls does
+not make a replica that still answers look dead.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 _EXHAUSTED = object()
+# Threads for hooks: check_health and reconfigure may run at once.
+_HOOK_THREADS = 2
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,6 +74,7 @@ class Invoker:
 
     def __init__(self, max_threads: int) -> None:
         self._pool = _new_pool(max_threads)
+        self._hooks = _new_pool(_HOOK_THREADS, "capstan-hook")
 
     async def call(self, target: Target, args: Any, kwargs: dict[str, Any]) -> Any:
         """The target's return value. An async generator function's result is
@@ -73,11 +83,10 @@ class Invoker:
             return await target.fn(*args, **kwargs)
         if target.is_async_generator:
             return target.fn(*args, **kwargs)
-        loop = asyncio.get_running_loop()
         call = functools.partial(target.fn, *args, **kwargs) if kwargs else target.fn
         # The request's context (its multiplexed model id) goes with it to the thread.
         run = contextvars.copy_context().run
-        result = await loop.run_in_executor(self._pool, run, call, *(() if kwargs else args))
+        result = await _in_thread(self._pool, run, call, *(() if kwargs else args))
         if inspect.isawaitable(result):
             # A sync function that hands back a coroutine (a decorator's doing).
             result = await result
@@ -87,7 +96,7 @@ class Invoker:
         """Calls a hook such as `reconfigure` or `check_health`, sync or async."""
         if inspect.iscoroutinefunction(fn):
             return await fn(*args)
-        result = await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        result = await asyncio.get_running_loop().run_in_executor(self._hooks, fn, *args)
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -98,9 +107,8 @@ class Invoker:
             async for item in stream:
                 yield item
             return
-        loop = asyncio.get_running_loop()
         while True:
-            item = await loop.run_in_executor(self._pool, next, stream, _EXHAUSTED)
+            item = await _in_thread(self._pool, next, stream, _EXHAUSTED)
             if item is _EXHAUSTED:
                 return
             yield item
@@ -113,7 +121,24 @@ class Invoker:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._hooks.shutdown(wait=False, cancel_futures=True)
 
 
-def _new_pool(max_threads: int) -> concurrent.futures.ThreadPoolExecutor:
-    return concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix="capstan-user")
+async def _in_thread(
+    pool: concurrent.futures.ThreadPoolExecutor, fn: Callable[..., Any], *args: Any
+) -> Any:
+    """`fn(*args)` on the pool. Cancelled while it runs, it still waits for
+    the thread to return before passing the cancellation on."""
+    future = pool.submit(fn, *args)
+    try:
+        return await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        if not future.cancel():  # already running
+            await asyncio.wait([asyncio.wrap_future(future)])
+        raise
+
+
+def _new_pool(
+    max_threads: int, prefix: str = "capstan-user"
+) -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix=prefix)

@@ -20,6 +20,7 @@ from capstan.call_guard import MetadataGuard
 from capstan.channels import KEEPALIVE, Keepalive, server_options
 from capstan.context import ReplicaID, loaded_models, set_replica_context, set_servable_object
 from capstan.errors import CapstanError, answers_errors
+from capstan.framing import BATCH_BYTES, MAX_FRAME_BYTES, too_large
 from capstan.links import SECRET_KEY
 from capstan.reflection import enable_reflection
 from capstan.tls import ServerTls, listen
@@ -67,16 +68,23 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
 
     async def _write(self, stream: ExchangeStream, context: grpc.aio.ServicerContext) -> None:
         """The stream's only writer. Response frames queue up on `out` from
-        every request's task; each write takes all that queued meanwhile."""
+        every request's task; each write takes what queued meanwhile, up to
+        BATCH_BYTES. A frame too big for any message fails its request alone."""
         out, write, worker = stream.out, context.write, self._worker
         models_sent = 0  # the revision of loaded_models() this stream has seen
         while (frame := await out.get()) is not None:
-            frames = [frame]
-            while not out.empty():
+            frames, size = [], 0
+            while True:
+                frame_size = frame.ByteSize()
+                if frame_size > MAX_FRAME_BYTES:
+                    frame = too_large(frame.id, frame_size, "response")
+                frames.append(frame)
+                size += frame_size
+                if size >= BATCH_BYTES or out.empty():
+                    break
                 frame = out.get_nowait()
                 if frame is None:
                     break
-                frames.append(frame)
             message = replica_pb2.ExchangeResponse(frames=frames, ongoing_requests=worker.ongoing)
             revision, model_ids = loaded_models()
             if revision != models_sent:

@@ -31,6 +31,8 @@ CORE = {
     "capstan",
     "capstan.errors",
     "capstan.channels",
+    # Chunk and batch sizes both ends of an Exchange stream keep to.
+    "capstan.framing",
     "capstan.defaults",
     "capstan.v1",
     # Shared by the SDK and the replica worker, stdlib (and lazily FastAPI)

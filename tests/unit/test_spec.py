@@ -60,6 +60,13 @@ INVALID = [
         {"graceful_shutdown_timeout_s": -1.0},
         "graceful_shutdown_timeout_s must be >= 0",
     ),
+    ("zero request timeout", {"request_timeout_s": 0.0}, "request_timeout_s must be > 0"),
+    (
+        "request timeout over a day",
+        {"request_timeout_s": 86_401.0},
+        "request_timeout_s must be > 0 and at most 86400",
+    ),
+    ("infinite request timeout", {"request_timeout_s": float("inf")}, "request_timeout_s"),
 ]
 
 
@@ -106,6 +113,7 @@ def test_autoscaling_start_size() -> None:
         {"version": "v1", "prev_version": "v0", "user_config": '{"a": 1}', "route_prefix": ""},
         {"autoscaling": deployment_pb2.AutoscalingConfig(min_replicas=0, max_replicas=3)},
         {"num_gpus": 0.5, "num_cpus": 0.25, "max_concurrent_queries": 7},
+        {"request_timeout_s": 2.5},
     ],
 )
 def test_proto_round_trip(fields: dict) -> None:

@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--tls-cert", help="serve the control API, DataPlane and HTTP over TLS")
     start.add_argument("--tls-key", help="the private key of --tls-cert (PEM)")
     start.add_argument("--tls-client-ca", help="require client certificates signed by this CA")
+    start.add_argument(
+        "--request-timeout-s",
+        type=float,
+        help="the proxy answers 504 past this, unless a deployment sets its own "
+        "request_timeout_s (default: $CAPSTAN_REQUEST_TIMEOUT_S, else no limit)",
+    )
     start.set_defaults(command=_start)
 
     run = commands.add_parser("run", help="deploy from a script or module:attribute and serve")
@@ -101,6 +107,8 @@ def _start(args: argparse.Namespace) -> None:
         tls = TlsFiles.of(args.tls_cert, args.tls_key, args.tls_client_ca)
     except ValueError as error:
         sys.exit(f"capstan start: {error}")
+    if args.request_timeout_s is not None:  # the proxy reads it from its environment
+        os.environ["CAPSTAN_REQUEST_TIMEOUT_S"] = str(args.request_timeout_s)
     services = LocalServices(
         config=read_config(args.config) if args.config else None,
         state_dir=args.state_dir,

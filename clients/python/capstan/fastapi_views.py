@@ -23,13 +23,15 @@ def bind_methods(app: Any, cls: type) -> None:
     as `self`. Other apps are left alone. Idempotent."""
     if not type(app).__module__.startswith("fastapi"):
         return
-    from fastapi.routing import APIRoute  # deferred: only FastAPI ingresses need it
+    # Deferred: only FastAPI ingresses need it.
+    from fastapi.routing import APIRoute, APIWebSocketRoute
 
     methods = {id(value) for klass in cls.__mro__ for value in vars(klass).values()}
     routes = app.router.routes
     for index, route in enumerate(routes):
         endpoint = getattr(route, "endpoint", None)
-        if type(route) is APIRoute and id(endpoint) in methods and not _is_bound(endpoint):
+        is_api_route = type(route) in (APIRoute, APIWebSocketRoute)
+        if is_api_route and id(endpoint) in methods and not _is_bound(endpoint):
             _take_self_from_scope(endpoint)
             routes[index] = _rebuilt(route)
 
@@ -53,14 +55,15 @@ def _take_self_from_scope(endpoint: Any) -> None:
 
 
 def _instance_getter() -> Any:
-    from starlette.requests import Request
+    # HTTPConnection, not Request: FastAPI passes it to WebSocket routes too.
+    from starlette.requests import HTTPConnection
 
     def instance(request: Any) -> Any:
         return request.scope["capstan.instance"]
 
     # A real class, not the string that postponed annotations would leave.
     request = inspect.Parameter(
-        "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request
+        "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=HTTPConnection
     )
     instance.__signature__ = inspect.Signature([request])  # type: ignore[attr-defined]
     return instance

@@ -44,6 +44,7 @@ OPTIONS = (
     "health_check_timeout_s",
     "logging_config",
     "executor",
+    "request_timeout_s",
 )
 
 SCALARS = (
@@ -56,6 +57,7 @@ SCALARS = (
     "graceful_shutdown_timeout_s",
     "health_check_period_s",
     "health_check_timeout_s",
+    "request_timeout_s",
 )
 _ACTOR_OPTIONS = ("num_cpus", "num_gpus", "resources", "runtime_env")
 _RUNTIME_ENV = ("env_vars", "working_dir", "pip", "conda")

@@ -70,6 +70,15 @@ class Runtime:
         return self.submit(coroutine).result()
 
     async def call(self, deployment: str, invocation: replica_pb2.Invocation) -> Any:
+        """The call's result; DeadlineExceeded past the deployment's request_timeout_s."""
+        from proxy.router import within
+
+        if self._watcher.revision is None:  # the table says what the timeout is
+            await self._watcher.wait_ready(APPEAR_TIMEOUT_S)
+        seconds = self._router.request_timeout_s(deployment)
+        return await within(seconds, deployment, self._call(deployment, invocation))
+
+    async def _call(self, deployment: str, invocation: replica_pb2.Invocation) -> Any:
         replies = await self._send(deployment, invocation)
         try:
             reply = await replies.__anext__()

@@ -721,11 +721,14 @@ class Endpoint(_message.Message):
     MAX_CONCURRENT_QUERIES_FIELD_NUMBER: _builtins.int
     MAX_QUEUED_REQUESTS_FIELD_NUMBER: _builtins.int
     REPLICAS_FIELD_NUMBER: _builtins.int
+    REQUEST_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     route_prefix: _builtins.str
     """Empty: not exposed over HTTP."""
     max_concurrent_queries: _builtins.int
     max_queued_requests: _builtins.int
+    request_timeout_s: _builtins.float
+    """The deployment's request_timeout_s; 0: the router's own default."""
     @_builtins.property
     def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouteReplica]: ...
     def __init__(
@@ -736,10 +739,11 @@ class Endpoint(_message.Message):
         max_concurrent_queries: _builtins.int = ...,
         max_queued_requests: _builtins.int = ...,
         replicas: _abc.Iterable[Global___RouteReplica] | None = ...,
+        request_timeout_s: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_concurrent_queries", b"max_concurrent_queries", "max_queued_requests", b"max_queued_requests", "name", b"name", "replicas", b"replicas", "route_prefix", b"route_prefix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_concurrent_queries", b"max_concurrent_queries", "max_queued_requests", b"max_queued_requests", "name", b"name", "replicas", b"replicas", "request_timeout_s", b"request_timeout_s", "route_prefix", b"route_prefix"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

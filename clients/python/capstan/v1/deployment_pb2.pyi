@@ -360,6 +360,7 @@ class DeploymentSpec(_message.Message):
     EXECUTOR_FIELD_NUMBER: _builtins.int
     APPLICATION_FIELD_NUMBER: _builtins.int
     LOGGING_CONFIG_FIELD_NUMBER: _builtins.int
+    REQUEST_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """[A-Za-z0-9_-]{1,64}; unique per control plane."""
     version: _builtins.str
@@ -396,6 +397,12 @@ class DeploymentSpec(_message.Message):
     """Ray Serve's LoggingConfig as a JSON object: encoding ("TEXT" or
     "JSON"), log_level, enable_access_log. Unset: INFO as text.
     """
+    request_timeout_s: _builtins.float
+    """How long a request may take before the caller gets 504 (HTTP) or
+    DEADLINE_EXCEEDED and the replica cancels it; unset: the proxy's
+    request_timeout_s (none by default). Streamed responses: until the
+    response starts.
+    """
     @_builtins.property
     def autoscaling_config(self) -> Global___AutoscalingConfig: ...
     @_builtins.property
@@ -428,10 +435,11 @@ class DeploymentSpec(_message.Message):
         executor: _builtins.str = ...,
         application: _builtins.str = ...,
         logging_config: _builtins.str | None = ...,
+        request_timeout_s: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_graceful_shutdown_timeout_s", b"_graceful_shutdown_timeout_s", "_graceful_shutdown_wait_loop_s", b"_graceful_shutdown_wait_loop_s", "_health_check_period_s", b"_health_check_period_s", "_health_check_timeout_s", b"_health_check_timeout_s", "_logging_config", b"_logging_config", "_max_concurrent_queries", b"_max_concurrent_queries", "_max_queued_requests", b"_max_queued_requests", "_num_replicas", b"_num_replicas", "_prev_version", b"_prev_version", "_route_prefix", b"_route_prefix", "_user_config", b"_user_config", "_version", b"_version", "autoscaling_config", b"autoscaling_config", "code", b"code", "graceful_shutdown_timeout_s", b"graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s", b"graceful_shutdown_wait_loop_s", "health_check_period_s", b"health_check_period_s", "health_check_timeout_s", b"health_check_timeout_s", "init_arguments", b"init_arguments", "logging_config", b"logging_config", "max_concurrent_queries", b"max_concurrent_queries", "max_queued_requests", b"max_queued_requests", "num_replicas", b"num_replicas", "prev_version", b"prev_version", "replica_options", b"replica_options", "route_prefix", b"route_prefix", "user_config", b"user_config", "version", b"version"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_graceful_shutdown_timeout_s", b"_graceful_shutdown_timeout_s", "_graceful_shutdown_wait_loop_s", b"_graceful_shutdown_wait_loop_s", "_health_check_period_s", b"_health_check_period_s", "_health_check_timeout_s", b"_health_check_timeout_s", "_logging_config", b"_logging_config", "_max_concurrent_queries", b"_max_concurrent_queries", "_max_queued_requests", b"_max_queued_requests", "_num_replicas", b"_num_replicas", "_prev_version", b"_prev_version", "_request_timeout_s", b"_request_timeout_s", "_route_prefix", b"_route_prefix", "_user_config", b"_user_config", "_version", b"_version", "autoscaling_config", b"autoscaling_config", "code", b"code", "graceful_shutdown_timeout_s", b"graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s", b"graceful_shutdown_wait_loop_s", "health_check_period_s", b"health_check_period_s", "health_check_timeout_s", b"health_check_timeout_s", "init_arguments", b"init_arguments", "logging_config", b"logging_config", "max_concurrent_queries", b"max_concurrent_queries", "max_queued_requests", b"max_queued_requests", "num_replicas", b"num_replicas", "prev_version", b"prev_version", "replica_options", b"replica_options", "request_timeout_s", b"request_timeout_s", "route_prefix", b"route_prefix", "user_config", b"user_config", "version", b"version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_graceful_shutdown_timeout_s", b"_graceful_shutdown_timeout_s", "_graceful_shutdown_wait_loop_s", b"_graceful_shutdown_wait_loop_s", "_health_check_period_s", b"_health_check_period_s", "_health_check_timeout_s", b"_health_check_timeout_s", "_logging_config", b"_logging_config", "_max_concurrent_queries", b"_max_concurrent_queries", "_max_queued_requests", b"_max_queued_requests", "_num_replicas", b"_num_replicas", "_prev_version", b"_prev_version", "_route_prefix", b"_route_prefix", "_user_config", b"_user_config", "_version", b"_version", "application", b"application", "autoscaling_config", b"autoscaling_config", "code", b"code", "executor", b"executor", "graceful_shutdown_timeout_s", b"graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s", b"graceful_shutdown_wait_loop_s", "health_check_period_s", b"health_check_period_s", "health_check_timeout_s", b"health_check_timeout_s", "init_arguments", b"init_arguments", "logging_config", b"logging_config", "max_concurrent_queries", b"max_concurrent_queries", "max_queued_requests", b"max_queued_requests", "name", b"name", "num_replicas", b"num_replicas", "prev_version", b"prev_version", "replica_options", b"replica_options", "route_prefix", b"route_prefix", "user_config", b"user_config", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_graceful_shutdown_timeout_s", b"_graceful_shutdown_timeout_s", "_graceful_shutdown_wait_loop_s", b"_graceful_shutdown_wait_loop_s", "_health_check_period_s", b"_health_check_period_s", "_health_check_timeout_s", b"_health_check_timeout_s", "_logging_config", b"_logging_config", "_max_concurrent_queries", b"_max_concurrent_queries", "_max_queued_requests", b"_max_queued_requests", "_num_replicas", b"_num_replicas", "_prev_version", b"_prev_version", "_request_timeout_s", b"_request_timeout_s", "_route_prefix", b"_route_prefix", "_user_config", b"_user_config", "_version", b"_version", "application", b"application", "autoscaling_config", b"autoscaling_config", "code", b"code", "executor", b"executor", "graceful_shutdown_timeout_s", b"graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s", b"graceful_shutdown_wait_loop_s", "health_check_period_s", b"health_check_period_s", "health_check_timeout_s", b"health_check_timeout_s", "init_arguments", b"init_arguments", "logging_config", b"logging_config", "max_concurrent_queries", b"max_concurrent_queries", "max_queued_requests", b"max_queued_requests", "name", b"name", "num_replicas", b"num_replicas", "prev_version", b"prev_version", "replica_options", b"replica_options", "request_timeout_s", b"request_timeout_s", "route_prefix", b"route_prefix", "user_config", b"user_config", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__graceful_shutdown_timeout_s: _TypeAlias = _typing.Literal["graceful_shutdown_timeout_s"]  # noqa: Y015
     _WhichOneofArgType__graceful_shutdown_timeout_s: _TypeAlias = _typing.Literal["_graceful_shutdown_timeout_s", b"_graceful_shutdown_timeout_s"]  # noqa: Y015
@@ -451,6 +459,8 @@ class DeploymentSpec(_message.Message):
     _WhichOneofArgType__num_replicas: _TypeAlias = _typing.Literal["_num_replicas", b"_num_replicas"]  # noqa: Y015
     _WhichOneofReturnType__prev_version: _TypeAlias = _typing.Literal["prev_version"]  # noqa: Y015
     _WhichOneofArgType__prev_version: _TypeAlias = _typing.Literal["_prev_version", b"_prev_version"]  # noqa: Y015
+    _WhichOneofReturnType__request_timeout_s: _TypeAlias = _typing.Literal["request_timeout_s"]  # noqa: Y015
+    _WhichOneofArgType__request_timeout_s: _TypeAlias = _typing.Literal["_request_timeout_s", b"_request_timeout_s"]  # noqa: Y015
     _WhichOneofReturnType__route_prefix: _TypeAlias = _typing.Literal["route_prefix"]  # noqa: Y015
     _WhichOneofArgType__route_prefix: _TypeAlias = _typing.Literal["_route_prefix", b"_route_prefix"]  # noqa: Y015
     _WhichOneofReturnType__user_config: _TypeAlias = _typing.Literal["user_config"]  # noqa: Y015
@@ -475,6 +485,8 @@ class DeploymentSpec(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__num_replicas) -> _WhichOneofReturnType__num_replicas | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__prev_version) -> _WhichOneofReturnType__prev_version | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__request_timeout_s) -> _WhichOneofReturnType__request_timeout_s | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__route_prefix) -> _WhichOneofReturnType__route_prefix | None: ...
     @_typing.overload

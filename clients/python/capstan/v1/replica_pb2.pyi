@@ -49,6 +49,8 @@ class RequestFrame(_message.Message):
     INVOCATION_FIELD_NUMBER: _builtins.int
     HTTP_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    WEBSOCKET_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Chosen by the caller, unique among its requests in flight on the stream."""
     cancel: _builtins.bool
@@ -57,6 +59,14 @@ class RequestFrame(_message.Message):
     def invocation(self) -> Global___Invocation: ...
     @_builtins.property
     def http(self) -> Global___HttpRequest: ...
+    @_builtins.property
+    def body(self) -> Global___BodyChunk:
+        """More of request `id`'s body (after an HttpRequest with `more_body`)."""
+
+    @_builtins.property
+    def websocket(self) -> Global___WebSocketMessage:
+        """A message from the client of WebSocket `id`."""
+
     def __init__(
         self,
         *,
@@ -64,16 +74,123 @@ class RequestFrame(_message.Message):
         invocation: Global___Invocation | None = ...,
         http: Global___HttpRequest | None = ...,
         cancel: _builtins.bool = ...,
+        body: Global___BodyChunk | None = ...,
+        websocket: Global___WebSocketMessage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "http", b"http", "invocation", b"invocation", "kind", b"kind"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "http", b"http", "invocation", b"invocation", "kind", b"kind", "websocket", b"websocket"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "http", b"http", "id", b"id", "invocation", b"invocation", "kind", b"kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "http", b"http", "id", b"id", "invocation", b"invocation", "kind", b"kind", "websocket", b"websocket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["invocation", "http", "cancel"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["invocation", "http", "cancel", "body", "websocket"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___RequestFrame: _TypeAlias = RequestFrame  # noqa: Y015
+
+@_typing.final
+class BodyChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    last: _builtins.bool
+    """The last chunk of the body."""
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        last: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "last", b"last"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BodyChunk: _TypeAlias = BodyChunk  # noqa: Y015
+
+@_typing.final
+class WebSocketMessage(_message.Message):
+    """One WebSocket event, in either direction. From the replica the first is
+    `accept` (or `close`, refusing the handshake).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPT_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    CLOSE_FIELD_NUMBER: _builtins.int
+    bytes: _builtins.bytes
+    text: _builtins.str
+    @_builtins.property
+    def accept(self) -> Global___WebSocketAccept: ...
+    @_builtins.property
+    def close(self) -> Global___WebSocketClose: ...
+    def __init__(
+        self,
+        *,
+        accept: Global___WebSocketAccept | None = ...,
+        bytes: _builtins.bytes = ...,
+        text: _builtins.str = ...,
+        close: Global___WebSocketClose | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "bytes", b"bytes", "close", b"close", "kind", b"kind", "text", b"text"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "bytes", b"bytes", "close", b"close", "kind", b"kind", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["accept", "bytes", "text", "close"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___WebSocketMessage: _TypeAlias = WebSocketMessage  # noqa: Y015
+
+@_typing.final
+class WebSocketAccept(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBPROTOCOL_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    subprotocol: _builtins.str
+    @_builtins.property
+    def headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Header]: ...
+    def __init__(
+        self,
+        *,
+        subprotocol: _builtins.str = ...,
+        headers: _abc.Iterable[Global___Header] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["headers", b"headers", "subprotocol", b"subprotocol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebSocketAccept: _TypeAlias = WebSocketAccept  # noqa: Y015
+
+@_typing.final
+class WebSocketClose(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """RFC 6455 close code."""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebSocketClose: _TypeAlias = WebSocketClose  # noqa: Y015
 
 @_typing.final
 class Invocation(_message.Message):
@@ -128,6 +245,8 @@ class HttpRequest(_message.Message):
     CLIENT_HOST_FIELD_NUMBER: _builtins.int
     CLIENT_PORT_FIELD_NUMBER: _builtins.int
     HTTP_VERSION_FIELD_NUMBER: _builtins.int
+    MORE_BODY_FIELD_NUMBER: _builtins.int
+    WEBSOCKET_FIELD_NUMBER: _builtins.int
     method: _builtins.str
     scheme: _builtins.str
     path: _builtins.str
@@ -139,6 +258,15 @@ class HttpRequest(_message.Message):
     client_host: _builtins.str
     client_port: _builtins.int
     http_version: _builtins.str
+    more_body: _builtins.bool
+    """The body continues in `body` frames; the replica acknowledges the
+    request with an `accepted` frame before the first of them is sent, so a
+    rejected request can still go to another replica.
+    """
+    websocket: _builtins.bool
+    """A WebSocket handshake (ASGI scope type "websocket"); messages follow in
+    `websocket` frames both ways.
+    """
     @_builtins.property
     def headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Header]: ...
     def __init__(
@@ -154,10 +282,12 @@ class HttpRequest(_message.Message):
         client_host: _builtins.str = ...,
         client_port: _builtins.int = ...,
         http_version: _builtins.str = ...,
+        more_body: _builtins.bool = ...,
+        websocket: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "client_host", b"client_host", "client_port", b"client_port", "headers", b"headers", "http_version", b"http_version", "method", b"method", "path", b"path", "query_string", b"query_string", "root_path", b"root_path", "scheme", b"scheme"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "client_host", b"client_host", "client_port", b"client_port", "headers", b"headers", "http_version", b"http_version", "method", b"method", "more_body", b"more_body", "path", b"path", "query_string", b"query_string", "root_path", b"root_path", "scheme", b"scheme", "websocket", b"websocket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -248,9 +378,13 @@ class ResponseFrame(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     HTTP_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    WEBSOCKET_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     done: _builtins.bool
     """The last frame for `id`."""
+    accepted: _builtins.bool
+    """The replica started a request whose body is still to come."""
     @_builtins.property
     def result(self) -> _deployment_pb2.Payload:
         """The return value, or one item of a streamed one."""
@@ -263,6 +397,10 @@ class ResponseFrame(_message.Message):
 
     @_builtins.property
     def error(self) -> Global___Error: ...
+    @_builtins.property
+    def websocket(self) -> Global___WebSocketMessage:
+        """A message to the client of WebSocket `id`."""
+
     def __init__(
         self,
         *,
@@ -271,12 +409,14 @@ class ResponseFrame(_message.Message):
         result: _deployment_pb2.Payload | None = ...,
         http: Global___HttpResponse | None = ...,
         error: Global___Error | None = ...,
+        accepted: _builtins.bool = ...,
+        websocket: Global___WebSocketMessage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "http", b"http", "kind", b"kind", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "error", b"error", "http", b"http", "kind", b"kind", "result", b"result", "websocket", b"websocket"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "error", b"error", "http", b"http", "id", b"id", "kind", b"kind", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "done", b"done", "error", b"error", "http", b"http", "id", b"id", "kind", b"kind", "result", b"result", "websocket", b"websocket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["result", "http", "error"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["result", "http", "error", "accepted", "websocket"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 

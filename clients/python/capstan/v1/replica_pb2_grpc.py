@@ -76,7 +76,14 @@ class ReplicaServiceServicer:
         (the costly part) serves many requests. Each request gets one or more
         response frames, the last with `done` set. A request the replica did not
         start (full or draining) is answered with an Error whose `rejected` is
-        set: the caller may send it to another replica.
+        set: the caller may send it to another replica. A request body larger
+        than one chunk follows its HttpRequest in `body` frames, and a response
+        body comes back in as many `http` frames as it needs; writers keep every
+        message far below gRPC's size limit, so one big request never breaks
+        the stream for the others. A WebSocket is one request whose messages
+        travel as `websocket` frames both ways. A call cancelled while its sync
+        handler's thread still runs is answered (CANCELLED) only once that thread
+        returns, so the caller's count of the replica's load stays true.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -43,7 +43,14 @@ class ReplicaServiceStub:
     (the costly part) serves many requests. Each request gets one or more
     response frames, the last with `done` set. A request the replica did not
     start (full or draining) is answered with an Error whose `rejected` is
-    set: the caller may send it to another replica.
+    set: the caller may send it to another replica. A request body larger
+    than one chunk follows its HttpRequest in `body` frames, and a response
+    body comes back in as many `http` frames as it needs; writers keep every
+    message far below gRPC's size limit, so one big request never breaks
+    the stream for the others. A WebSocket is one request whose messages
+    travel as `websocket` frames both ways. A call cancelled while its sync
+    handler's thread still runs is answered (CANCELLED) only once that thread
+    returns, so the caller's count of the replica's load stays true.
     """
     Reconfigure: _grpc.UnaryUnaryMultiCallable[_replica_pb2.ReconfigureRequest, _replica_pb2.ReconfigureResponse]
     """Applies a new user_config (through the user's reconfigure()) and
@@ -74,7 +81,14 @@ class ReplicaServiceAsyncStub(ReplicaServiceStub):
     (the costly part) serves many requests. Each request gets one or more
     response frames, the last with `done` set. A request the replica did not
     start (full or draining) is answered with an Error whose `rejected` is
-    set: the caller may send it to another replica.
+    set: the caller may send it to another replica. A request body larger
+    than one chunk follows its HttpRequest in `body` frames, and a response
+    body comes back in as many `http` frames as it needs; writers keep every
+    message far below gRPC's size limit, so one big request never breaks
+    the stream for the others. A WebSocket is one request whose messages
+    travel as `websocket` frames both ways. A call cancelled while its sync
+    handler's thread still runs is answered (CANCELLED) only once that thread
+    returns, so the caller's count of the replica's load stays true.
     """
     Reconfigure: _aio.UnaryUnaryMultiCallable[_replica_pb2.ReconfigureRequest, _replica_pb2.ReconfigureResponse]  # type: ignore[assignment]
     """Applies a new user_config (through the user's reconfigure()) and
@@ -108,7 +122,14 @@ class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
         (the costly part) serves many requests. Each request gets one or more
         response frames, the last with `done` set. A request the replica did not
         start (full or draining) is answered with an Error whose `rejected` is
-        set: the caller may send it to another replica.
+        set: the caller may send it to another replica. A request body larger
+        than one chunk follows its HttpRequest in `body` frames, and a response
+        body comes back in as many `http` frames as it needs; writers keep every
+        message far below gRPC's size limit, so one big request never breaks
+        the stream for the others. A WebSocket is one request whose messages
+        travel as `websocket` frames both ways. A call cancelled while its sync
+        handler's thread still runs is answered (CANCELLED) only once that thread
+        returns, so the caller's count of the replica's load stays true.
         """
 
     @_abc_1.abstractmethod

@@ -70,7 +70,7 @@ def preview(
         actions = plan([want], list(live.values()))
         if not actions:
             break
-        started = stopped = reconfigured = 0
+        started = stopped = reconfigured = waiting = 0
         serving = sum(1 for r in live.values() if r.state == ReplicaState.RUNNING)
         for action in sorted(actions, key=lambda a: not isinstance(a, StopReplica)):
             if isinstance(action, StopReplica):
@@ -92,14 +92,16 @@ def preview(
                 live[replica.id] = replica
                 if isinstance(where, NoFit):
                     reasons[replica.id] = where.reason
+                    waiting += action.replica_id is None  # new, so the next pass differs
                 else:
                     held[replica.id] = where
                     started += 1
-        if not (started or stopped or reconfigured):
+        if not (started or stopped or reconfigured or waiting):
             break  # only replicas that cannot be placed are left to retry
         if not steps and started and not stopped:
             is_surge = any(not _is_current(r, want) for r in live.values())
-        steps.append(Step(started, stopped, reconfigured, serving))
+        if started or stopped or reconfigured:
+            steps.append(Step(started, stopped, reconfigured, serving))
         live = {rid: _come_up(r) for rid, r in live.items()}
     waiting = [reasons[r.id] for r in live.values() if r.is_unplaceable]
     return Preview(tuple(steps), restarts, is_surge, waiting[-1] if waiting else "")

@@ -184,7 +184,9 @@ def test_dry_run_of_an_edited_copy_shows_the_plan(serve, cluster: Cluster, proje
     assert deployments["shop.Shop"]["restarts"] == 0
 
     before = {r.id for r in cluster.client().get("shop.Price").replicas}
-    assert capstan_cli(cluster, "deploy", "edited.yaml", cwd=project).returncode == 0
+    done = capstan_cli(cluster, "deploy", "edited.yaml", cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert "the running code is kept" not in done.stderr  # the same code, imported by path
     assert httpx.get(cluster.http_url + "/shop").json()["price"] == 15
     assert {r.id for r in cluster.client().get("shop.Price").replicas} == before
     assert httpx.get(cluster.http_url + "/greet").status_code == 404  # declarative

@@ -89,7 +89,9 @@ def _adjuster(
         if chosen is not None:
             options["logging_config"] = chosen.model_dump(exclude_none=True)
         options["ray_actor_options"] = _actor_options(deployment, entry, env)
-        return deployment.options(**options)
+        adjusted = deployment.options(**options)
+        path = _import_path(deployment.func_or_class, env.get("working_dir"))
+        return adjusted.options(path, **options) if path else adjusted
 
     return adjust
 
@@ -113,6 +115,21 @@ def _actor_options(
     }
     merged["runtime_env"] = {k: v for k, v in runtime_env.items() if v}
     return merged
+
+
+def _import_path(func_or_class: Any, working_dir: str | None) -> str | None:
+    """`module:attribute` naming the code (or the deployment wrapping it)
+    when the module lies in the working_dir the replicas get: then they
+    import it from there as Ray's do, instead of receiving a pickle whose
+    bytes differ with every process that makes it."""
+    module = sys.modules.get(getattr(func_or_class, "__module__", ""))
+    file = getattr(module, "__file__", None)
+    if not working_dir or not file or not pathlib.Path(file).resolve().is_relative_to(working_dir):
+        return None
+    for attribute, value in vars(module).items():
+        if value is func_or_class or getattr(value, "func_or_class", None) is func_or_class:
+            return f"{module.__name__}:{attribute}"
+    return None
 
 
 def _runtime_env(env: dict[str, Any], loaded: LoadedConfig, at: Path) -> dict[str, Any]:

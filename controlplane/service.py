@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 import grpc
 
-from capstan.errors import DeadlineExceeded, DeployFailed, InvalidSpec, NotFound, answers_errors
+from capstan.errors import DeployFailed, InvalidSpec, NotFound, answers_errors
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc
 from controlplane.application import ApplicationRecord, ApplicationSpec, application_state
+from controlplane.deadlines import deadline as _deadline
 from controlplane.planning import Planner
 from controlplane.reconciler.loop import Reconciler
 from controlplane.reconciler.routes import RouteTable
@@ -51,7 +52,6 @@ class ControlPlaneService(ChangeRpcs, controlplane_pb2_grpc.ControlPlaneServiceS
         self._executors = executors
         self._on_shutdown = on_shutdown
         self._planner = Planner(store, executors, settings.observe_timeout_s)
-        self._deadline = _deadline
 
     @answers_errors
     async def ApplyDeployment(
@@ -289,21 +289,6 @@ class ControlPlaneService(ChangeRpcs, controlplane_pb2_grpc.ControlPlaneServiceS
         if record is None:
             raise NotFound(f'deployment "{name}" not found')
         return _deployment_proto(record, await self._store.replicas(name))
-
-
-@contextlib.asynccontextmanager
-async def _deadline(timeout_s: float, what: str) -> AsyncIterator[None]:
-    """Bounds a wait by `timeout_s` (0: no bound), answering DEADLINE_EXCEEDED."""
-    if timeout_s <= 0:
-        yield
-        return
-    try:
-        async with asyncio.timeout(timeout_s):
-            yield
-    except TimeoutError:
-        raise DeadlineExceeded(
-            f"{what} did not finish within {timeout_s:g} s; it goes on in the background"
-        ) from None
 
 
 def _deployment_proto(record: DeploymentRecord, replicas: list[ReplicaRecord]) -> cp.Deployment:

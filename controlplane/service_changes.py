@@ -11,6 +11,7 @@ import grpc
 
 from capstan.errors import InvalidSpec, NotFound, answers_errors
 from capstan.v1 import controlplane_pb2 as cp
+from controlplane.deadlines import deadline
 from controlplane.records import DeploymentRecord, VersionRecord
 
 log = logging.getLogger("capstan.controlplane")
@@ -88,7 +89,7 @@ class ChangeRpcs:
     async def _applied(self, record: DeploymentRecord, request) -> cp.Deployment:
         self._reconciler.wake()
         if request.wait:
-            async with self._deadline(request.timeout_s, f'rollout of "{record.name}"'):
+            async with deadline(request.timeout_s, f'rollout of "{record.name}"'):
                 await self._follow_rollout(record)
         return await self._deployment(record.name)
 

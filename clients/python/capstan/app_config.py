@@ -89,9 +89,8 @@ def _adjuster(
         if chosen is not None:
             options["logging_config"] = chosen.model_dump(exclude_none=True)
         options["ray_actor_options"] = _actor_options(deployment, entry, env)
-        adjusted = deployment.options(**options)
         path = _import_path(deployment.func_or_class, env.get("working_dir"))
-        return adjusted.options(path, **options) if path else adjusted
+        return deployment.options(path, **options)  # path None keeps the code as it is
 
     return adjust
 

@@ -113,8 +113,11 @@ def capstan_cli(cluster: Cluster, *argv: str, cwd: pathlib.Path) -> subprocess.C
 
 @pytest.fixture
 def project(tmp_path: pathlib.Path) -> pathlib.Path:
-    (tmp_path / "shop_app.py").write_text(APP_MODULE)
-    (tmp_path / "app.yaml").write_text(CONFIG.format(folder=tmp_path))
+    """Config files here; the code in app/, the working_dir, which ships as
+    a whole (so the config files written here do not change it)."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "shop_app.py").write_text(APP_MODULE)
+    (tmp_path / "app.yaml").write_text(CONFIG.format(folder=tmp_path / "app"))
     return tmp_path
 
 
@@ -204,12 +207,12 @@ def test_a_bad_file_names_line_and_field(serve, cluster: Cluster, project) -> No
 
 
 def test_build_writes_a_file_deploy_takes(serve, cluster: Cluster, project) -> None:
-    done = capstan_cli(cluster, "build", "shop_app:app", "-o", "built.yaml", cwd=project)
+    done = capstan_cli(cluster, "build", "shop_app:app", "-o", "../built.yaml", cwd=project / "app")
     assert done.returncode == 0, done.stderr
     built = yaml.safe_load((project / "built.yaml").read_text())
     assert built["applications"][0]["import_path"] == "shop_app:app"
     assert [d["name"] for d in built["applications"][0]["deployments"]] == ["Price", "Shop"]
-    built["applications"][0]["runtime_env"] = {"working_dir": str(project)}
+    built["applications"][0]["runtime_env"] = {"working_dir": "app"}
     (project / "built.yaml").write_text(yaml.safe_dump(built))
     assert capstan_cli(cluster, "deploy", "built.yaml", cwd=project).returncode == 0
     assert httpx.get(cluster.http_url + "/").json()["price"] == 10

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 
 from capstan.errors import InvalidSpec
 from capstan.v1 import controlplane_pb2
@@ -37,6 +38,8 @@ class ApplicationSpec:
     route_prefix: str | None
     ingress: str
     deployments: tuple[DeploymentSpec, ...]
+    # The config-file section it was built from (JSON), or "".
+    source: str = ""
 
     def __post_init__(self) -> None:
         check_name(self.name, "application name")
@@ -79,7 +82,18 @@ class ApplicationSpec:
                     route_prefix=route_prefix if spec.name == ingress else None,
                 )
             )
-        return cls(msg.name, route_prefix, ingress, tuple(deployments))
+        if msg.source:
+            _check_source(msg.source)
+        return cls(msg.name, route_prefix, ingress, tuple(deployments), msg.source)
+
+
+def _check_source(source: str) -> None:
+    try:
+        value = json.loads(source)
+    except ValueError as error:
+        raise InvalidSpec(f"application source must be a JSON object: {error}") from None
+    if not isinstance(value, dict):
+        raise InvalidSpec("application source must be a JSON object")
 
 
 def application_state(
@@ -112,5 +126,6 @@ class ApplicationRecord:
     ingress: str
     deployments: tuple[str, ...]
     generation: int = 1
+    source: str = ""
     created_at: float = 0.0
     updated_at: float = 0.0

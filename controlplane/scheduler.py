@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from executors.base import Node
 from executors.options import ReplicaOptions
@@ -166,3 +167,51 @@ def place_on_executor(
     if isinstance(nodes, str):
         return NoFit(f"cannot read the capacity of executor {executor!r}: {nodes}")
     return place(options, nodes, used)
+
+
+def never_fits(options: ReplicaOptions, executor: str, nodes: Sequence[Node]) -> str | None:
+    """Why a replica asking for `options` could not be placed on any of
+    `nodes` even if all of them were empty, or None when one could hold it.
+    Dead nodes count: they may come back with what they declare."""
+    if any(not isinstance(_fit(options, node, _Usage()), NoFit) for node in nodes):
+        return None
+    if not nodes:
+        return f"executor {executor!r} declares no nodes to run replicas on"
+    for unit, want, field, has in _demands(options):
+        most = max(has(node) for node in nodes)
+        if want > most + _EPSILON:
+            total = sum(has(node) for node in nodes)
+            where = f"{len(nodes)} node" + ("" if len(nodes) == 1 else "s")
+            return (
+                f"a replica needs {_amount(want, unit)} but no node of executor {executor!r} "
+                f"has that much ({_number(most)} at most on one node, {_number(total)} in "
+                f"total on {where}); declare more with {_setting(executor, nodes, field)} "
+                f"in the capstan config, or ask for less in ray_actor_options"
+            )
+    return (
+        f"a replica needs {_number(options.num_cpus)} CPU, {_number(options.num_gpus)} GPU "
+        f"and {dict(options.resources)} together, which no single node of executor "
+        f"{executor!r} has; ask for less in ray_actor_options"
+    )
+
+
+def _demands(options: ReplicaOptions) -> list[tuple[str, float, str, Callable[[Node], float]]]:
+    """(unit, amount asked, config field, what a node has) per resource."""
+    gpus = math.ceil(options.num_gpus)  # a fraction still needs one device
+    demands: list[tuple[str, float, str, Callable[[Node], float]]] = [
+        ("CPU", options.num_cpus, "num_cpus", lambda node: node.num_cpus),
+        ("GPU", gpus, "gpu_ids", lambda node: float(node.num_gpus)),
+    ]
+    for name, amount in sorted(options.resources.items()):
+        demands.append(
+            (f'"{name}"', amount, f"resources.{name}", lambda n, k=name: n.resources.get(k, 0.0))
+        )
+    return demands
+
+
+def _setting(executor: str, nodes: Sequence[Node], field: str) -> str:
+    """Where the capstan config declares `field`: the executor's own section
+    for a one-node executor named after itself (local), else its hosts."""
+    if len(nodes) == 1 and nodes[0].name == executor:
+        return f"executors.{executor}.{field}"
+    return f"{field} of the hosts under executors.{executor}"

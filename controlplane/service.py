@@ -12,14 +12,17 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 import grpc
 
-from capstan.errors import DeadlineExceeded, DeployFailed, InvalidSpec, NotFound, answers_errors
+from capstan.errors import DeployFailed, InvalidSpec, NotFound, answers_errors
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc
 from controlplane.application import ApplicationRecord, ApplicationSpec, application_state
+from controlplane.deadlines import deadline as _deadline
 from controlplane.packages.store import PackageStore
+from controlplane.planning import Planner
 from controlplane.reconciler.loop import Reconciler
 from controlplane.reconciler.routes import RouteTable
 from controlplane.records import DeploymentRecord, DeploymentState, ReplicaRecord
+from controlplane.service_changes import ChangeRpcs
 from controlplane.settings import Settings
 from controlplane.spec import DeploymentSpec
 from controlplane.store import Store
@@ -34,7 +37,7 @@ _ROUTES_SENT_TIMEOUT_S = 2.0
 _SHUTDOWN_SLACK_S = 30.0
 
 
-class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
+class ControlPlaneService(ChangeRpcs, controlplane_pb2_grpc.ControlPlaneServiceServicer):
     """Stores specs, wakes the reconciler, and reports what runs."""
 
     def __init__(
@@ -54,6 +57,7 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
         self._executors = executors
         self._on_shutdown = on_shutdown
         self._packages = packages
+        self._planner = Planner(store, executors, settings.observe_timeout_s)
 
     @answers_errors
     async def ApplyDeployment(
@@ -66,6 +70,7 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
                 f'application "{spec.application}" is set by ApplyApplication; '
                 "apply a deployment on its own without it"
             )
+        await self._planner.check_fits(spec)
         spec, warnings = await self._keep_versioned_code(spec)
         version = spec.version if spec.version is not None else secrets.token_hex(6)
         record = await self._store.apply(spec, version)
@@ -107,14 +112,10 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
     ) -> cp.ApplyApplicationResponse:
         """Validates and stores a whole application, replacing the one of that
         name; then (with `wait`) follows every deployment's rollout."""
-        app = ApplicationSpec.from_proto(request.application)
-        specs, warnings = [], []
+        app, warnings = await self._prepare_application(request.application)
         for spec in app.deployments:
-            spec, warned = await self._keep_versioned_code(self._with_executor(spec))
-            specs.append(spec)
-            warnings += warned
-        app = dataclasses.replace(app, deployments=tuple(specs))
-        versions = {s.id: s.version or secrets.token_hex(6) for s in specs}
+            await self._planner.check_fits(spec)
+        versions = {s.id: s.version or secrets.token_hex(6) for s in app.deployments}
         records, deleting = await self._store.apply_application(app, versions)
         log.info("application %s: applied %s", app.name, ", ".join(app.deployment_ids))
         self._reconciler.wake()
@@ -127,6 +128,19 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
         return cp.ApplyApplicationResponse(
             application=await self._application(app.name), warnings=warnings
         )
+
+    async def _prepare_application(
+        self, wire: cp.ApplicationSpec
+    ) -> tuple[ApplicationSpec, list[str]]:
+        """The application validated, each deployment with its executor and
+        (under an unchanged version) its stored code; with the warnings."""
+        app = ApplicationSpec.from_proto(wire)
+        specs, warnings = [], []
+        for spec in app.deployments:
+            spec, warned = await self._keep_versioned_code(self._with_executor(spec))
+            specs.append(spec)
+            warnings += warned
+        return dataclasses.replace(app, deployments=tuple(specs)), warnings
 
     @answers_errors
     async def DeleteApplication(
@@ -174,6 +188,7 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
             state=int(state),
             message=message,
             deployments=deployments,
+            source=app.source,
         )
 
     def _with_executor(self, spec: DeploymentSpec) -> DeploymentSpec:
@@ -284,21 +299,6 @@ class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
         if record is None:
             raise NotFound(f'deployment "{name}" not found')
         return _deployment_proto(record, await self._store.replicas(name))
-
-
-@contextlib.asynccontextmanager
-async def _deadline(timeout_s: float, what: str) -> AsyncIterator[None]:
-    """Bounds a wait by `timeout_s` (0: no bound), answering DEADLINE_EXCEEDED."""
-    if timeout_s <= 0:
-        yield
-        return
-    try:
-        async with asyncio.timeout(timeout_s):
-            yield
-    except TimeoutError:
-        raise DeadlineExceeded(
-            f"{what} did not finish within {timeout_s:g} s; it goes on in the background"
-        ) from None
 
 
 def _deployment_proto(record: DeploymentRecord, replicas: list[ReplicaRecord]) -> cp.Deployment:

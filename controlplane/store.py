@@ -98,6 +98,10 @@ CREATE TABLE IF NOT EXISTS applications (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS application_sources (
+    name TEXT PRIMARY KEY,
+    source TEXT NOT NULL
+);
 """
 
 _T = TypeVar("_T")
@@ -353,6 +357,10 @@ class Store:
                     now,
                 ),
             )
+            self._conn.execute(
+                "INSERT OR REPLACE INTO application_sources (name, source) VALUES (?, ?)",
+                (app.name, app.source),
+            )
             self._event(app.name, "", "application_applied", ", ".join(app.deployment_ids))
             return records, deleting
 
@@ -360,14 +368,16 @@ class Store:
         return await self._run(self._application, name)
 
     def _application(self, name: str) -> ApplicationRecord | None:
-        row = self._conn.execute(_SELECT_APPLICATION + " WHERE name = ?", (name,)).fetchone()
+        row = self._conn.execute(
+            _SELECT_APPLICATION + " WHERE applications.name = ?", (name,)
+        ).fetchone()
         return _application(row) if row else None
 
     async def applications(self) -> list[ApplicationRecord]:
         return await self._run(self._applications)
 
     def _applications(self) -> list[ApplicationRecord]:
-        rows = self._conn.execute(_SELECT_APPLICATION + " ORDER BY name").fetchall()
+        rows = self._conn.execute(_SELECT_APPLICATION + " ORDER BY applications.name").fetchall()
         return [_application(row) for row in rows]
 
     async def delete_application(self, name: str) -> list[DeploymentRecord]:
@@ -381,6 +391,7 @@ class Store:
             if app is None:
                 raise NotFound(f'application "{name}" not found')
             self._conn.execute("DELETE FROM applications WHERE name = ?", (name,))
+            self._conn.execute("DELETE FROM application_sources WHERE name = ?", (name,))
             self._event(name, "", "application_deleted", "delete requested")
             return [self._mark_deleting(d) for d in app.deployments if self._get(d) is not None]
 
@@ -478,8 +489,9 @@ class Store:
 
 _SELECT_DEPLOYMENT = """SELECT name, spec, version, generation, state, message, stable_spec,
     stable_version, is_halted, is_deleting, created_at, updated_at FROM deployments"""
-_SELECT_APPLICATION = """SELECT name, route_prefix, ingress, deployments, generation,
-    created_at, updated_at FROM applications"""
+_SELECT_APPLICATION = """SELECT applications.name, route_prefix, ingress, deployments, generation,
+    created_at, updated_at, COALESCE(source, '') FROM applications
+    LEFT JOIN application_sources USING (name)"""
 _SELECT_REPLICA = """SELECT id, deployment, version, code_hash, state, executor, user_config,
     max_concurrent_queries, ref, placement, message, started_at FROM replicas"""
 
@@ -547,6 +559,7 @@ def _application(row: tuple) -> ApplicationRecord:
         generation=row[4],
         created_at=row[5],
         updated_at=row[6],
+        source=row[7],
     )
 
 

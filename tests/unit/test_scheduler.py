@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.scheduler import NoFit, Placement, place, place_on_executor, placement_env
+from controlplane.scheduler import (
+    NoFit,
+    Placement,
+    never_fits,
+    place,
+    place_on_executor,
+    placement_env,
+)
 from controlplane.spec import ReplicaOptions
 from executors.base import Node
 
@@ -210,3 +217,46 @@ def test_place_on_executor(
         assert isinstance(got, NoFit) and placed in got.reason
     else:
         assert got == placed
+
+
+NEVER = [
+    ("fits when empty", opts(4), [LOCAL], None),
+    ("fits on one of several nodes", opts(1, 2), [LOCAL, GPU_BOX], None),
+    (
+        "a GPU on a machine with none",
+        opts(1, 1),
+        [LOCAL],
+        "a replica needs 1 GPU but no node of executor 'local' has that much (0 at most "
+        "on one node, 0 in total on 1 node); declare more with executors.local.gpu_ids",
+    ),
+    (
+        "more CPUs than any node",
+        opts(5),
+        [LOCAL],
+        "needs 5 CPUs but no node of executor 'local' has that much (4 at most on one node",
+    ),
+    (
+        "a custom resource nobody declares, on an inventory",
+        opts(1, tpu=1),
+        [Node("a", 2), Node("b", 2)],
+        "needs 1 \"tpu\" but no node of executor 'ssh' has that much (0 at most on one node, "
+        "0 in total on 2 nodes); declare more with resources.tpu of the hosts under "
+        "executors.ssh",
+    ),
+    (
+        "enough of each, but not together on one node",
+        opts(8, 1, tpu=1),
+        [GPU_BOX, TPU_BOX],
+        "which no single node",
+    ),
+    ("a fraction of a GPU still needs one", opts(1, 0.5), [LOCAL], "needs 1 GPU"),
+]
+
+
+@pytest.mark.parametrize(
+    ("options", "nodes", "expected"), [c[1:] for c in NEVER], ids=[c[0] for c in NEVER]
+)
+def test_never_fits(options, nodes, expected) -> None:
+    executor = "ssh" if len(nodes) > 1 and nodes[0].name == "a" else "local"
+    why = never_fits(options, executor, nodes)
+    assert (why is None) if expected is None else (expected in why), why

@@ -9,18 +9,23 @@ from collections.abc import Callable
 from typing import Any
 
 from capstan import options as opts
-from capstan.deployment import Application
+from capstan.deployment import Application, Deployment
 from capstan.handle import DeploymentHandle
 from capstan.v1 import controlplane_pb2
 
 
 def build(
-    app: Application, name: str, route_prefix: Any = opts.DEFAULT
+    app: Application,
+    name: str,
+    route_prefix: Any = opts.DEFAULT,
+    adjust: Callable[[str, Deployment], Deployment] | None = None,
 ) -> controlplane_pb2.ApplicationSpec:
     """The ApplicationSpec for `app` (the ingress) and everything it binds.
 
     `route_prefix` DEFAULT takes the ingress deployment's own route_prefix
-    when it set one, else "/"; None keeps the application off HTTP."""
+    when it set one, else "/"; None keeps the application off HTTP.
+    `adjust(name, deployment)` may return the deployment with options
+    changed (a config file's overrides)."""
     names = unique_names(app)
     spec = controlplane_pb2.ApplicationSpec(name=name, ingress=names[id(app)])
     spec.route_prefix = _route_prefix(app, route_prefix) or ""  # "": not on HTTP
@@ -34,6 +39,8 @@ def build(
         deployment = node.deployment.options(
             name=names[id(node)], init_args=args, init_kwargs=kwargs
         )
+        if adjust is not None:
+            deployment = adjust(names[id(node)], deployment)
         spec.deployments.append(deployment.to_spec())
     return spec
 

@@ -3,6 +3,12 @@
 capstan start                 control plane + HTTP/gRPC proxy, in the foreground
 capstan run app.py            start (or connect), run the script's deploys, serve
 capstan status [NAME]         deployments, versions, replicas by state, and why
+capstan deploy app.yaml       apply a Ray Serve config file (--dry-run: only the plan)
+capstan build mod:app -o F    write a config file for applications in code
+capstan config [APP]          what is applied now, as a config file
+capstan history NAME          a deployment's stored versions
+capstan rollback NAME         back to a stored version (--to VERSION)
+capstan scale NAME N          set the replica count in place, no restart
 capstan delete NAME           remove a deployment
 capstan shutdown              stop every replica, the proxy and the control plane
 """
@@ -19,6 +25,7 @@ import threading
 
 from capstan import defaults
 from capstan.client import ControlPlaneClient, default_address
+from capstan.commands import declarative, versions
 from capstan.errors import CapstanError
 from capstan.options import DEFAULT
 from capstan.targets import load_target, parse_arguments
@@ -75,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show deployments and their replicas")
     status.add_argument("name", nargs="?")
     status.set_defaults(command=_status)
+
+    declarative.register(commands)
+    versions.register(commands)
 
     delete = commands.add_parser("delete", help="remove a deployment")
     delete.add_argument("name")

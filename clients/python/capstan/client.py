@@ -82,6 +82,36 @@ class ControlPlaneClient:
         reply = self._call(self._stub.ListApplications, cp.ListApplicationsRequest())
         return list(reply.applications)
 
+    def plan_application(self, app: cp.ApplicationSpec) -> cp.PlanApplicationResponse:
+        """What applying `app` would do; changes nothing (but uploads its
+        local working_dirs, as the apply would, so the plan compares like
+        with like; uploads are content-addressed, so the apply sends none)."""
+        app = self._uploader.ship_application(app)
+        return self._call(self._stub.PlanApplication, cp.PlanApplicationRequest(application=app))
+
+    def scale(
+        self, name: str, num_replicas: int, *, wait: bool = True, timeout_s: float = 0
+    ) -> cp.Deployment:
+        """Sets num_replicas in place; no replica restarts."""
+        request = cp.ScaleDeploymentRequest(
+            name=name, num_replicas=num_replicas, wait=wait, timeout_s=timeout_s
+        )
+        return self._call(self._stub.ScaleDeployment, request).deployment
+
+    def versions(self, name: str) -> list[cp.DeploymentVersion]:
+        """Every stored apply of `name`, oldest first."""
+        request = cp.ListDeploymentVersionsRequest(name=name)
+        return list(self._call(self._stub.ListDeploymentVersions, request).versions)
+
+    def rollback(
+        self, name: str, version: str = "", *, wait: bool = True, timeout_s: float = 0
+    ) -> cp.RollbackDeploymentResponse:
+        """Applies a stored version again (default: the one before the current)."""
+        request = cp.RollbackDeploymentRequest(
+            name=name, version=version, wait=wait, timeout_s=timeout_s
+        )
+        return self._call(self._stub.RollbackDeployment, request)
+
     def delete(self, name: str, *, wait: bool = True) -> None:
         self._call(self._stub.DeleteDeployment, cp.DeleteDeploymentRequest(name=name, wait=wait))
 

@@ -101,6 +101,37 @@ REPLICA_STATE_DRAINING: ReplicaState.ValueType  # 4
 REPLICA_STATE_STOPPING: ReplicaState.ValueType  # 5
 Global___ReplicaState: _TypeAlias = ReplicaState  # noqa: Y015
 
+class _PlanChange:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PlanChangeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PlanChange.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PLAN_CHANGE_UNSPECIFIED: _PlanChange.ValueType  # 0
+    PLAN_CHANGE_CREATE: _PlanChange.ValueType  # 1
+    PLAN_CHANGE_ROLL_OUT: _PlanChange.ValueType  # 2
+    """New code or replica options: replicas restart in a rolling update."""
+    PLAN_CHANGE_RECONFIGURE: _PlanChange.ValueType  # 3
+    """user_config or max_ongoing_requests applied to running replicas."""
+    PLAN_CHANGE_SCALE: _PlanChange.ValueType  # 4
+    PLAN_CHANGE_DELETE: _PlanChange.ValueType  # 5
+    PLAN_CHANGE_UPDATE_SETTINGS: _PlanChange.ValueType  # 6
+    """Settings routers or health checks read; no replica is touched."""
+
+class PlanChange(_PlanChange, metaclass=_PlanChangeEnumTypeWrapper): ...
+
+PLAN_CHANGE_UNSPECIFIED: PlanChange.ValueType  # 0
+PLAN_CHANGE_CREATE: PlanChange.ValueType  # 1
+PLAN_CHANGE_ROLL_OUT: PlanChange.ValueType  # 2
+"""New code or replica options: replicas restart in a rolling update."""
+PLAN_CHANGE_RECONFIGURE: PlanChange.ValueType  # 3
+"""user_config or max_ongoing_requests applied to running replicas."""
+PLAN_CHANGE_SCALE: PlanChange.ValueType  # 4
+PLAN_CHANGE_DELETE: PlanChange.ValueType  # 5
+PLAN_CHANGE_UPDATE_SETTINGS: PlanChange.ValueType  # 6
+"""Settings routers or health checks read; no replica is touched."""
+Global___PlanChange: _TypeAlias = PlanChange  # noqa: Y015
+
 @_typing.final
 class ApplyDeploymentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -331,6 +362,7 @@ class ApplicationSpec(_message.Message):
     ROUTE_PREFIX_FIELD_NUMBER: _builtins.int
     INGRESS_FIELD_NUMBER: _builtins.int
     DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """[A-Za-z0-9_-]{1,64}; unique per control plane."""
     route_prefix: _builtins.str
@@ -338,6 +370,11 @@ class ApplicationSpec(_message.Message):
     ingress: _builtins.str
     """The name of the deployment that takes HTTP requests; one of
     `deployments`. Empty means the first one.
+    """
+    source: _builtins.str
+    """How a config file built this application, as a JSON object of Ray
+    Serve's config format (import_path, args, runtime_env), kept so that
+    `capstan config` prints it back; empty when built from code.
     """
     @_builtins.property
     def deployments(self) -> _containers.RepeatedCompositeFieldContainer[_deployment_pb2.DeploymentSpec]:
@@ -352,10 +389,11 @@ class ApplicationSpec(_message.Message):
         route_prefix: _builtins.str | None = ...,
         ingress: _builtins.str = ...,
         deployments: _abc.Iterable[_deployment_pb2.DeploymentSpec] | None = ...,
+        source: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_route_prefix", b"_route_prefix", "route_prefix", b"route_prefix"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_route_prefix", b"_route_prefix", "deployments", b"deployments", "ingress", b"ingress", "name", b"name", "route_prefix", b"route_prefix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_route_prefix", b"_route_prefix", "deployments", b"deployments", "ingress", b"ingress", "name", b"name", "route_prefix", b"route_prefix", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__route_prefix: _TypeAlias = _typing.Literal["route_prefix"]  # noqa: Y015
     _WhichOneofArgType__route_prefix: _TypeAlias = _typing.Literal["_route_prefix", b"_route_prefix"]  # noqa: Y015
@@ -375,6 +413,7 @@ class Application(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     route_prefix: _builtins.str
     """Empty: not on HTTP."""
@@ -382,6 +421,8 @@ class Application(_message.Message):
     state: Global___ApplicationState.ValueType
     message: _builtins.str
     """Why the application is not RUNNING, in words a person can act on."""
+    source: _builtins.str
+    """As in ApplicationSpec."""
     @_builtins.property
     def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Deployment]:
         """Its deployments; each spec carries `application` and its short name."""
@@ -395,10 +436,11 @@ class Application(_message.Message):
         state: Global___ApplicationState.ValueType = ...,
         message: _builtins.str = ...,
         deployments: _abc.Iterable[Global___Deployment] | None = ...,
+        source: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployments", b"deployments", "ingress", b"ingress", "message", b"message", "name", b"name", "route_prefix", b"route_prefix", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployments", b"deployments", "ingress", b"ingress", "message", b"message", "name", b"name", "route_prefix", b"route_prefix", "source", b"source", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -776,3 +818,343 @@ class RouteReplica(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RouteReplica: _TypeAlias = RouteReplica  # noqa: Y015
+
+@_typing.final
+class PlanApplicationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def application(self) -> Global___ApplicationSpec:
+        """The application as it would be applied."""
+
+    def __init__(
+        self,
+        *,
+        application: Global___ApplicationSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["application", b"application"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application", b"application"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanApplicationRequest: _TypeAlias = PlanApplicationRequest  # noqa: Y015
+
+@_typing.final
+class PlanApplicationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    IS_UNCHANGED_FIELD_NUMBER: _builtins.int
+    is_unchanged: _builtins.bool
+    """True when applying would change nothing."""
+    @_builtins.property
+    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeploymentPlan]:
+        """One entry per deployment of the application, new or old; deployments
+        the application no longer has are planned as deleted.
+        """
+
+    def __init__(
+        self,
+        *,
+        deployments: _abc.Iterable[Global___DeploymentPlan] | None = ...,
+        is_unchanged: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployments", b"deployments", "is_unchanged", b"is_unchanged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanApplicationResponse: _TypeAlias = PlanApplicationResponse  # noqa: Y015
+
+@_typing.final
+class DeploymentPlan(_message.Message):
+    """What an apply would do to one deployment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    REPLICAS_BEFORE_FIELD_NUMBER: _builtins.int
+    REPLICAS_AFTER_FIELD_NUMBER: _builtins.int
+    VERSION_BEFORE_FIELD_NUMBER: _builtins.int
+    VERSION_AFTER_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    RESTARTS_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    IS_SURGE_FIELD_NUMBER: _builtins.int
+    FITS_FIELD_NUMBER: _builtins.int
+    FIT_MESSAGE_FIELD_NUMBER: _builtins.int
+    NEVER_FITS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """"<application>.<name>"."""
+    replicas_before: _builtins.int
+    """Live replicas now and the target after the apply."""
+    replicas_after: _builtins.int
+    version_before: _builtins.str
+    """Empty before: not deployed yet. Empty after: deleted."""
+    version_after: _builtins.str
+    restarts: _builtins.int
+    """Replicas of the old version stopped and replaced by the rollout."""
+    is_surge: _builtins.bool
+    """New replicas start before old ones stop (spare capacity); false means
+    old ones are drained first to make room.
+    """
+    fits: _builtins.bool
+    """False when a replica could not be placed: `fit_message` says which
+    resource is missing and how much exists.
+    """
+    fit_message: _builtins.str
+    never_fits: _builtins.bool
+    """The replica could not be placed even on empty nodes: the apply would
+    fail at once.
+    """
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedScalarFieldContainer[Global___PlanChange.ValueType]:
+        """Empty when nothing would change; otherwise one or more of the changes."""
+
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Spec fields that differ from the stored spec, e.g. "user_config"."""
+
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___RolloutStep]:
+        """The passes the rollout takes, in order, as the reconciler would run
+        them when each started replica comes up.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        changes: _abc.Iterable[Global___PlanChange.ValueType] | None = ...,
+        replicas_before: _builtins.int = ...,
+        replicas_after: _builtins.int = ...,
+        version_before: _builtins.str = ...,
+        version_after: _builtins.str = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        restarts: _builtins.int = ...,
+        steps: _abc.Iterable[Global___RolloutStep] | None = ...,
+        is_surge: _builtins.bool = ...,
+        fits: _builtins.bool = ...,
+        fit_message: _builtins.str = ...,
+        never_fits: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_fields", b"changed_fields", "changes", b"changes", "fit_message", b"fit_message", "fits", b"fits", "id", b"id", "is_surge", b"is_surge", "never_fits", b"never_fits", "replicas_after", b"replicas_after", "replicas_before", b"replicas_before", "restarts", b"restarts", "steps", b"steps", "version_after", b"version_after", "version_before", b"version_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentPlan: _TypeAlias = DeploymentPlan  # noqa: Y015
+
+@_typing.final
+class RolloutStep(_message.Message):
+    """One reconcile pass of a rollout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STARTED_FIELD_NUMBER: _builtins.int
+    STOPPED_FIELD_NUMBER: _builtins.int
+    RECONFIGURED_FIELD_NUMBER: _builtins.int
+    SERVING_FIELD_NUMBER: _builtins.int
+    started: _builtins.int
+    stopped: _builtins.int
+    reconfigured: _builtins.int
+    serving: _builtins.int
+    """RUNNING replicas serving during this step."""
+    def __init__(
+        self,
+        *,
+        started: _builtins.int = ...,
+        stopped: _builtins.int = ...,
+        reconfigured: _builtins.int = ...,
+        serving: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reconfigured", b"reconfigured", "serving", b"serving", "started", b"started", "stopped", b"stopped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RolloutStep: _TypeAlias = RolloutStep  # noqa: Y015
+
+@_typing.final
+class ScaleDeploymentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NUM_REPLICAS_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    num_replicas: _builtins.int
+    wait: _builtins.bool
+    """Block until the count is reached."""
+    timeout_s: _builtins.float
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        num_replicas: _builtins.int = ...,
+        wait: _builtins.bool = ...,
+        timeout_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "num_replicas", b"num_replicas", "timeout_s", b"timeout_s", "wait", b"wait"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScaleDeploymentRequest: _TypeAlias = ScaleDeploymentRequest  # noqa: Y015
+
+@_typing.final
+class ScaleDeploymentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deployment(self) -> Global___Deployment: ...
+    def __init__(
+        self,
+        *,
+        deployment: Global___Deployment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScaleDeploymentResponse: _TypeAlias = ScaleDeploymentResponse  # noqa: Y015
+
+@_typing.final
+class ListDeploymentVersionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeploymentVersionsRequest: _TypeAlias = ListDeploymentVersionsRequest  # noqa: Y015
+
+@_typing.final
+class ListDeploymentVersionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeploymentVersion]: ...
+    def __init__(
+        self,
+        *,
+        versions: _abc.Iterable[Global___DeploymentVersion] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeploymentVersionsResponse: _TypeAlias = ListDeploymentVersionsResponse  # noqa: Y015
+
+@_typing.final
+class DeploymentVersion(_message.Message):
+    """One stored apply of a deployment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    APPLIED_AT_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    IS_CURRENT_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    generation: _builtins.int
+    """The apply's number for this deployment, counting from 1."""
+    applied_at: _builtins.float
+    """Seconds since the epoch."""
+    is_current: _builtins.bool
+    """The version in force now."""
+    @_builtins.property
+    def spec(self) -> _deployment_pb2.DeploymentSpec: ...
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        generation: _builtins.int = ...,
+        applied_at: _builtins.float = ...,
+        spec: _deployment_pb2.DeploymentSpec | None = ...,
+        is_current: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_at", b"applied_at", "generation", b"generation", "is_current", b"is_current", "spec", b"spec", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentVersion: _TypeAlias = DeploymentVersion  # noqa: Y015
+
+@_typing.final
+class RollbackDeploymentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.str
+    """Empty: the latest stored version before the one in force."""
+    wait: _builtins.bool
+    timeout_s: _builtins.float
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+        wait: _builtins.bool = ...,
+        timeout_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "timeout_s", b"timeout_s", "version", b"version", "wait", b"wait"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackDeploymentRequest: _TypeAlias = RollbackDeploymentRequest  # noqa: Y015
+
+@_typing.final
+class RollbackDeploymentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    """The version rolled back to."""
+    @_builtins.property
+    def deployment(self) -> Global___Deployment: ...
+    def __init__(
+        self,
+        *,
+        deployment: Global___Deployment | None = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackDeploymentResponse: _TypeAlias = RollbackDeploymentResponse  # noqa: Y015

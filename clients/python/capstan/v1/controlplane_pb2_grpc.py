@@ -81,6 +81,26 @@ class ControlPlaneServiceStub:
                 request_serializer=capstan_dot_v1_dot_controlplane__pb2.ListApplicationsRequest.SerializeToString,
                 response_deserializer=capstan_dot_v1_dot_controlplane__pb2.ListApplicationsResponse.FromString,
                 _registered_method=True)
+        self.PlanApplication = channel.unary_unary(
+                '/capstan.v1.ControlPlaneService/PlanApplication',
+                request_serializer=capstan_dot_v1_dot_controlplane__pb2.PlanApplicationRequest.SerializeToString,
+                response_deserializer=capstan_dot_v1_dot_controlplane__pb2.PlanApplicationResponse.FromString,
+                _registered_method=True)
+        self.ScaleDeployment = channel.unary_unary(
+                '/capstan.v1.ControlPlaneService/ScaleDeployment',
+                request_serializer=capstan_dot_v1_dot_controlplane__pb2.ScaleDeploymentRequest.SerializeToString,
+                response_deserializer=capstan_dot_v1_dot_controlplane__pb2.ScaleDeploymentResponse.FromString,
+                _registered_method=True)
+        self.ListDeploymentVersions = channel.unary_unary(
+                '/capstan.v1.ControlPlaneService/ListDeploymentVersions',
+                request_serializer=capstan_dot_v1_dot_controlplane__pb2.ListDeploymentVersionsRequest.SerializeToString,
+                response_deserializer=capstan_dot_v1_dot_controlplane__pb2.ListDeploymentVersionsResponse.FromString,
+                _registered_method=True)
+        self.RollbackDeployment = channel.unary_unary(
+                '/capstan.v1.ControlPlaneService/RollbackDeployment',
+                request_serializer=capstan_dot_v1_dot_controlplane__pb2.RollbackDeploymentRequest.SerializeToString,
+                response_deserializer=capstan_dot_v1_dot_controlplane__pb2.RollbackDeploymentResponse.FromString,
+                _registered_method=True)
         self.Shutdown = channel.unary_unary(
                 '/capstan.v1.ControlPlaneService/Shutdown',
                 request_serializer=capstan_dot_v1_dot_controlplane__pb2.ShutdownRequest.SerializeToString,
@@ -166,6 +186,44 @@ class ControlPlaneServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PlanApplication(self, request, context):
+        """What ApplyApplication would do with this application, computed by the
+        same pure planner the reconciler uses; nothing is stored, started or
+        stopped. Per deployment: create, roll out new code (in which steps),
+        reconfigure in place, scale, delete or nothing, and whether its replicas
+        fit. INVALID_ARGUMENT as ApplyApplication.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScaleDeployment(self, request, context):
+        """Sets a deployment's num_replicas in place: replicas are added or drained,
+        none restarts, whatever the version. NOT_FOUND if unknown;
+        INVALID_ARGUMENT for an autoscaled deployment (autoscaling decides its
+        count: change autoscaling_config instead).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeploymentVersions(self, request, context):
+        """Every stored apply of a deployment (its versions), oldest first.
+        NOT_FOUND if the deployment has none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackDeployment(self, request, context):
+        """Re-applies a stored version's spec as a new apply (a rolling update back
+        to it). Without `version`, the latest stored version before the one in
+        force. NOT_FOUND if there is no such version. `wait` as ApplyDeployment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Shutdown(self, request, context):
         """Stops every replica, then the control plane itself. Deployments are
         deleted too (as Ray Serve's shutdown does) unless keep_deployments is set,
@@ -222,6 +280,26 @@ def add_ControlPlaneServiceServicer_to_server(servicer, server):
                     servicer.ListApplications,
                     request_deserializer=capstan_dot_v1_dot_controlplane__pb2.ListApplicationsRequest.FromString,
                     response_serializer=capstan_dot_v1_dot_controlplane__pb2.ListApplicationsResponse.SerializeToString,
+            ),
+            'PlanApplication': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanApplication,
+                    request_deserializer=capstan_dot_v1_dot_controlplane__pb2.PlanApplicationRequest.FromString,
+                    response_serializer=capstan_dot_v1_dot_controlplane__pb2.PlanApplicationResponse.SerializeToString,
+            ),
+            'ScaleDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScaleDeployment,
+                    request_deserializer=capstan_dot_v1_dot_controlplane__pb2.ScaleDeploymentRequest.FromString,
+                    response_serializer=capstan_dot_v1_dot_controlplane__pb2.ScaleDeploymentResponse.SerializeToString,
+            ),
+            'ListDeploymentVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeploymentVersions,
+                    request_deserializer=capstan_dot_v1_dot_controlplane__pb2.ListDeploymentVersionsRequest.FromString,
+                    response_serializer=capstan_dot_v1_dot_controlplane__pb2.ListDeploymentVersionsResponse.SerializeToString,
+            ),
+            'RollbackDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackDeployment,
+                    request_deserializer=capstan_dot_v1_dot_controlplane__pb2.RollbackDeploymentRequest.FromString,
+                    response_serializer=capstan_dot_v1_dot_controlplane__pb2.RollbackDeploymentResponse.SerializeToString,
             ),
             'Shutdown': grpc.unary_unary_rpc_method_handler(
                     servicer.Shutdown,
@@ -474,6 +552,114 @@ class ControlPlaneService:
             '/capstan.v1.ControlPlaneService/ListApplications',
             capstan_dot_v1_dot_controlplane__pb2.ListApplicationsRequest.SerializeToString,
             capstan_dot_v1_dot_controlplane__pb2.ListApplicationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanApplication(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlPlaneService/PlanApplication',
+            capstan_dot_v1_dot_controlplane__pb2.PlanApplicationRequest.SerializeToString,
+            capstan_dot_v1_dot_controlplane__pb2.PlanApplicationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScaleDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlPlaneService/ScaleDeployment',
+            capstan_dot_v1_dot_controlplane__pb2.ScaleDeploymentRequest.SerializeToString,
+            capstan_dot_v1_dot_controlplane__pb2.ScaleDeploymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeploymentVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlPlaneService/ListDeploymentVersions',
+            capstan_dot_v1_dot_controlplane__pb2.ListDeploymentVersionsRequest.SerializeToString,
+            capstan_dot_v1_dot_controlplane__pb2.ListDeploymentVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlPlaneService/RollbackDeployment',
+            capstan_dot_v1_dot_controlplane__pb2.RollbackDeploymentRequest.SerializeToString,
+            capstan_dot_v1_dot_controlplane__pb2.RollbackDeploymentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,28 @@ class ControlPlaneServiceStub:
     """One application with its status and deployments. NOT_FOUND if unknown."""
     ListApplications: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.ListApplicationsRequest, _controlplane_pb2.ListApplicationsResponse]
     """Every application with its status and deployments."""
+    PlanApplication: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.PlanApplicationRequest, _controlplane_pb2.PlanApplicationResponse]
+    """What ApplyApplication would do with this application, computed by the
+    same pure planner the reconciler uses; nothing is stored, started or
+    stopped. Per deployment: create, roll out new code (in which steps),
+    reconfigure in place, scale, delete or nothing, and whether its replicas
+    fit. INVALID_ARGUMENT as ApplyApplication.
+    """
+    ScaleDeployment: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.ScaleDeploymentRequest, _controlplane_pb2.ScaleDeploymentResponse]
+    """Sets a deployment's num_replicas in place: replicas are added or drained,
+    none restarts, whatever the version. NOT_FOUND if unknown;
+    INVALID_ARGUMENT for an autoscaled deployment (autoscaling decides its
+    count: change autoscaling_config instead).
+    """
+    ListDeploymentVersions: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.ListDeploymentVersionsRequest, _controlplane_pb2.ListDeploymentVersionsResponse]
+    """Every stored apply of a deployment (its versions), oldest first.
+    NOT_FOUND if the deployment has none.
+    """
+    RollbackDeployment: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.RollbackDeploymentRequest, _controlplane_pb2.RollbackDeploymentResponse]
+    """Re-applies a stored version's spec as a new apply (a rolling update back
+    to it). Without `version`, the latest stored version before the one in
+    force. NOT_FOUND if there is no such version. `wait` as ApplyDeployment.
+    """
     Shutdown: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.ShutdownRequest, _controlplane_pb2.ShutdownResponse]
     """Stops every replica, then the control plane itself. Deployments are
     deleted too (as Ray Serve's shutdown does) unless keep_deployments is set,
@@ -108,6 +130,28 @@ class ControlPlaneServiceAsyncStub(ControlPlaneServiceStub):
     """One application with its status and deployments. NOT_FOUND if unknown."""
     ListApplications: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.ListApplicationsRequest, _controlplane_pb2.ListApplicationsResponse]  # type: ignore[assignment]
     """Every application with its status and deployments."""
+    PlanApplication: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.PlanApplicationRequest, _controlplane_pb2.PlanApplicationResponse]  # type: ignore[assignment]
+    """What ApplyApplication would do with this application, computed by the
+    same pure planner the reconciler uses; nothing is stored, started or
+    stopped. Per deployment: create, roll out new code (in which steps),
+    reconfigure in place, scale, delete or nothing, and whether its replicas
+    fit. INVALID_ARGUMENT as ApplyApplication.
+    """
+    ScaleDeployment: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.ScaleDeploymentRequest, _controlplane_pb2.ScaleDeploymentResponse]  # type: ignore[assignment]
+    """Sets a deployment's num_replicas in place: replicas are added or drained,
+    none restarts, whatever the version. NOT_FOUND if unknown;
+    INVALID_ARGUMENT for an autoscaled deployment (autoscaling decides its
+    count: change autoscaling_config instead).
+    """
+    ListDeploymentVersions: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.ListDeploymentVersionsRequest, _controlplane_pb2.ListDeploymentVersionsResponse]  # type: ignore[assignment]
+    """Every stored apply of a deployment (its versions), oldest first.
+    NOT_FOUND if the deployment has none.
+    """
+    RollbackDeployment: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.RollbackDeploymentRequest, _controlplane_pb2.RollbackDeploymentResponse]  # type: ignore[assignment]
+    """Re-applies a stored version's spec as a new apply (a rolling update back
+    to it). Without `version`, the latest stored version before the one in
+    force. NOT_FOUND if there is no such version. `wait` as ApplyDeployment.
+    """
     Shutdown: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.ShutdownRequest, _controlplane_pb2.ShutdownResponse]  # type: ignore[assignment]
     """Stops every replica, then the control plane itself. Deployments are
     deleted too (as Ray Serve's shutdown does) unless keep_deployments is set,
@@ -202,6 +246,52 @@ class ControlPlaneServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_controlplane_pb2.ListApplicationsResponse, _abc.Awaitable[_controlplane_pb2.ListApplicationsResponse]]:
         """Every application with its status and deployments."""
+
+    @_abc_1.abstractmethod
+    def PlanApplication(
+        self,
+        request: _controlplane_pb2.PlanApplicationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_controlplane_pb2.PlanApplicationResponse, _abc.Awaitable[_controlplane_pb2.PlanApplicationResponse]]:
+        """What ApplyApplication would do with this application, computed by the
+        same pure planner the reconciler uses; nothing is stored, started or
+        stopped. Per deployment: create, roll out new code (in which steps),
+        reconfigure in place, scale, delete or nothing, and whether its replicas
+        fit. INVALID_ARGUMENT as ApplyApplication.
+        """
+
+    @_abc_1.abstractmethod
+    def ScaleDeployment(
+        self,
+        request: _controlplane_pb2.ScaleDeploymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_controlplane_pb2.ScaleDeploymentResponse, _abc.Awaitable[_controlplane_pb2.ScaleDeploymentResponse]]:
+        """Sets a deployment's num_replicas in place: replicas are added or drained,
+        none restarts, whatever the version. NOT_FOUND if unknown;
+        INVALID_ARGUMENT for an autoscaled deployment (autoscaling decides its
+        count: change autoscaling_config instead).
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeploymentVersions(
+        self,
+        request: _controlplane_pb2.ListDeploymentVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_controlplane_pb2.ListDeploymentVersionsResponse, _abc.Awaitable[_controlplane_pb2.ListDeploymentVersionsResponse]]:
+        """Every stored apply of a deployment (its versions), oldest first.
+        NOT_FOUND if the deployment has none.
+        """
+
+    @_abc_1.abstractmethod
+    def RollbackDeployment(
+        self,
+        request: _controlplane_pb2.RollbackDeploymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_controlplane_pb2.RollbackDeploymentResponse, _abc.Awaitable[_controlplane_pb2.RollbackDeploymentResponse]]:
+        """Re-applies a stored version's spec as a new apply (a rolling update back
+        to it). Without `version`, the latest stored version before the one in
+        force. NOT_FOUND if there is no such version. `wait` as ApplyDeployment.
+        """
 
     @_abc_1.abstractmethod
     def Shutdown(

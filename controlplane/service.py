@@ -16,6 +16,7 @@ from capstan.errors import DeadlineExceeded, DeployFailed, InvalidSpec, NotFound
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc
 from controlplane.application import ApplicationRecord, ApplicationSpec, application_state
+from controlplane.observing import Observing
 from controlplane.reconciler.loop import Reconciler
 from controlplane.reconciler.routes import RouteTable
 from controlplane.records import DeploymentRecord, DeploymentState, ReplicaRecord
@@ -30,7 +31,7 @@ log = logging.getLogger("capstan.controlplane")
 _SHUTDOWN_SLACK_S = 30.0
 
 
-class ControlPlaneService(controlplane_pb2_grpc.ControlPlaneServiceServicer):
+class ControlPlaneService(Observing, controlplane_pb2_grpc.ControlPlaneServiceServicer):
     """Stores specs, wakes the reconciler, and reports what runs."""
 
     def __init__(

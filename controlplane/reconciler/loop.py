@@ -139,6 +139,7 @@ class Reconciler:
             self._spawn(f"stop unknown {ref.replica_id}", None, stop)
         now_mono_s = time.monotonic()
         await self._check_health(now_mono_s)
+        await self._recorder.scaling_decisions()
         desired = self._desired(now_mono_s)
         for action in plan(desired, self._fleet.observed()):
             await self._dispatch(action, capacity)
@@ -187,6 +188,7 @@ class Reconciler:
             assert record is not None, "the planner starts replicas of known deployments"
             if action.replica_id is None:
                 log.info("%s: start a replica (%s)", action.deployment, action.reason)
+                await self._recorder.note(action.deployment, "", "start", action.reason)
             await self._start(action, record, capacity)
             return
         replica = self._fleet.get(action.replica_id)
@@ -196,6 +198,7 @@ class Reconciler:
         if isinstance(action, StopReplica):
             verb = "drain and stop" if action.drain else "stop"
         log.info("%s: %s replica %s (%s)", action.deployment, verb, replica.id, action.reason)
+        await self._recorder.note(action.deployment, replica.id, verb, action.reason)
         if isinstance(action, StopReplica):
             await self._stop(replica, drain=action.drain, reason=action.reason)
         elif record is not None and replica.phase == Phase.RUNNING:  # not made SICK meanwhile
@@ -220,6 +223,7 @@ class Reconciler:
         if after.phase == Phase.UNPLACEABLE:
             if after.record.message != replica.record.message:
                 log.info("replica %s pending: %s", after.id, after.record.message)
+                await self._recorder.note(record.name, after.id, "pending", after.record.message)
             return
         where = after.record.placement
         assert where is not None, "a STARTING replica is placed"

@@ -13,7 +13,8 @@ import asyncio
 import os
 import pathlib
 import signal
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, BinaryIO
 
 from executors import worker_process
@@ -28,6 +29,7 @@ from executors.base import (
 from executors.local import processes
 from executors.local.environments import LocalEnvironments
 from executors.local.settings import LocalSettings
+from executors.log_file import read_log_file
 from executors.runtime_env.environment import Environment
 from executors.worker_process import Ready, WorkerFiles
 
@@ -47,6 +49,7 @@ class LocalExecutor(Executor):
         supports_working_dir=True,
         supports_pip=True,
         supports_conda=True,
+        reads_logs=True,
     )
 
     def __init__(self, config: Mapping[str, Any], state_dir: pathlib.Path) -> None:
@@ -197,6 +200,10 @@ class LocalExecutor(Executor):
             nonce=ready.nonce,
             data={"pid": str(ready.pid), "log": self._files(ready.replica_id).log},
         )
+
+    def read_log(self, ref: ReplicaRef, since_s: float, follow: bool) -> AsyncIterator[str]:
+        path = pathlib.Path(self._files(ref.replica_id).log)
+        return read_log_file(path, time.time() - since_s if since_s > 0 else None, follow)
 
     def _read_ready(self, replica_id: str) -> Ready | None:
         try:

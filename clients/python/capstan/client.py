@@ -4,12 +4,13 @@ capstan.errors. The SDK and the CLI use it; any gRPC client may do the same."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import grpc
 
 from capstan import defaults
 from capstan.channels import channel_options
-from capstan.errors import from_rpc_error
+from capstan.errors import CapstanError, error_for_code, from_rpc_error
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc, deployment_pb2
 
@@ -83,11 +84,67 @@ class ControlPlaneClient:
         request = cp.ShutdownRequest(keep_deployments=keep_deployments)
         self._call(self._stub.Shutdown, request)
 
+    def watch_events(
+        self,
+        *,
+        deployment: str = "",
+        application: str = "",
+        after_id: int = 0,
+        backlog: int = 0,
+        follow: bool = True,
+    ) -> Iterator[cp.Event]:
+        """The stored events (after `after_id`, or the latest `backlog`), then
+        with `follow` each new one until the caller stops iterating."""
+        request = cp.WatchEventsRequest(
+            deployment=deployment, application=application, after_id=after_id,
+            backlog=backlog, no_follow=not follow,
+        )  # fmt: skip
+        for reply in self._stream(self._stub.WatchEvents, request):
+            yield reply.event
+
+    def stream_logs(
+        self, deployment: str, *, replica: str = "", since_s: float = 0, follow: bool = False
+    ) -> Iterator[cp.StreamLogsResponse]:
+        """Lines of the deployment's replicas' output (or one replica's)."""
+        request = cp.StreamLogsRequest(
+            deployment=deployment, replica=replica, since_s=since_s, follow=follow
+        )
+        yield from self._stream(self._stub.StreamLogs, request)
+
     def close(self) -> None:
         self._channel.close()
+
+    def _error(self, error: grpc.RpcError) -> CapstanError:
+        """The CapstanError for a failed call, saying what to do when nothing
+        (or something else) answers at the address."""
+        code = error.code()  # type: ignore[attr-defined]
+        details = (error.details() or "").lower()  # type: ignore[attr-defined]
+        if code == grpc.StatusCode.UNAVAILABLE and "connect" in details:
+            return error_for_code(
+                code,
+                f"nothing is running at {self.address} — start one with `capstan start`, "
+                "or point --address (or $CAPSTAN_ADDRESS) at yours",
+            )
+        if code == grpc.StatusCode.UNIMPLEMENTED:
+            return error_for_code(
+                code,
+                f"{self.address} is not a Capstan control plane (or an older one without "
+                "this call); point --address (or $CAPSTAN_ADDRESS) at one",
+            )
+        return from_rpc_error(error)
+
+    def _stream(self, method, request):
+        """A server stream's messages; cancelled when the caller stops early."""
+        stream = method(request, metadata=self._metadata)
+        try:
+            yield from stream
+        except grpc.RpcError as error:
+            raise self._error(error) from None
+        finally:
+            stream.cancel()
 
     def _call(self, method, request):
         try:
             return method(request, metadata=self._metadata)
         except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+            raise self._error(error) from None

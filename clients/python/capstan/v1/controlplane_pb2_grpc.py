@@ -86,6 +86,16 @@ class ControlPlaneServiceStub:
                 request_serializer=capstan_dot_v1_dot_controlplane__pb2.ShutdownRequest.SerializeToString,
                 response_deserializer=capstan_dot_v1_dot_controlplane__pb2.ShutdownResponse.FromString,
                 _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/capstan.v1.ControlPlaneService/WatchEvents',
+                request_serializer=capstan_dot_v1_dot_controlplane__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=capstan_dot_v1_dot_controlplane__pb2.WatchEventsResponse.FromString,
+                _registered_method=True)
+        self.StreamLogs = channel.unary_stream(
+                '/capstan.v1.ControlPlaneService/StreamLogs',
+                request_serializer=capstan_dot_v1_dot_controlplane__pb2.StreamLogsRequest.SerializeToString,
+                response_deserializer=capstan_dot_v1_dot_controlplane__pb2.StreamLogsResponse.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServiceServicer:
@@ -175,6 +185,24 @@ class ControlPlaneServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchEvents(self, request, context):
+        """The stored events after `after_id` (the latest `backlog` of them when
+        after_id is 0), then each new one as it is recorded: state changes,
+        replica starts and stops, rollout steps, scaling decisions and why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamLogs(self, request, context):
+        """A replica's output (stdout and stderr), from `since_s` seconds ago, then
+        (with `follow`) each new line. NOT_FOUND for an unknown deployment or
+        replica; FAILED_PRECONDITION when its executor cannot read logs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -227,6 +255,16 @@ def add_ControlPlaneServiceServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=capstan_dot_v1_dot_controlplane__pb2.ShutdownRequest.FromString,
                     response_serializer=capstan_dot_v1_dot_controlplane__pb2.ShutdownResponse.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=capstan_dot_v1_dot_controlplane__pb2.WatchEventsRequest.FromString,
+                    response_serializer=capstan_dot_v1_dot_controlplane__pb2.WatchEventsResponse.SerializeToString,
+            ),
+            'StreamLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamLogs,
+                    request_deserializer=capstan_dot_v1_dot_controlplane__pb2.StreamLogsRequest.FromString,
+                    response_serializer=capstan_dot_v1_dot_controlplane__pb2.StreamLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -501,6 +539,60 @@ class ControlPlaneService:
             '/capstan.v1.ControlPlaneService/Shutdown',
             capstan_dot_v1_dot_controlplane__pb2.ShutdownRequest.SerializeToString,
             capstan_dot_v1_dot_controlplane__pb2.ShutdownResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/capstan.v1.ControlPlaneService/WatchEvents',
+            capstan_dot_v1_dot_controlplane__pb2.WatchEventsRequest.SerializeToString,
+            capstan_dot_v1_dot_controlplane__pb2.WatchEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/capstan.v1.ControlPlaneService/StreamLogs',
+            capstan_dot_v1_dot_controlplane__pb2.StreamLogsRequest.SerializeToString,
+            capstan_dot_v1_dot_controlplane__pb2.StreamLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -70,6 +70,16 @@ class ControlPlaneServiceStub:
     deleted too (as Ray Serve's shutdown does) unless keep_deployments is set,
     in which case the next start brings them back.
     """
+    WatchEvents: _grpc.UnaryStreamMultiCallable[_controlplane_pb2.WatchEventsRequest, _controlplane_pb2.WatchEventsResponse]
+    """The stored events after `after_id` (the latest `backlog` of them when
+    after_id is 0), then each new one as it is recorded: state changes,
+    replica starts and stops, rollout steps, scaling decisions and why.
+    """
+    StreamLogs: _grpc.UnaryStreamMultiCallable[_controlplane_pb2.StreamLogsRequest, _controlplane_pb2.StreamLogsResponse]
+    """A replica's output (stdout and stderr), from `since_s` seconds ago, then
+    (with `follow`) each new line. NOT_FOUND for an unknown deployment or
+    replica; FAILED_PRECONDITION when its executor cannot read logs.
+    """
 
 @_typing.type_check_only
 class ControlPlaneServiceAsyncStub(ControlPlaneServiceStub):
@@ -112,6 +122,16 @@ class ControlPlaneServiceAsyncStub(ControlPlaneServiceStub):
     """Stops every replica, then the control plane itself. Deployments are
     deleted too (as Ray Serve's shutdown does) unless keep_deployments is set,
     in which case the next start brings them back.
+    """
+    WatchEvents: _aio.UnaryStreamMultiCallable[_controlplane_pb2.WatchEventsRequest, _controlplane_pb2.WatchEventsResponse]  # type: ignore[assignment]
+    """The stored events after `after_id` (the latest `backlog` of them when
+    after_id is 0), then each new one as it is recorded: state changes,
+    replica starts and stops, rollout steps, scaling decisions and why.
+    """
+    StreamLogs: _aio.UnaryStreamMultiCallable[_controlplane_pb2.StreamLogsRequest, _controlplane_pb2.StreamLogsResponse]  # type: ignore[assignment]
+    """A replica's output (stdout and stderr), from `since_s` seconds ago, then
+    (with `follow`) each new line. NOT_FOUND for an unknown deployment or
+    replica; FAILED_PRECONDITION when its executor cannot read logs.
     """
 
 class ControlPlaneServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -212,6 +232,28 @@ class ControlPlaneServiceServicer(metaclass=_abc_1.ABCMeta):
         """Stops every replica, then the control plane itself. Deployments are
         deleted too (as Ray Serve's shutdown does) unless keep_deployments is set,
         in which case the next start brings them back.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchEvents(
+        self,
+        request: _controlplane_pb2.WatchEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_controlplane_pb2.WatchEventsResponse], _abc.AsyncIterator[_controlplane_pb2.WatchEventsResponse]]:
+        """The stored events after `after_id` (the latest `backlog` of them when
+        after_id is 0), then each new one as it is recorded: state changes,
+        replica starts and stops, rollout steps, scaling decisions and why.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamLogs(
+        self,
+        request: _controlplane_pb2.StreamLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_controlplane_pb2.StreamLogsResponse], _abc.AsyncIterator[_controlplane_pb2.StreamLogsResponse]]:
+        """A replica's output (stdout and stderr), from `since_s` seconds ago, then
+        (with `follow`) each new line. NOT_FOUND for an unknown deployment or
+        replica; FAILED_PRECONDITION when its executor cannot read logs.
         """
 
 def add_ControlPlaneServiceServicer_to_server(servicer: ControlPlaneServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

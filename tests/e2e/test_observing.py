@@ -108,3 +108,29 @@ def test_cli_errors_are_one_line_that_say_what_to_do(cluster: Cluster) -> None:
     with pytest.raises(Unavailable):
         cluster.client().__class__(f"127.0.0.1:{port}").list()
     assert capstan(cluster, "--version").stdout.startswith("capstan ")
+
+
+def test_a_waiting_deploy_says_why_within_two_seconds(serve, cluster: Cluster) -> None:
+    import io
+    import time
+
+    from capstan import progress
+    from capstan.errors import DeadlineExceeded
+
+    # Two replicas of 40 CPUs on a node of 64: the second waits for capacity.
+    @serve.deployment(name="greedy", num_replicas=2, ray_actor_options={"num_cpus": 40})
+    def greedy(request) -> str:
+        return "mine"
+
+    client = cluster.client()
+    out = io.StringIO()
+    started = time.monotonic()
+    with (
+        progress.reporting(client, deployment="greedy", out=out),
+        pytest.raises(DeadlineExceeded),
+    ):
+        client.apply(greedy.to_spec(), wait=True, timeout_s=2.5)
+    elapsed = time.monotonic() - started
+    pending = [line for line in out.getvalue().splitlines() if "pending:" in line]
+    assert pending and "CPU" in pending[0], out.getvalue()
+    assert elapsed < 4.0

@@ -10,7 +10,7 @@ import logging
 import threading
 from typing import Any
 
-from capstan import defaults
+from capstan import defaults, progress
 from capstan import options as _options
 from capstan.batching import batch
 from capstan.build import build
@@ -125,7 +125,9 @@ def run(
 
         return run_locally(target, name)
     note_applied()
-    reply = connect().apply_application(build(target, name, route_prefix), wait=True)
+    client = connect()
+    with progress.reporting(client, application=name):
+        reply = client.apply_application(build(target, name, route_prefix), wait=True)
     for warning in reply.warnings:
         log.warning("%s", warning)
     handle = DeploymentHandle(reply.application.ingress, app_name=name)

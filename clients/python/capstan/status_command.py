@@ -14,6 +14,7 @@ import yaml
 from google.protobuf import json_format
 
 from capstan.client import ControlPlaneClient
+from capstan.progress import describe_event
 from capstan.v1 import controlplane_pb2 as cp
 
 # The watch redraws at least this often, and at most once per event batch.
@@ -92,13 +93,6 @@ def describe(deployment: cp.Deployment) -> str:
             line += f"  ({replica.message})"
         lines.append(line)
     return "\n".join(lines)
-
-
-def describe_event(event: cp.Event) -> str:
-    """One event as a line: time, deployment (and replica), kind, message."""
-    stamp = time.strftime("%H:%M:%S", time.localtime(event.time_s))
-    who = f"{event.deployment}/{event.replica}" if event.replica else event.deployment
-    return f"{stamp}  {who}  {event.kind}: {event.message}"
 
 
 def _deployments(client: ControlPlaneClient, name: str | None) -> list[cp.Deployment]:

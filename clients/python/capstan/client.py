@@ -141,7 +141,6 @@ class ControlPlaneClient:
             )
         return from_rpc_error(error)
 
-
     def _call(self, method, request):
         try:
             return method(request, metadata=self._metadata)

@@ -28,6 +28,9 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     )
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--drain-timeout-s", type=float, default=DRAIN_TIMEOUT_S)
+    parser.add_argument(
+        "--access-log", default="", help="file for one JSON line per request (default: none)"
+    )
     options = parser.parse_args(argv)
     return Settings(
         control_plane=options.control_plane,
@@ -37,6 +40,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         grpc_port=options.grpc_port,
         max_body_bytes=options.max_body_bytes,
         drain_timeout_s=options.drain_timeout_s,
+        access_log=options.access_log,
     )
 
 

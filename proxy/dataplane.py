@@ -13,6 +13,7 @@ import grpc
 
 from capstan.errors import InvalidSpec, answers_errors
 from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc, deployment_pb2, replica_pb2
+from proxy.observer import RequestObserver
 from proxy.router import Router
 
 _JSON = deployment_pb2.ENCODING_JSON
@@ -21,14 +22,16 @@ _JSON = deployment_pb2.ENCODING_JSON
 class DataPlane(dataplane_pb2_grpc.DataPlaneServiceServicer):
     """DataPlaneService, routing each call through the shared Router."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, observer: RequestObserver) -> None:
         self._router = router
+        self._observer = observer
 
     @answers_errors
     async def Call(
         self, request: dataplane_pb2.CallRequest, context: grpc.aio.ServicerContext
     ) -> dataplane_pb2.CallResponse:
-        payload = await self._router.call(request.deployment, _invocation(request))
+        with self._observer.grpc_call(request.deployment, request.method):
+            payload = await self._router.call(request.deployment, _invocation(request))
         return dataplane_pb2.CallResponse(result_json=payload.data)
 
     @answers_errors
@@ -36,14 +39,15 @@ class DataPlane(dataplane_pb2_grpc.DataPlaneServiceServicer):
         self, request: dataplane_pb2.CallStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[dataplane_pb2.CallStreamResponse]:
         exchange = replica_pb2.RequestFrame(invocation=_invocation(request))
-        replies = await self._router.send(request.deployment, exchange)
-        try:
-            async for reply in replies:
-                # The replica may end a stream with a bare `done` message.
-                if reply.HasField("result"):
-                    yield dataplane_pb2.CallStreamResponse(item_json=reply.result.data)
-        finally:
-            replies.cancel()
+        with self._observer.grpc_call(request.deployment, request.method):
+            replies = await self._router.send(request.deployment, exchange)
+            try:
+                async for reply in replies:
+                    # The replica may end a stream with a bare `done` message.
+                    if reply.HasField("result"):
+                        yield dataplane_pb2.CallStreamResponse(item_json=reply.result.data)
+            finally:
+                replies.cancel()
 
 
 def _invocation(

@@ -10,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
 from capstan import errors
 from capstan.v1 import replica_pb2
+from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from proxy.metrics import ProxyMetrics
+from proxy.observer import RequestObserver
 from proxy.replica_client import Replies
 from proxy.router import Router
 from proxy.routes import Route, RouteTable
@@ -33,6 +37,8 @@ REQUEST_ID = b"x-request-id"
 MODEL_ID = b"serve_multiplexed_model_id"
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 _JSON = [(b"content-type", b"application/json")]
+# Logged (as nginx does) for a request whose client left before the answer.
+_CLIENT_GONE = 499
 _NO_ROUTE = b"No route matches this path; GET /-/routes lists the routes this proxy serves.\n"
 
 
@@ -49,8 +55,10 @@ class HttpProxy:
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         disconnect_check_s: float = 0.05,
+        observer: RequestObserver | None = None,
     ) -> None:
         self.router = router
+        self.observer = observer or RequestObserver(ProxyMetrics(router))
         self.routes = RouteTable()
         self.max_body_bytes = max_body_bytes
         self.disconnect_check_s = disconnect_check_s
@@ -63,6 +71,7 @@ class HttpProxy:
         if path.startswith("/-/"):
             await self._admin(path, send)
             return
+        started_s = time.perf_counter()
         route = self.routes.match(path)
         if route is None:
             await _respond(send, 404, _NO_ROUTE)
@@ -76,12 +85,17 @@ class HttpProxy:
             await _respond(send, 413, limit.encode())
             return
         request, request_id, model_id = _exchange_request(scope, body, route)
+        status, replica = _CLIENT_GONE, ""
         try:
             async with DisconnectWatch(receive, self.disconnect_check_s):
-                await self._forward(route.deployment, request, request_id, model_id, send)
+                status, replica = await self._forward(
+                    route.deployment, request, request_id, model_id, send
+                )
         except errors.CapstanError as exc:
             status, text = _error_status(exc)
             await _respond(send, status, text, [*_TEXT, (REQUEST_ID, request_id)])
+        self.observer.done(route.deployment, "http", scope["method"], path, status, started_s,
+                           replica, request_id.decode("latin-1"))  # fmt: skip
 
     async def _forward(
         self,
@@ -90,7 +104,9 @@ class HttpProxy:
         request_id: bytes,
         model_id: str,
         send: Send,
-    ) -> None:
+    ) -> tuple[int, str]:
+        """Sends the request and streams the response back; returns its
+        status and the replica that answered."""
         replies = await self.router.send(deployment, request, model_id)
         try:
             reply = await replies.__anext__()
@@ -107,6 +123,7 @@ class HttpProxy:
                 await self._stream_rest(deployment, replies, send)
         finally:
             replies.cancel()
+        return part.status, replies.address
 
     @staticmethod
     async def _stream_rest(deployment: str, replies: Replies, send: Send) -> None:
@@ -146,8 +163,12 @@ class HttpProxy:
             await _respond(send, 200, b"success")
         elif path == "/-/routes":
             await _respond(send, 200, json.dumps(self.routes.as_dict()).encode(), _JSON)
+        elif path == "/-/metrics":
+            exposition = self.observer.metrics.exposition()
+            await _respond(send, 200, exposition, [(b"content-type", METRICS_CONTENT_TYPE)])
         else:
-            await _respond(send, 404, b"Unknown /-/ endpoint; try /-/healthz or /-/routes.\n")
+            known = b"/-/healthz, /-/routes or /-/metrics"
+            await _respond(send, 404, b"Unknown /-/ endpoint; try " + known + b".\n")
 
 
 class DisconnectWatch:

@@ -82,6 +82,11 @@ class Replies:
         if not isinstance(first, replica_pb2.ResponseFrame) or first.HasField("error"):
             await self.__anext__()  # consumes and raises it
 
+    @property
+    def address(self) -> str:
+        """The replica's address (for the access log)."""
+        return self._client.address
+
     def __aiter__(self) -> Replies:
         return self
 

@@ -92,6 +92,8 @@ class LocalServices:
                     str(self.http_port),
                     "--grpc-port",
                     str(self.grpc_port),
+                    "--access-log",
+                    str(logs / "access.log"),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

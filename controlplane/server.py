@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from capstan.channels import server_options
 from capstan.v1 import controlplane_pb2, controlplane_pb2_grpc
 from controlplane.auth import BearerTokenInterceptor
+from controlplane.http.server import HttpServer
 from controlplane.reconciler.loop import Reconciler
 from controlplane.reconciler.routes import RouteTable
 from controlplane.service import ControlPlaneService
@@ -68,7 +69,10 @@ class ControlPlane:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._loop_task: asyncio.Task[None] | None = None
+        self._http: HttpServer | None = None
         self.reconciler: Reconciler | None = None
+        # Where /metrics and the dashboard are served; "" when not.
+        self.metrics_url = ""
 
     @classmethod
     async def start(
@@ -110,11 +114,29 @@ class ControlPlane:
         async with asyncio.timeout(_FIRST_PASS_TIMEOUT_S):
             await reconciler.next_pass()
         await server.start()
+        await self._start_http(reconciler)
         await self._health.set(_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         log.info("control plane listening on %s (state in %s)", self.address, settings.state_dir)
 
+    async def _start_http(self, reconciler: Reconciler) -> None:
+        settings = self.settings
+        if settings.metrics_port is None:
+            return
+        assert self._store is not None
+        self._http = HttpServer(
+            settings.host, settings.metrics_port, self.address, settings.token, self._store,
+            settings.proxy_url,
+        )  # fmt: skip
+        await self._http.start()
+        reconciler.on_pass = self._http.metrics.reconcile_seconds.observe
+        self.metrics_url = self._http.url
+        log.info("metrics and dashboard at %s", self.metrics_url)
+
     async def stop(self) -> None:
         """Stops serving and releases everything; replicas keep running."""
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
         if self._server is not None:
             await self._health.enter_graceful_shutdown()
             self._routes.close()
@@ -147,6 +169,8 @@ async def run_control_plane(
     try:
         _stop_on_signals(plane.stopped)
         print(f"capstan control plane listening on {plane.address}", flush=True)
+        if plane.metrics_url:
+            print(f"capstan dashboard and metrics at {plane.metrics_url}", flush=True)
         if ready is not None:
             ready.set()
         await plane.stopped.wait()

@@ -18,7 +18,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from controlplane.launch import Capacity, launch_spec
 from controlplane.reconciler import adoption, outcomes
@@ -83,6 +83,8 @@ class Reconciler:
         self._passed = asyncio.Event()
         self._is_stopping_all = False
         self.control_plane_address = ""  # handed to replicas, for their handles
+        # Told each pass's duration in seconds (the metrics' histogram).
+        self.on_pass: Callable[[float], None] = lambda duration_s: None
 
     def wake(self) -> None:
         """Runs a pass now instead of at the next interval."""
@@ -102,10 +104,12 @@ class Reconciler:
                 tasks.create_task(self._poller.run())
                 while True:
                     self._wake.clear()
+                    started_s = time.perf_counter()
                     try:
                         await self._pass()
                     except Exception:
                         log.exception("reconcile pass failed; the next one will retry")
+                    self.on_pass(time.perf_counter() - started_s)
                     self._passed.set()
                     self._passed = asyncio.Event()
                     with contextlib.suppress(TimeoutError):

@@ -54,6 +54,13 @@ class ReplicaClient:
         reply = await self._stub(address).GetStats(replica_pb2.GetStatsRequest(), timeout=timeout_s)
         return reply.ongoing_requests
 
+    async def stats(
+        self, address: str, timeout_s: float, with_metrics: bool = False
+    ) -> replica_pb2.GetStatsResponse:
+        """The replica's identity and load (and, `with_metrics`, its user metrics)."""
+        request = replica_pb2.GetStatsRequest(with_metrics=with_metrics)
+        return await self._stub(address).GetStats(request, timeout=timeout_s)
+
     async def forget(self, address: str) -> None:
         """Closes the channel to a replica that is gone."""
         self._stubs.pop(address, None)

@@ -40,6 +40,9 @@ CORE = {
     # Settings sections (pydantic) whose errors name the key path, for the
     # control plane's settings and every executor's.
     "capstan.sections",
+    # User-defined metrics (prometheus_client): defined by user code through
+    # the SDK, exported by the replica worker.
+    "capstan.metrics",
 }
 # Which layers each layer may import. The SDK is the top: it may import all.
 ALLOWED = {

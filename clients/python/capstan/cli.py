@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
         "--grpc-port", type=int, default=defaults.GRPC_PORT,
         help="the gRPC DataPlane's port, for calls to deployments (%(default)s)",
     )  # fmt: skip
+    start.add_argument(
+        "--metrics-port", type=int, default=defaults.METRICS_PORT,
+        help="the control plane's HTTP port: /metrics and the dashboard at / (%(default)s)",
+    )  # fmt: skip
     start.add_argument("--config", help="YAML or JSON file: default_executor, executors")
     start.add_argument(
         "--token", help="bearer token the control API requires (default: $CAPSTAN_TOKEN)"
@@ -127,6 +131,7 @@ def _start(args: argparse.Namespace) -> None:
         http_host=args.http_host,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
     )
     try:
         services.run()

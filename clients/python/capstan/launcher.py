@@ -34,11 +34,13 @@ class LocalServices:
         http_host: str = "127.0.0.1",
         http_port: int = defaults.HTTP_PORT,
         grpc_port: int = defaults.GRPC_PORT,
+        metrics_port: int = defaults.METRICS_PORT,
         config: dict | None = None,
     ) -> None:
         self.state_dir = pathlib.Path(state_dir).resolve()
         self.address = address
         self.http_host, self.http_port, self.grpc_port = http_host, http_port, grpc_port
+        self.metrics_port = metrics_port
         self.config = config or {}
         self._process: psutil.Popen | None = None
 
@@ -62,6 +64,8 @@ class LocalServices:
             executors=self.config.get("executors", {"local": {}}),
             # The proxy and replicas inherit the same variable to send it.
             token=os.environ.get("CAPSTAN_TOKEN", ""),
+            metrics_port=self.metrics_port,
+            proxy_url=f"http://{self.http_host}:{self.http_port}",
         )
         proxy = self._ensure_proxy()
         try:
@@ -113,6 +117,7 @@ class LocalServices:
         command = [sys.executable, "-m", "capstan", "--address", self.address, "start"]
         command += ["--state-dir", str(self.state_dir), "--http-host", self.http_host]
         command += ["--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)]
+        command += ["--metrics-port", str(self.metrics_port)]
         with open(logs / "capstan.log", "ab") as log:
             self._process = psutil.Popen(
                 command,

@@ -134,3 +134,23 @@ def test_a_waiting_deploy_says_why_within_two_seconds(serve, cluster: Cluster) -
     pending = [line for line in out.getvalue().splitlines() if "pending:" in line]
     assert pending and "CPU" in pending[0], out.getvalue()
     assert elapsed < 4.0
+
+
+def test_tracebacks_name_the_users_file_and_line(serve, cluster: Cluster) -> None:
+    import httpx
+
+    @serve.deployment(name="raiser")
+    def raiser(request) -> str:
+        raise RuntimeError("raised on purpose")  # the line the traceback names
+
+    raiser.deploy()
+    assert httpx.get(f"{cluster.http_url}/raiser", timeout=10).status_code == 500
+    line = raiser.func_or_class.__code__.co_firstlineno + 2
+    where = f'File "{__file__}", line {line}, in raiser'
+
+    def logged() -> bool:
+        return any(where in reply.line for reply in cluster.client().stream_logs("raiser"))
+
+    from tests.support.waiting import eventually_sync
+
+    eventually_sync(logged, "the traceback in the replica's log", timeout_s=10)

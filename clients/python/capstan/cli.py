@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, default=defaults.METRICS_PORT,
         help="the control plane's HTTP port: /metrics and the dashboard at / (%(default)s)",
     )  # fmt: skip
+    start.add_argument(
+        "--access-log", action=argparse.BooleanOptionalAction, default=True,
+        help="write one JSON line per request to <state-dir>/logs/access.log (default: on)",
+    )  # fmt: skip
     start.add_argument("--config", help="YAML or JSON file: default_executor, executors")
     start.add_argument(
         "--token", help="bearer token the control API requires (default: $CAPSTAN_TOKEN)"
@@ -132,6 +136,7 @@ def _start(args: argparse.Namespace) -> None:
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
+        access_log=args.access_log,
     )
     try:
         services.run()

@@ -35,12 +35,14 @@ class LocalServices:
         http_port: int = defaults.HTTP_PORT,
         grpc_port: int = defaults.GRPC_PORT,
         metrics_port: int = defaults.METRICS_PORT,
+        access_log: bool = True,
         config: dict | None = None,
     ) -> None:
         self.state_dir = pathlib.Path(state_dir).resolve()
         self.address = address
         self.http_host, self.http_port, self.grpc_port = http_host, http_port, grpc_port
         self.metrics_port = metrics_port
+        self.access_log = access_log
         self.config = config or {}
         self._process: psutil.Popen | None = None
 
@@ -97,7 +99,7 @@ class LocalServices:
                     "--grpc-port",
                     str(self.grpc_port),
                     "--access-log",
-                    str(logs / "access.log"),
+                    str(logs / "access.log") if self.access_log else "",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 from collections.abc import AsyncIterator, Mapping
 
 import grpc
@@ -14,6 +15,7 @@ from capstan.errors import NotFound, answers_errors
 from capstan.v1 import controlplane_pb2 as cp
 from controlplane.reconciler.loop import Reconciler
 from controlplane.records import Event
+from controlplane.settings import Settings
 from controlplane.store import Store
 from executors.base import Executor, ReplicaRef
 
@@ -27,9 +29,24 @@ _EVENT_BATCH = 500
 class Observing:
     """WatchEvents and StreamLogs, for ControlPlaneService."""
 
+    _settings: Settings
     _store: Store
     _reconciler: Reconciler
     _executors: Mapping[str, Executor]
+    # Set by the server once its HTTP port is bound.
+    metrics_url: str = ""
+
+    @answers_errors
+    async def GetServerInfo(
+        self, request: cp.GetServerInfoRequest, context: grpc.aio.ServicerContext
+    ) -> cp.GetServerInfoResponse:
+        """Where this Capstan serves, for clients to print."""
+        return cp.GetServerInfoResponse(
+            version=_version(),
+            proxy_url=self._settings.proxy_url,
+            metrics_url=self.metrics_url,
+            state_dir=str(self._settings.state_dir.resolve()),
+        )
 
     @answers_errors
     async def WatchEvents(
@@ -114,6 +131,13 @@ class Observing:
                 raise NotFound(f'deployment "{deployment}" has no replica "{replica_id}"')
             known[replica_id] = ReplicaRef(replica_id, record.spec.executor, address="")
         return [known[replica_id]]
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("capstan")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _event_proto(event: Event) -> cp.Event:

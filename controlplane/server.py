@@ -115,6 +115,7 @@ class ControlPlane:
             await reconciler.next_pass()
         await server.start()
         await self._start_http(reconciler)
+        service.metrics_url = self.metrics_url
         await self._health.set(_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         log.info("control plane listening on %s (state in %s)", self.address, settings.state_dir)
 

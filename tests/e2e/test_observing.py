@@ -62,6 +62,13 @@ def test_status_as_json_and_yaml(talker, cluster: Cluster) -> None:
     assert as_yaml["deployments"][0]["state"] == "DEPLOYMENT_STATE_HEALTHY"
 
 
+def test_status_and_run_print_the_real_urls(talker, cluster: Cluster) -> None:
+    first = capstan(cluster, "status").stdout.splitlines()[0]
+    assert f"HTTP {cluster.http_url}" in first and f"dashboard {cluster.metrics_url}/" in first
+    info = cluster.client().server_info()
+    assert (info.proxy_url, info.metrics_url) == (cluster.http_url, cluster.metrics_url)
+
+
 def test_status_piped_to_head_is_quiet(talker, cluster: Cluster) -> None:
     command = f"{sys.executable} -m capstan --address {cluster.address} status | head -c 1"
     done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=30)

@@ -153,14 +153,15 @@ def _run(args: argparse.Namespace) -> None:
     if app is not None:
         prefix = args.route_prefix if args.route_prefix is not None else DEFAULT
         serve.run(app, name=args.name, route_prefix=prefix)
-    for deployment in serve.connect().list():
+    client = serve.connect()
+    http_url = _http_url(client)
+    for deployment in client.list():
         route = deployment.spec.route_prefix
-        where = f"{defaults.HTTP_URL}{route}" if route else "(no HTTP route)"
+        where = f"{http_url}{route}" if route else "(no HTTP route)"
         print(f"{deployment.spec.name} ready at {where}", flush=True)
     print("Serving; press Ctrl-C to stop.", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    client = serve.connect()
     with contextlib.suppress(KeyboardInterrupt):
         # Ends with Ctrl-C, SIGTERM, or the control plane going away (capstan shutdown).
         while not stop.wait(1.0) and client.is_reachable(timeout_s=2.0):
@@ -170,6 +171,15 @@ def _run(args: argparse.Namespace) -> None:
 def _delete(args: argparse.Namespace) -> None:
     ControlPlaneClient(args.address).delete(args.name)
     print(f"deleted {args.name}")
+
+
+def _http_url(client: ControlPlaneClient) -> str:
+    """The proxy's real URL as the control plane knows it; the default one
+    for an older control plane or a proxy run apart."""
+    try:
+        return client.server_info().proxy_url or defaults.HTTP_URL
+    except CapstanError:
+        return defaults.HTTP_URL
 
 
 def _one_line(error: BaseException) -> str:

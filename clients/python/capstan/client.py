@@ -105,6 +105,10 @@ class ControlPlaneClient:
         call = self._stub.WatchEvents(request, metadata=self._metadata)
         return Stream(call, lambda reply: reply.event, self._error)
 
+    def server_info(self) -> cp.GetServerInfoResponse:
+        """Where this Capstan serves (proxy URL, metrics URL, state folder)."""
+        return self._call(self._stub.GetServerInfo, cp.GetServerInfoRequest())
+
     def last_event_id(self) -> int:
         """The newest event's id (0 if none): a cursor to watch from."""
         return max((event.id for event in self.watch_events(backlog=1, follow=False)), default=0)

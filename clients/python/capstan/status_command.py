@@ -41,7 +41,20 @@ def run(args: argparse.Namespace) -> None:
     if args.watch:
         watch(client, args.name)
         return
+    if args.output == "text" and not args.name:
+        print(where(client))
     print(render(_deployments(client, args.name), args.output))
+
+
+def where(client: ControlPlaneClient) -> str:
+    """One line: the control plane, the proxy and the dashboard."""
+    info = client.server_info()
+    line = f"capstan {info.version} at {client.address}"
+    if info.proxy_url:
+        line += f"  ·  HTTP {info.proxy_url}"
+    if info.metrics_url:
+        line += f"  ·  dashboard {info.metrics_url}/"
+    return line + "\n"
 
 
 def render(deployments: list[cp.Deployment], output: str) -> str:
@@ -66,7 +79,7 @@ def watch(client: ControlPlaneClient, name: str | None) -> None:
 
     threading.Thread(target=follow, name="capstan-events", daemon=True).start()
     while True:
-        screen = render(_deployments(client, name), "text")
+        screen = where(client) + "\n" + render(_deployments(client, name), "text")
         events = "\n".join(describe_event(e) for e in latest) or "(none yet)"
         stamp = time.strftime("%H:%M:%S")
         sys.stdout.write(f"{_CLEAR}{screen}\n\nlatest events ({stamp}):\n{events}\n")

@@ -96,6 +96,11 @@ class ControlPlaneServiceStub:
                 request_serializer=capstan_dot_v1_dot_controlplane__pb2.StreamLogsRequest.SerializeToString,
                 response_deserializer=capstan_dot_v1_dot_controlplane__pb2.StreamLogsResponse.FromString,
                 _registered_method=True)
+        self.GetServerInfo = channel.unary_unary(
+                '/capstan.v1.ControlPlaneService/GetServerInfo',
+                request_serializer=capstan_dot_v1_dot_controlplane__pb2.GetServerInfoRequest.SerializeToString,
+                response_deserializer=capstan_dot_v1_dot_controlplane__pb2.GetServerInfoResponse.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServiceServicer:
@@ -203,6 +208,14 @@ class ControlPlaneServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetServerInfo(self, request, context):
+        """Where this Capstan serves: the proxy's HTTP URL, the metrics and
+        dashboard URL, the state folder; for clients that print them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -265,6 +278,11 @@ def add_ControlPlaneServiceServicer_to_server(servicer, server):
                     servicer.StreamLogs,
                     request_deserializer=capstan_dot_v1_dot_controlplane__pb2.StreamLogsRequest.FromString,
                     response_serializer=capstan_dot_v1_dot_controlplane__pb2.StreamLogsResponse.SerializeToString,
+            ),
+            'GetServerInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServerInfo,
+                    request_deserializer=capstan_dot_v1_dot_controlplane__pb2.GetServerInfoRequest.FromString,
+                    response_serializer=capstan_dot_v1_dot_controlplane__pb2.GetServerInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -593,6 +611,33 @@ class ControlPlaneService:
             '/capstan.v1.ControlPlaneService/StreamLogs',
             capstan_dot_v1_dot_controlplane__pb2.StreamLogsRequest.SerializeToString,
             capstan_dot_v1_dot_controlplane__pb2.StreamLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServerInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlPlaneService/GetServerInfo',
+            capstan_dot_v1_dot_controlplane__pb2.GetServerInfoRequest.SerializeToString,
+            capstan_dot_v1_dot_controlplane__pb2.GetServerInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -80,6 +80,10 @@ class ControlPlaneServiceStub:
     (with `follow`) each new line. NOT_FOUND for an unknown deployment or
     replica; FAILED_PRECONDITION when its executor cannot read logs.
     """
+    GetServerInfo: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.GetServerInfoRequest, _controlplane_pb2.GetServerInfoResponse]
+    """Where this Capstan serves: the proxy's HTTP URL, the metrics and
+    dashboard URL, the state folder; for clients that print them.
+    """
 
 @_typing.type_check_only
 class ControlPlaneServiceAsyncStub(ControlPlaneServiceStub):
@@ -132,6 +136,10 @@ class ControlPlaneServiceAsyncStub(ControlPlaneServiceStub):
     """A replica's output (stdout and stderr), from `since_s` seconds ago, then
     (with `follow`) each new line. NOT_FOUND for an unknown deployment or
     replica; FAILED_PRECONDITION when its executor cannot read logs.
+    """
+    GetServerInfo: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.GetServerInfoRequest, _controlplane_pb2.GetServerInfoResponse]  # type: ignore[assignment]
+    """Where this Capstan serves: the proxy's HTTP URL, the metrics and
+    dashboard URL, the state folder; for clients that print them.
     """
 
 class ControlPlaneServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -254,6 +262,16 @@ class ControlPlaneServiceServicer(metaclass=_abc_1.ABCMeta):
         """A replica's output (stdout and stderr), from `since_s` seconds ago, then
         (with `follow`) each new line. NOT_FOUND for an unknown deployment or
         replica; FAILED_PRECONDITION when its executor cannot read logs.
+        """
+
+    @_abc_1.abstractmethod
+    def GetServerInfo(
+        self,
+        request: _controlplane_pb2.GetServerInfoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_controlplane_pb2.GetServerInfoResponse, _abc.Awaitable[_controlplane_pb2.GetServerInfoResponse]]:
+        """Where this Capstan serves: the proxy's HTTP URL, the metrics and
+        dashboard URL, the state folder; for clients that print them.
         """
 
 def add_ControlPlaneServiceServicer_to_server(servicer: ControlPlaneServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

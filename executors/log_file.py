@@ -11,10 +11,11 @@ is shown whole rather than hidden.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import datetime
 import pathlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 # How often a followed file is checked for new lines.
 _FOLLOW_PERIOD_S = 0.25
@@ -43,33 +44,44 @@ def lines_since(lines: list[str], cutoff_s: float | None) -> list[str]:
     return lines[start:]
 
 
-async def read_log_file(
-    path: pathlib.Path, cutoff_s: float | None, follow: bool
-) -> AsyncIterator[str]:
-    """The file's lines since `cutoff_s`, then with `follow` each line
+# Bytes of a log from an offset to its end (b"" when it does not exist).
+Reader = Callable[[int], Awaitable[bytes]]
+
+
+async def read_log(read: Reader, cutoff_s: float | None, follow: bool) -> AsyncIterator[str]:
+    """The log's lines since `cutoff_s`, then with `follow` each line
     appended later, until the caller stops iterating."""
-    text, offset = await asyncio.to_thread(_read_from, path, 0)
-    lines, partial = _split(text)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    data = await read(0)
+    offset = len(data)
+    lines, partial = _split(decoder.decode(data))
     for line in lines_since(lines, cutoff_s):
         yield line
     while follow:
         await asyncio.sleep(_FOLLOW_PERIOD_S)
-        text, offset = await asyncio.to_thread(_read_from, path, offset)
-        lines, partial = _split(partial + text)
+        data = await read(offset)
+        offset += len(data)
+        lines, partial = _split(partial + decoder.decode(data))
         for line in lines:
             yield line
 
 
-def _read_from(path: pathlib.Path, offset: int) -> tuple[str, int]:
+def read_log_file(path: pathlib.Path, cutoff_s: float | None, follow: bool) -> AsyncIterator[str]:
+    """`read_log` of a file on this machine."""
+
+    async def read(offset: int) -> bytes:
+        return await asyncio.to_thread(_read_from, path, offset)
+
+    return read_log(read, cutoff_s, follow)
+
+
+def _read_from(path: pathlib.Path, offset: int) -> bytes:
     try:
         with path.open("rb") as log:
-            if log.seek(0, 2) < offset:  # truncated or replaced: read it again
-                offset = 0
             log.seek(offset)
-            data = log.read()
+            return log.read()
     except FileNotFoundError:
-        return "", offset
-    return data.decode(errors="replace"), offset + len(data)
+        return b""
 
 
 def _split(text: str) -> tuple[list[str], str]:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import pathlib
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+from capstan.errors import NotFound
 from executors import worker_process
 from executors.base import (
     Capabilities,
@@ -25,6 +27,7 @@ from executors.base import (
     Node,
     ReplicaRef,
 )
+from executors.log_file import read_log
 from executors.runtime_env.environment import Environment
 from executors.ssh import working_dir
 from executors.ssh.command import start_script, worker_env
@@ -49,6 +52,7 @@ class SshExecutor(Executor):
         supports_working_dir=True,
         supports_pip=True,
         supports_conda=True,
+        reads_logs=True,
     )
 
     def __init__(self, config: Mapping[str, Any], state_dir: pathlib.Path) -> None:
@@ -106,6 +110,26 @@ class SshExecutor(Executor):
         async with asyncio.TaskGroup() as group:
             found = [group.create_task(self._observe_host(link)) for link in self._links.values()]
         return [ref for task in found for ref in task.result()]
+
+    async def read_log(self, ref: ReplicaRef, since_s: float, follow: bool) -> AsyncIterator[str]:
+        # SFTP reads from an offset, as `tail -f` would, over the host's
+        # one connection. A ref rebuilt for a stopped replica names no host:
+        # the log is looked for on each.
+        links = [self._link(ref.node)] if ref.node else list(self._links.values())
+        for link in links:
+            remote = await link.remote()
+            path = ref.data.get("log") or remote.files(ref.replica_id).log
+            if await remote.read(path, 0) is None:
+                continue
+
+            async def read(offset: int, remote: Remote = remote, path: str = path) -> bytes:
+                return await remote.read(path, -1, offset) or b""
+
+            async for line in read_log(read, time.time() - since_s if since_s > 0 else None,
+                                       follow):  # fmt: skip
+                yield line
+            return
+        raise NotFound(f"replica {ref.replica_id} has no log on any ssh host")
 
     async def close(self) -> None:
         async with asyncio.TaskGroup() as group:

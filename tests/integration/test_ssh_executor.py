@@ -285,3 +285,19 @@ def test_config_errors_name_the_key(
     config = {**ssh_hosts.executor_config(tmp_path), **change}
     with pytest.raises(ValueError, match=re.escape(key)):
         SshExecutor(config, tmp_path)
+
+
+async def test_read_log_tails_the_replicas_output_over_ssh(executor: SshExecutor) -> None:
+    ref = await executor.launch(launch_spec(node="b"))
+    following = executor.read_log(ref, since_s=0, follow=True)
+    await call(ref.address, "say", "written on host b")
+    async with asyncio.timeout(10):
+        async for line in following:
+            if line == "written on host b":
+                break
+    await following.aclose()
+    await executor.stop(ref, timeout_s=10)
+    # Stopped, and asked without its host: the log is found and read whole.
+    gone = ReplicaRef(ref.replica_id, "ssh", address="")
+    lines = [line async for line in executor.read_log(gone, since_s=0, follow=False)]
+    assert "written on host b" in lines

@@ -18,6 +18,7 @@ from controlplane.records import Event
 from controlplane.settings import Settings
 from controlplane.store import Store
 from executors.base import Executor, ReplicaRef
+from executors.log_file import merged
 
 # New events are looked for after each reconcile pass, and at least this often.
 _EVENT_POLL_S = 1.0
@@ -92,28 +93,14 @@ class Observing:
         """The output of one replica, or of every replica of a deployment,
         interleaved as it is read."""
         refs = await self._log_refs(request.deployment, request.replica)
-        lines: asyncio.Queue[cp.StreamLogsResponse | None] = asyncio.Queue(maxsize=1000)
 
-        async def pump(ref: ReplicaRef) -> None:
+        async def lines_of(ref: ReplicaRef) -> AsyncIterator[cp.StreamLogsResponse]:
             executor = self._executors[ref.executor]
             async for line in executor.read_log(ref, request.since_s, request.follow):
-                await lines.put(cp.StreamLogsResponse(replica=ref.replica_id, line=line))
+                yield cp.StreamLogsResponse(replica=ref.replica_id, line=line)
 
-        async def pump_all() -> None:
-            try:
-                async with asyncio.TaskGroup() as tasks:
-                    for ref in refs:
-                        tasks.create_task(pump(ref))
-            finally:
-                lines.put_nowait(None)
-
-        async with asyncio.TaskGroup() as tasks:
-            pumping = tasks.create_task(pump_all())
-            try:
-                while (line := await lines.get()) is not None:
-                    yield line
-            finally:
-                pumping.cancel()
+        async for reply in merged([lines_of(ref) for ref in refs]):
+            yield reply
 
     async def _log_refs(self, deployment: str, replica_id: str) -> list[ReplicaRef]:
         """Where to read: the deployment's replicas, or the one asked for —

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import datetime
 import pathlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TypeVar
 
+_T = TypeVar("_T")
 # How often a followed file is checked for new lines.
 _FOLLOW_PERIOD_S = 0.25
 _DATE = re.compile(r'^(?:\{"asctime": ")?(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)')
@@ -64,6 +67,37 @@ async def read_log(read: Reader, cutoff_s: float | None, follow: bool) -> AsyncI
         lines, partial = _split(partial + decoder.decode(data))
         for line in lines:
             yield line
+
+
+async def merged(sources: Sequence[AsyncIterator[_T]]) -> AsyncIterator[_T]:
+    """The items of every source as they come, until all have ended (or
+    the caller stops iterating, which stops them all)."""
+    items: asyncio.Queue[tuple[bool, _T | None]] = asyncio.Queue(maxsize=1000)
+
+    async def pump(source: AsyncIterator[_T]) -> None:
+        async for item in source:
+            await items.put((True, item))
+
+    async def pump_all() -> None:
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for source in sources:
+                    tasks.create_task(pump(source))
+        finally:
+            items.put_nowait((False, None))
+
+    pumping = asyncio.create_task(pump_all())
+    try:
+        while True:
+            is_item, item = await items.get()
+            if not is_item:
+                break
+            yield item  # type: ignore[misc]
+        await pumping  # raises what a source raised
+    finally:
+        pumping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pumping
 
 
 def read_log_file(path: pathlib.Path, cutoff_s: float | None, follow: bool) -> AsyncIterator[str]:

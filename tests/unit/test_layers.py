@@ -58,6 +58,7 @@ CONTROLPLANE_SEES_OF_EXECUTORS = {
     "executors",
     "executors.base",
     "executors.options",  # the validated replica options a LaunchSpec carries
+    "executors.log_file",  # merging replicas' log lines, as executors merge stdout and stderr
     "executors.registry",
 }
 

@@ -14,8 +14,10 @@ import asyncio
 import codecs
 import contextlib
 import datetime
+import os
 import pathlib
 import re
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -47,23 +49,27 @@ def lines_since(lines: list[str], cutoff_s: float | None) -> list[str]:
     return lines[start:]
 
 
-# Bytes of a log from an offset to its end (b"" when it does not exist).
-Reader = Callable[[int], Awaitable[bytes]]
+# A log's bytes from an offset to its end (b"" when it does not exist), and
+# the offset they start at: 0 instead when the log was truncated (rotated).
+Reader = Callable[[int], Awaitable[tuple[bytes, int]]]
 
 
 async def read_log(read: Reader, cutoff_s: float | None, follow: bool) -> AsyncIterator[str]:
     """The log's lines since `cutoff_s`, then with `follow` each line
     appended later, until the caller stops iterating."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    data = await read(0)
+    data, _ = await read(0)
     offset = len(data)
     lines, partial = _split(decoder.decode(data))
     for line in lines_since(lines, cutoff_s):
         yield line
     while follow:
         await asyncio.sleep(_FOLLOW_PERIOD_S)
-        data = await read(offset)
-        offset += len(data)
+        data, start = await read(offset)
+        if start < offset:  # rotated: an unfinished line went with the old content
+            partial = ""
+            decoder.reset()
+        offset = start + len(data)
         lines, partial = _split(partial + decoder.decode(data))
         for line in lines:
             yield line
@@ -103,19 +109,40 @@ async def merged(sources: Sequence[AsyncIterator[_T]]) -> AsyncIterator[_T]:
 def read_log_file(path: pathlib.Path, cutoff_s: float | None, follow: bool) -> AsyncIterator[str]:
     """`read_log` of a file on this machine."""
 
-    async def read(offset: int) -> bytes:
+    async def read(offset: int) -> tuple[bytes, int]:
         return await asyncio.to_thread(_read_from, path, offset)
 
     return read_log(read, cutoff_s, follow)
 
 
-def _read_from(path: pathlib.Path, offset: int) -> bytes:
+def _read_from(path: pathlib.Path, offset: int) -> tuple[bytes, int]:
     try:
         with path.open("rb") as log:
+            if log.seek(0, os.SEEK_END) < offset:  # rotated: what is there now is new
+                offset = 0
             log.seek(offset)
-            return log.read()
+            return log.read(), offset
     except FileNotFoundError:
-        return b""
+        return b"", offset
+
+
+def rotate(folder: pathlib.Path, max_bytes: int, backups: int) -> None:
+    """Each `*.log` in `folder` past `max_bytes` is copied to `.1` (older
+    copies shift to `.2`, ...) and truncated in place, as logrotate's
+    copytruncate does: a replica writes its output through a descriptor
+    opened for appending, so it goes on writing at the new end."""
+    for path in folder.glob("*.log"):
+        try:
+            if path.stat().st_size <= max_bytes:
+                continue
+            for n in range(backups - 1, 0, -1):
+                older = path.with_name(f"{path.name}.{n}")
+                if older.exists():
+                    older.replace(path.with_name(f"{path.name}.{n + 1}"))
+            shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+            os.truncate(path, 0)
+        except FileNotFoundError:
+            continue  # removed meanwhile
 
 
 def _split(text: str) -> tuple[list[str], str]:

@@ -29,11 +29,16 @@ from executors.base import (
 from executors.local import processes
 from executors.local.environments import LocalEnvironments
 from executors.local.settings import LocalSettings
-from executors.log_file import read_log_file
+from executors.log_file import read_log_file, rotate
 from executors.runtime_env.environment import Environment
 from executors.worker_process import Ready, WorkerFiles
 
 _REAP_TIMEOUT_S = 5.0
+# Replica logs past this size are rotated (copied to .1, .2, ... and
+# truncated), checked this often.
+_LOG_MAX_BYTES = 64 << 20
+_LOG_BACKUPS = 3
+_ROTATION_PERIOD_S = 60.0
 # Local replicas are reached from this machine only, so they need no TLS.
 _LOOPBACK = "127.0.0.1"
 _PROCESSES = processes.LocalProcesses()
@@ -65,6 +70,7 @@ class LocalExecutor(Executor):
         self._environments = LocalEnvironments(
             self.settings.python, state_dir / "envs", self.settings.build_timeout_s
         )
+        self._next_rotation_mono_s = 0.0
         # One task per child we started, awaiting its exit (which reaps it).
         self._exits: dict[str, asyncio.Task[int]] = {}
 
@@ -106,6 +112,9 @@ class LocalExecutor(Executor):
         self._forget(ref.replica_id)
 
     async def observe(self) -> Sequence[ReplicaRef]:
+        if time.monotonic() >= self._next_rotation_mono_s:  # observe runs every pass
+            self._next_rotation_mono_s = time.monotonic() + _ROTATION_PERIOD_S
+            await asyncio.to_thread(rotate, self.state_dir / "logs", _LOG_MAX_BYTES, _LOG_BACKUPS)
         refs = []
         for path in sorted(self._replicas.glob("*.json")):
             try:

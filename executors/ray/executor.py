@@ -151,10 +151,10 @@ class RayExecutor(Executor):
         cutoff_s = time.time() - since_s if since_s > 0 else None
 
         def stream(name: str) -> AsyncIterator[str]:
-            async def read(offset: int) -> bytes:
+            async def read(offset: int) -> tuple[bytes, int]:
                 try:
                     async with asyncio.timeout(self.settings.call_timeout_s):
-                        return await actor.log_bytes.remote(name, offset)
+                        return await actor.log_bytes.remote(name, offset), offset
                 except TimeoutError:
                     raise ExecutorError(f"replica {ref.replica_id} did not hand over its log in "
                                         f"{self.settings.call_timeout_s:g}s") from None  # fmt: skip

@@ -122,8 +122,10 @@ class SshExecutor(Executor):
             if await remote.read(path, 0) is None:
                 continue
 
-            async def read(offset: int, remote: Remote = remote, path: str = path) -> bytes:
-                return await remote.read(path, -1, offset) or b""
+            async def read(
+                offset: int, remote: Remote = remote, path: str = path
+            ) -> tuple[bytes, int]:
+                return await remote.read(path, -1, offset) or b"", offset
 
             async for line in read_log(read, time.time() - since_s if since_s > 0 else None,
                                        follow):  # fmt: skip

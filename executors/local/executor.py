@@ -10,6 +10,7 @@ virtualenv, shared by replicas with the same requirements.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pathlib
 import signal
@@ -33,12 +34,13 @@ from executors.log_file import read_log_file, rotate
 from executors.runtime_env.environment import Environment
 from executors.worker_process import Ready, WorkerFiles
 
+log = logging.getLogger("capstan.executors.local")
 _REAP_TIMEOUT_S = 5.0
 # Replica logs past this size are rotated (copied to .1, .2, ... and
-# truncated), checked this often.
+# truncated) and idle pip envs removed, checked this often.
 _LOG_MAX_BYTES = 64 << 20
 _LOG_BACKUPS = 3
-_ROTATION_PERIOD_S = 60.0
+_CLEANUP_PERIOD_S = 60.0
 # Local replicas are reached from this machine only, so they need no TLS.
 _LOOPBACK = "127.0.0.1"
 _PROCESSES = processes.LocalProcesses()
@@ -70,7 +72,7 @@ class LocalExecutor(Executor):
         self._environments = LocalEnvironments(
             self.settings.python, state_dir / "envs", self.settings.build_timeout_s
         )
-        self._next_rotation_mono_s = 0.0
+        self._next_cleanup_mono_s = 0.0
         # One task per child we started, awaiting its exit (which reaps it).
         self._exits: dict[str, asyncio.Task[int]] = {}
 
@@ -112,9 +114,21 @@ class LocalExecutor(Executor):
         self._forget(ref.replica_id)
 
     async def observe(self) -> Sequence[ReplicaRef]:
-        if time.monotonic() >= self._next_rotation_mono_s:  # observe runs every pass
-            self._next_rotation_mono_s = time.monotonic() + _ROTATION_PERIOD_S
-            await asyncio.to_thread(rotate, self.state_dir / "logs", _LOG_MAX_BYTES, _LOG_BACKUPS)
+        refs = await self._running()
+        if time.monotonic() >= self._next_cleanup_mono_s:  # observe runs every pass
+            self._next_cleanup_mono_s = time.monotonic() + _CLEANUP_PERIOD_S
+            await asyncio.to_thread(self._clean_up, [int(ref.data["pid"]) for ref in refs])
+        return refs
+
+    def _clean_up(self, live_pids: list[int]) -> None:
+        """Rotates large logs; removes pip envs idle for long that no live
+        replica runs on."""
+        rotate(self.state_dir / "logs", _LOG_MAX_BYTES, _LOG_BACKUPS)
+        in_use = {self._environments.env_of(python) for python in processes.commands(live_pids)}
+        for key in self._environments.collect({k for k in in_use if k}, time.time()):
+            log.info("removed pip environment %s: idle and used by no replica", key)
+
+    async def _running(self) -> list[ReplicaRef]:
         refs = []
         for path in sorted(self._replicas.glob("*.json")):
             try:

@@ -38,6 +38,7 @@ from executors.ssh.settings import HostSettings, SshSettings
 from executors.worker_process import Ready, WorkerFiles
 
 log = logging.getLogger("capstan.executors.ssh")
+_CLEANUP_PERIOD_S = 3600.0
 
 _WILDCARDS = ("0.0.0.0", "::", "")
 
@@ -60,6 +61,8 @@ class SshExecutor(Executor):
         self.settings = SshSettings.from_config(config)
         self._links = {host.name: HostLink(host, self.settings) for host in self.settings.hosts}
         self._environments = HostEnvironments(self.settings.build_timeout_s)
+        # When each host's unused working_dir archives are next removed.
+        self._next_cleanup_mono_s: dict[str, float] = {}
 
     async def capacity(self) -> Sequence[Node]:
         async with asyncio.TaskGroup() as group:
@@ -204,6 +207,9 @@ class SshExecutor(Executor):
 
     async def _live_refs(self, link: HostLink) -> list[ReplicaRef]:
         remote = await link.remote()
+        if time.monotonic() >= self._next_cleanup_mono_s.get(link.host.name, 0.0):
+            self._next_cleanup_mono_s[link.host.name] = time.monotonic() + _CLEANUP_PERIOD_S
+            await working_dir.collect(remote)
         paths = await remote.ready_files()
         async with asyncio.TaskGroup() as group:
             checks = [group.create_task(_live_ready(remote, path)) for path in paths]

@@ -21,6 +21,8 @@ from executors.ssh.remote import Remote
 # What a folder of code and small assets needs; a larger one belongs in an
 # image or a package index.
 MAX_ARCHIVE_BYTES = 100 << 20
+# Archives unused this long are removed from the host.
+MAX_IDLE_DAYS = 7
 _SKIPPED = frozenset({"__pycache__", ".git"})
 
 
@@ -33,8 +35,21 @@ async def ship(remote: Remote, folder: str, target: str, python: str) -> None:
         await remote.write(partial, archive)
         # Another launch may be shipping the same archive: rename is atomic.
         await remote.run(f"mv -f {shlex.quote(partial)} {shlex.quote(archive_path)}")
+    else:  # used again: its age is how long it has been idle (see collect)
+        await remote.run(f"touch {shlex.quote(archive_path)}")
     extract = [python, "-m", "tarfile", "-e", archive_path, target]
     await remote.run(f"mkdir -p {shlex.quote(target)} && {shlex.join(extract)}")
+
+
+async def collect(remote: Remote, max_idle_days: int = MAX_IDLE_DAYS) -> None:
+    """Removes the host's archives unused for `max_idle_days`. No live
+    replica needs one: each runs in its own unpacked copy, and an archive
+    removed meanwhile is shipped again at the next launch that wants it."""
+    archives = posixpath.join(remote.workdir, "archives")
+    await remote.run(
+        f"find {shlex.quote(archives)} -maxdepth 1 -name '*.tar.gz' "
+        f"-mtime +{max_idle_days} -delete 2>/dev/null || true"
+    )
 
 
 def pack(folder: pathlib.Path) -> tuple[str, bytes]:

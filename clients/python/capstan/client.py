@@ -126,25 +126,6 @@ class ControlPlaneClient:
     def close(self) -> None:
         self._channel.close()
 
-    def _error(self, error: grpc.RpcError) -> CapstanError:
-        """The CapstanError for a failed call, saying what to do when nothing
-        (or something else) answers at the address."""
-        code = error.code()  # type: ignore[attr-defined]
-        details = (error.details() or "").lower()  # type: ignore[attr-defined]
-        if code == grpc.StatusCode.UNAVAILABLE and "connect" in details:
-            return error_for_code(
-                code,
-                f"nothing is running at {self.address} — start one with `capstan start`, "
-                "or point --address (or $CAPSTAN_ADDRESS) at yours",
-            )
-        if code == grpc.StatusCode.UNIMPLEMENTED:
-            return error_for_code(
-                code,
-                f"{self.address} is not a Capstan control plane (or an older one without "
-                "this call); point --address (or $CAPSTAN_ADDRESS) at one",
-            )
-        return from_rpc_error(error)
-
     def _call(self, method, request):
         try:
             return method(request, metadata=self._metadata)

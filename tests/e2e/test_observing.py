@@ -117,6 +117,25 @@ def test_cli_errors_are_one_line_that_say_what_to_do(cluster: Cluster) -> None:
     assert capstan(cluster, "--version").stdout.startswith("capstan ")
 
 
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [("executors:\n  local: {num_cpus: many}\n", "executors.local.num_cpus"),
+     ("executors: [1\n", "line 1")],
+)  # fmt: skip
+def test_a_bad_config_is_one_line_naming_the_key(tmp_path, config: str, named: str) -> None:
+    path = tmp_path / "capstan.yaml"
+    path.write_text(config)
+    ports = [str(p) for p in free_ports(4)]
+    done = subprocess.run(
+        [sys.executable, "-m", "capstan", "--address", f"127.0.0.1:{ports[0]}", "start",
+         "--state-dir", str(tmp_path / "state"), "--http-port", ports[1], "--grpc-port",
+         ports[2], "--metrics-port", ports[3], "--config", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and named in done.stderr, done.stderr
+
+
 def test_a_waiting_deploy_says_why_within_two_seconds(serve, cluster: Cluster) -> None:
     import io
     import time

@@ -120,9 +120,11 @@ def _start(args: argparse.Namespace) -> None:
     if args.token:  # the proxy and local replicas read it from their environment
         os.environ["CAPSTAN_TOKEN"] = args.token
 
+    import yaml
+
     try:
         config = read_config(args.config) if args.config else None
-    except (OSError, ValueError) as error:  # yaml's errors are ValueErrors too
+    except (OSError, ValueError, yaml.YAMLError) as error:
         print(f"capstan start: --config {args.config}: {_one_line(error)}", file=sys.stderr)
         sys.exit(2)
     address = args.address

@@ -96,6 +96,11 @@ class ReplicaRecord:
         return self.ref.address if self.ref else ""
 
     @property
+    def is_tls(self) -> bool:
+        """Whether the replica serves TLS (it listens off loopback)."""
+        return bool(self.ref and self.ref.tls)
+
+    @property
     def node(self) -> str:
         if self.ref and self.ref.node:
             return self.ref.node

@@ -22,12 +22,18 @@ from collections.abc import Mapping
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from capstan.channels import server_options
-from capstan.v1 import controlplane_pb2, controlplane_pb2_grpc
-from controlplane.auth import BearerTokenInterceptor
+from capstan.reflection import enable_reflection
+from capstan.tls import listen
+from capstan.v1 import controlplane_pb2, controlplane_pb2_grpc, packages_pb2, packages_pb2_grpc
+from controlplane.auth import bearer_token_guard
+from controlplane.cluster_keys import ClusterKeys
 from controlplane.http.server import HttpServer
+from controlplane.launch import Credentials
+from controlplane.packages.collector import run_collector
+from controlplane.packages.service import PackageService
+from controlplane.packages.store import PackageStore
 from controlplane.reconciler.loop import Reconciler
 from controlplane.reconciler.routes import RouteTable
 from controlplane.service import ControlPlaneService
@@ -38,6 +44,7 @@ from executors.base import Executor
 log = logging.getLogger("capstan.controlplane")
 
 _SERVICE_NAME = controlplane_pb2.DESCRIPTOR.services_by_name["ControlPlaneService"].full_name
+_PACKAGES_NAME = packages_pb2.DESCRIPTOR.services_by_name["PackageService"].full_name
 # The first pass adopts replicas; serving before it ends would show routers
 # an empty table.
 _FIRST_PASS_TIMEOUT_S = 60.0
@@ -65,11 +72,12 @@ class ControlPlane:
         self.stopped = asyncio.Event()
         self._store: Store | None = None
         self._executors: Mapping[str, Executor] = {}
-        self._routes = RouteTable(first_revision=time.time_ns() // 1_000_000)
+        self._routes = RouteTable()
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._loop_task: asyncio.Task[None] | None = None
         self._http: HttpServer | None = None
+        self._collector_task: asyncio.Task[None] | None = None
         self.reconciler: Reconciler | None = None
         # Where /metrics and the dashboard are served; "" when not.
         self.metrics_url = ""
@@ -90,44 +98,56 @@ class ControlPlane:
 
     async def _start(self, executors: Mapping[str, Executor] | None) -> None:
         settings = self.settings
+        keys = ClusterKeys.load_or_create(settings.state_dir)
+        self._routes = RouteTable(time.time_ns() // 1_000_000, keys.links)
         self._store = await Store.open(settings.db_path)
         self._executors = executors if executors is not None else load_executors(settings)
         reconciler = self.reconciler = Reconciler(
-            settings, self._store, self._executors, self._routes
-        )
-        interceptors = [BearerTokenInterceptor(settings.token)] if settings.token else None
+            settings, self._store, self._executors, self._routes,
+            Credentials(keys, settings.token),
+        )  # fmt: skip
+        interceptors = [bearer_token_guard(settings.token)] if settings.token else None
         server = self._server = grpc.aio.server(options=server_options(), interceptors=interceptors)
-        service = ControlPlaneService(
-            settings, self._store, reconciler, self._routes, self._executors, self.stopped.set
+        packages = reconciler.packages = PackageStore(
+            settings.packages_dir, settings.max_package_bytes
         )
+        service = ControlPlaneService(
+            settings, self._store, reconciler, self._routes, self._executors, self.stopped.set,
+            packages,
+        )  # fmt: skip
         controlplane_pb2_grpc.add_ControlPlaneServiceServicer_to_server(service, server)
+        packages_pb2_grpc.add_PackageServiceServicer_to_server(PackageService(packages), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        names = (_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
+        enable_reflection(server, (_SERVICE_NAME, _PACKAGES_NAME, health.SERVICE_NAME))
         try:
-            port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+            port = listen(server, f"{settings.host}:{settings.port}", settings.tls)
         except RuntimeError as error:
             raise RuntimeError(f"cannot listen on {settings.address}: {error}") from None
         self.address = f"{settings.host}:{port}"
         reconciler.control_plane_address = self.address
         self._loop_task = asyncio.create_task(reconciler.run(), name="capstan-reconciler")
+        self._collector_task = asyncio.create_task(
+            run_collector(
+                self._store, packages, settings.package_grace_s, settings.package_gc_interval_s
+            ),
+            name="capstan-package-collector",
+        )
         async with asyncio.timeout(_FIRST_PASS_TIMEOUT_S):
             await reconciler.next_pass()
         await server.start()
-        await self._start_http(reconciler)
+        await self._start_http(reconciler, keys)
         service.metrics_url = self.metrics_url
         await self._health.set(_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         log.info("control plane listening on %s (state in %s)", self.address, settings.state_dir)
 
-    async def _start_http(self, reconciler: Reconciler) -> None:
+    async def _start_http(self, reconciler: Reconciler, keys: ClusterKeys) -> None:
         settings = self.settings
         if settings.metrics_port is None:
             return
         assert self._store is not None
         self._http = HttpServer(
-            settings.host, settings.metrics_port, self.address, settings.token, self._store,
-            settings.proxy_url,
-        )  # fmt: skip
+            settings.host, settings.metrics_port, self.address, settings, self._store, keys.links
+        )
         await self._http.start()
         reconciler.on_pass = self._http.metrics.reconcile_seconds.observe
         self.metrics_url = self._http.url
@@ -143,11 +163,12 @@ class ControlPlane:
             self._routes.close()
             await self._server.stop(self.settings.shutdown_grace_s)
             self._server = None
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-            self._loop_task = None
+        for task in (self._collector_task, self._loop_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._loop_task = self._collector_task = None
         for name, executor in self._executors.items():
             try:
                 await executor.close()

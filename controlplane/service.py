@@ -17,6 +17,7 @@ from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc
 from controlplane.application import ApplicationRecord, ApplicationSpec, application_state
 from controlplane.observing import Observing
+from controlplane.packages.store import PackageStore
 from controlplane.reconciler.loop import Reconciler
 from controlplane.reconciler.routes import RouteTable
 from controlplane.records import DeploymentRecord, DeploymentState, ReplicaRecord
@@ -27,6 +28,9 @@ from executors.base import Executor
 
 log = logging.getLogger("capstan.controlplane")
 
+# How long a finished rollout waits for routers to be sent its routes; a
+# router that is slower than this (or gone) does not hold up the apply.
+_ROUTES_SENT_TIMEOUT_S = 2.0
 # Shutdown waits this long beyond the slowest deployment's drain timings.
 _SHUTDOWN_SLACK_S = 30.0
 
@@ -42,6 +46,7 @@ class ControlPlaneService(Observing, controlplane_pb2_grpc.ControlPlaneServiceSe
         routes: RouteTable,
         executors: Mapping[str, Executor],
         on_shutdown: Callable[[], None],
+        packages: PackageStore,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -49,6 +54,7 @@ class ControlPlaneService(Observing, controlplane_pb2_grpc.ControlPlaneServiceSe
         self._routes = routes
         self._executors = executors
         self._on_shutdown = on_shutdown
+        self._packages = packages
 
     @answers_errors
     async def ApplyDeployment(
@@ -177,6 +183,7 @@ class ControlPlaneService(Observing, controlplane_pb2_grpc.ControlPlaneServiceSe
             known = ", ".join(sorted(self._executors))
             raise InvalidSpec(f"executor {name!r} is not configured; configured executors: {known}")
         self._executors[name].capabilities.require(spec.replica, name)
+        self._packages.check(spec)
         # Stored resolved, so a later change of the default moves nothing.
         return dataclasses.replace(spec, executor=name)
 
@@ -193,6 +200,9 @@ class ControlPlaneService(Observing, controlplane_pb2_grpc.ControlPlaneServiceSe
             if record.state == DeploymentState.DEPLOY_FAILED:
                 raise DeployFailed(record.message)
             if record.state == DeploymentState.HEALTHY and record.is_stable:
+                # Done when routers have been sent the routes to it, so a
+                # request right after the apply finds it.
+                await self._routes.sent_to_all(self._routes.revision, _ROUTES_SENT_TIMEOUT_S)
                 return
             await self._reconciler.next_pass()
 

@@ -16,6 +16,7 @@ import pydantic_settings
 from pydantic import Field, Strict, model_validator
 
 from capstan.sections import NonEmpty, PositiveNumber, Section, SettingsError
+from capstan.tls import ServerTls
 
 _ENV_PREFIX = "CAPSTAN_"
 
@@ -51,15 +52,28 @@ class Settings(Section):
     # The proxy's HTTP URL, scraped for the dashboard's traffic charts.
     proxy_url: str = ""
     # Bearer token every control API call must carry; required off loopback.
+    # From --token-file or CAPSTAN_TOKEN, never a command line.
     token: str = Field(default="", repr=False)
+    # Serve the control API over TLS with this certificate chain and key
+    # (PEM files); with tls_client_ca, clients must present a certificate.
+    tls_cert: Annotated[pathlib.Path, Strict(False)] | None = None
+    tls_key: Annotated[pathlib.Path, Strict(False)] | None = None
+    tls_client_ca: Annotated[pathlib.Path, Strict(False)] | None = None
+    # Uploaded packages (PackageService): the largest archive taken, how
+    # long one no deployment names is kept after its last use (so that an
+    # upload survives until the apply that names it), how often to look.
+    max_package_bytes: Annotated[int, Field(ge=1)] = 100 << 20
+    package_grace_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 3600.0
+    package_gc_interval_s: PositiveNumber = 300.0
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if not self.token and not is_loopback(self.host):
             raise ValueError(
                 f"the control plane listens on {self.host}, off this machine: "
-                "set a bearer token (--token or CAPSTAN_TOKEN)"
+                "set a bearer token (--token-file or CAPSTAN_TOKEN)"
             )
+        self.tls  # noqa: B018 - fails early, naming a missing or unreadable file
         if self.default_executor not in self.executors:
             raise ValueError(
                 f"default executor {self.default_executor!r} is not configured; "
@@ -68,8 +82,17 @@ class Settings(Section):
         return self
 
     @property
+    def tls(self) -> ServerTls | None:
+        """The control API's TLS, when a certificate is given."""
+        return ServerTls.from_files(self.tls_cert, self.tls_key, self.tls_client_ca)
+
+    @property
     def db_path(self) -> pathlib.Path:
         return self.state_dir / "state.db"
+
+    @property
+    def packages_dir(self) -> pathlib.Path:
+        return self.state_dir / "packages"
 
     @property
     def address(self) -> str:
@@ -102,6 +125,8 @@ class EnvironmentSettings(pydantic_settings.BaseSettings):
     executors: dict[str, dict[str, Any]] | None = None
     reconcile_interval_s: float | None = None
     token: str | None = Field(default=None, repr=False)
+    max_package_bytes: int | None = None
+    package_grace_s: float | None = None
 
     @classmethod
     def read(cls) -> dict[str, Any]:
@@ -125,6 +150,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     """
     given = EnvironmentSettings.read()
     given.update((k, v) for k, v in vars(_parser().parse_args(argv)).items() if v is not None)
+    if (token_file := given.pop("token_file", None)) is not None:
+        given["token"] = read_token_file(token_file)
     if (executor := given.pop("executor", None)) is not None:
         given["default_executor"] = executor
         given.setdefault("executors", {executor: {}})
@@ -132,15 +159,33 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m controlplane")
+    # No abbreviations: `--token` must not pass for `--token-file`.
+    parser = argparse.ArgumentParser(prog="python -m controlplane", allow_abbrev=False)
     parser.add_argument("--state-dir")
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     parser.add_argument("--executor", help="the default executor (default: local)")
     parser.add_argument("--executors", type=_json, help="a JSON object: name -> config")
     parser.add_argument("--reconcile-interval-s", type=float)
-    parser.add_argument("--token")
+    parser.add_argument("--token-file", help="a file holding the bearer token (or CAPSTAN_TOKEN)")
+    parser.add_argument("--tls-cert", help="serve the control API over TLS: certificate (PEM)")
+    parser.add_argument("--tls-key", help="its private key (PEM)")
+    parser.add_argument("--tls-client-ca", help="require client certificates signed by this CA")
+    parser.add_argument("--max-package-bytes", type=int, help="largest package upload taken")
+    parser.add_argument("--package-grace-s", type=float, help="how long an unused package stays")
     return parser
+
+
+def read_token_file(path: str | pathlib.Path) -> str:
+    """The bearer token in `path` (surrounding whitespace dropped). Raises
+    `SettingsError` when it cannot be read or is empty."""
+    try:
+        token = pathlib.Path(path).read_text().strip()
+    except OSError as error:
+        raise SettingsError([("token_file", f"cannot read {path}: {error.strerror}")]) from None
+    if not token:
+        raise SettingsError([("token_file", f"{path} is empty")])
+    return token
 
 
 def _json(text: str) -> Any:

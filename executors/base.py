@@ -14,7 +14,7 @@ import dataclasses
 import json
 import pathlib
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import grpc
@@ -112,6 +112,18 @@ class Node:
 
 
 @dataclasses.dataclass(frozen=True)
+class PackageArchive:
+    """An uploaded package (runtime_env.working_dir "capstan-package://<sha256>")
+    as the control plane stores it: the archive at `path` on the control
+    plane's machine, `format` "zip" or "tar.gz". The content hash names it,
+    so an executor may cache what it made of it under `sha256` for good."""
+
+    sha256: str
+    path: str
+    format: str
+
+
+@dataclasses.dataclass(frozen=True)
 class LaunchSpec:
     """Everything an executor needs to start one replica.
 
@@ -121,14 +133,21 @@ class LaunchSpec:
     control plane built it (runtime_env.env_vars, OMP_NUM_THREADS,
     CUDA_VISIBLE_DEVICES): an executor adds only its own plumbing (PYTHONPATH
     for a working_dir). `node` is where Capstan's scheduler placed it (empty
-    for executors that schedule themselves). Raises `ValueError` for a
-    replica_id that is not a safe file name (executors name files after it).
+    for executors that schedule themselves). `package` is the archive of the
+    uploaded package that `options.working_dir` names, when it names one
+    and the control plane has it. `issue_certificate(hosts)` returns a TLS
+    certificate and key (PEM) of the cluster CA for a worker serving on
+    `hosts`: an executor whose replicas listen off loopback serves them TLS
+    through `config_with_tls`. Raises `ValueError` for a replica_id that is
+    not a safe file name (executors name files after it).
     """
 
     config: replica_pb2.ReplicaConfig
     options: ReplicaOptions
     node: str = ""
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    package: PackageArchive | None = None
+    issue_certificate: Callable[[Sequence[str]], tuple[bytes, bytes]] | None = None
 
     def __post_init__(self) -> None:
         if not _REPLICA_ID.fullmatch(self.config.replica_id):
@@ -138,12 +157,39 @@ class LaunchSpec:
     def replica_id(self) -> str:
         return self.config.replica_id
 
+    def config_with_tls(self, hosts: Sequence[str]) -> replica_pb2.ReplicaConfig:
+        """A copy of `config` whose worker serves TLS with a certificate for
+        `hosts` (the addresses callers dial). Raises `ExecutorError` when the
+        control plane gave no way to issue one."""
+        if self.issue_certificate is None:
+            raise ExecutorError(
+                f"replica {self.replica_id} listens off loopback but the control plane "
+                "gave no cluster CA to issue its TLS certificate",
+                retryable=False,
+            )
+        config = replica_pb2.ReplicaConfig()
+        config.CopyFrom(self.config)
+        config.tls_cert, config.tls_key = self.issue_certificate(hosts)
+        return config
+
+    def package_archive(self) -> PackageArchive:
+        """The package working_dir names; an `ExecutorError` that retrying
+        cannot fix when the control plane no longer has it."""
+        if self.package is None:
+            raise ExecutorError(
+                f"runtime_env.working_dir {self.options.working_dir!r} is not stored on the "
+                "control plane (deleted?); upload the folder again and re-apply",
+                retryable=False,
+            )
+        return self.package
+
 
 @dataclasses.dataclass(frozen=True)
 class ReplicaRef:
     """Where a launched replica runs: stored by the control plane, given back
     to the executor that made it. `data` is the executor's own (pid, actor
-    name, ...), strings only so that the ref serialises to JSON."""
+    name, ...), strings only so that the ref serialises to JSON. `tls`: the
+    replica serves TLS with a certificate of the cluster CA."""
 
     FORMAT: ClassVar[int] = 1
 
@@ -153,6 +199,7 @@ class ReplicaRef:
     node: str = ""
     nonce: str = ""
     data: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    tls: bool = False
 
     def to_json(self) -> str:
         return json.dumps({"format": self.FORMAT, **dataclasses.asdict(self)}, sort_keys=True)

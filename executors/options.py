@@ -8,6 +8,7 @@ so a default (one CPU) and a rule (pip or conda, not both) live here only.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 
 from capstan.errors import InvalidSpec
@@ -15,6 +16,14 @@ from capstan.v1 import deployment_pb2
 
 # Ray Serve's default: a replica reserves one CPU unless it says otherwise.
 DEFAULT_NUM_CPUS = 1.0
+# runtime_env.working_dir naming a package uploaded to the control plane.
+PACKAGE_SCHEME = "capstan-package://"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def package_uri(sha256: str) -> str:
+    """The working_dir that names the uploaded package `sha256`."""
+    return PACKAGE_SCHEME + sha256
 
 
 def _require(condition: bool, message: str) -> None:
@@ -56,8 +65,24 @@ class ReplicaOptions:
                 bool(key) and "=" not in key and "\0" not in key,
                 f"runtime_env.env_vars has an invalid variable name {key!r}",
             )
+        if self.working_dir.startswith(PACKAGE_SCHEME):
+            _require(
+                bool(_SHA256.fullmatch(self.package_sha256)),
+                f"runtime_env.working_dir {self.working_dir!r} must be "
+                f"{PACKAGE_SCHEME}<sha256 as 64 lowercase hex digits>",
+            )
         _require(all(self.pip), "runtime_env.pip has an empty requirement")
         _require(not (self.pip and self.conda), "runtime_env may set pip or conda, not both")
+
+    @property
+    def package_sha256(self) -> str:
+        """The uploaded package working_dir names; "" for a folder or none."""
+        return self.working_dir.removeprefix(PACKAGE_SCHEME) if self.is_package else ""
+
+    @property
+    def is_package(self) -> bool:
+        """Whether working_dir names an uploaded package, not a folder."""
+        return self.working_dir.startswith(PACKAGE_SCHEME)
 
     @property
     def omp_num_threads(self) -> str:

@@ -73,12 +73,13 @@ def is_command_of(cmdline: Sequence[str], replica_id: str) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Ready:
-    """The ready file of a worker that serves."""
+    """The ready file of a worker that serves; `tls`: it serves TLS."""
 
     replica_id: str
     address: str
     pid: int
     nonce: str
+    tls: bool = False
 
     @classmethod
     def parse(cls, text: str | bytes) -> Ready:
@@ -92,7 +93,8 @@ class Ready:
         fields = ("replica_id", "address", "nonce")
         if not all(isinstance(record.get(name), str) for name in fields):
             raise ValueError(f"not a ready file: {text[:200]!r}")
-        return cls(record["replica_id"], record["address"], record["pid"], record["nonce"])
+        tls = record.get("tls") is True
+        return cls(record["replica_id"], record["address"], record["pid"], record["nonce"], tls)
 
 
 def write_ready(path: pathlib.Path, record: Ready | str) -> None:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 
 import uvloop
 
@@ -31,6 +32,9 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     parser.add_argument(
         "--access-log", default="", help="file for one JSON line per request (default: none)"
     )
+    parser.add_argument("--tls-cert", default="", help="serve HTTPS and TLS: certificate (PEM)")
+    parser.add_argument("--tls-key", default="", help="its private key (PEM)")
+    parser.add_argument("--tls-client-ca", default="", help="require client certificates")
     options = parser.parse_args(argv)
     return Settings(
         control_plane=options.control_plane,
@@ -41,6 +45,9 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         max_body_bytes=options.max_body_bytes,
         drain_timeout_s=options.drain_timeout_s,
         access_log=options.access_log,
+        tls_cert=options.tls_cert,
+        tls_key=options.tls_key,
+        tls_client_ca=options.tls_client_ca,
     )
 
 
@@ -59,6 +66,10 @@ async def serve(settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
+    try:
+        settings.tls  # noqa: B018 - a missing or unreadable file stops start-up here
+    except ValueError as error:
+        sys.exit(f"capstan proxy: {error}")
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )

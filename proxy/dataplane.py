@@ -1,7 +1,9 @@
 """The gRPC DataPlane: calls to deployments by name from any language.
 
 Arguments arrive as JSON and go to the replica as they came (checked, never
-re-encoded); results come back as JSON.
+re-encoded); results come back as JSON. This is a public edge: it has no way
+to send a pickle (bytes that are not JSON are INVALID_ARGUMENT), since pickles
+run code and cross only the authenticated internal links.
 """
 
 from __future__ import annotations

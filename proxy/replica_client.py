@@ -19,9 +19,12 @@ import grpc
 
 from capstan import errors
 from capstan.channels import KEEPALIVE, Keepalive, channel_options
+from capstan.links import ClusterLinks
 from capstan.v1 import deployment_pb2, replica_pb2, replica_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+NO_LINKS = ClusterLinks()
 
 
 class Rejected(errors.Unavailable):
@@ -128,13 +131,23 @@ class ReplicaClient:
     `ongoing` is the replica's own count of requests in flight, as piggybacked
     on its latest reply; `is_broken` says the last connection attempt failed.
     Keepalive pings find a replica host that vanished without closing the
-    stream; the replica must be serving with the same `keepalive`.
+    stream; the replica must be serving with the same `keepalive`. The stream
+    carries `links`' cluster secret, and is TLS when `tls` (the route says
+    the replica serves it).
     """
 
     def __init__(
-        self, address: str, *, connect_timeout_s: float = 2.0, keepalive: Keepalive = KEEPALIVE
+        self,
+        address: str,
+        *,
+        tls: bool = False,
+        links: ClusterLinks = NO_LINKS,
+        connect_timeout_s: float = 2.0,
+        keepalive: Keepalive = KEEPALIVE,
     ) -> None:
         self.address = address
+        self._tls = tls
+        self._links = links
         self.ongoing = 0
         self.is_broken = False
         # The multiplexed models the replica last said it holds.
@@ -241,7 +254,7 @@ class ReplicaClient:
     async def _open(self) -> grpc.aio.StreamStreamCall:
         if self._channel is None:
             options = channel_options(self._keepalive)
-            self._channel = grpc.aio.insecure_channel(self.address, options=options)
+            self._channel = self._links.channel(self.address, tls=self._tls, options=options)
         channel = self._channel
         # A replica that refuses connections fails fast, so the router
         # retries elsewhere at once. Requests are written only once the
@@ -254,7 +267,7 @@ class ReplicaClient:
             reason = str(exc) or "timed out"
             raise Rejected(f"cannot connect to replica {self.address} ({reason})") from None
         self.is_broken = False
-        return replica_pb2_grpc.ReplicaServiceStub(channel).Exchange()
+        return replica_pb2_grpc.ReplicaServiceStub(channel).Exchange(metadata=self._links.metadata)
 
     async def _write_loop(self, call: grpc.aio.StreamStreamCall) -> None:
         # The only writer: grpc.aio allows one write at a time, and a write

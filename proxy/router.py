@@ -17,8 +17,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from capstan import defaults, errors
+from capstan.links import ClusterLinks
 from capstan.v1 import controlplane_pb2, deployment_pb2, replica_pb2
-from proxy.replica_client import Rejected, ReplicaClient, Replies
+from proxy.replica_client import NO_LINKS, Rejected, ReplicaClient, Replies
 
 # Past this many replicas, sampling two beats scanning all (power of two choices).
 SCAN_LIMIT = 4
@@ -202,11 +203,19 @@ class Router:
         self._rng = rng or random.Random()
         self._pools: dict[str, Pool] = {}
         self._clients: dict[str, ReplicaClient] = {}
+        self._links = NO_LINKS
         self._closing: set[asyncio.Task[None]] = set()
 
-    def update(self, endpoints: Iterable[controlplane_pb2.Endpoint]) -> None:
+    def update(
+        self,
+        endpoints: Iterable[controlplane_pb2.Endpoint],
+        links: ClusterLinks | None = None,
+    ) -> None:
         """Replaces the route table. Clients are reused by address; removed
-        ones close once their requests finish (up to drain_grace_s)."""
+        ones close once their requests finish (up to drain_grace_s). New
+        clients reach their replicas through `links` (default: the last given)."""
+        if links is not None:
+            self._links = links
         pools: dict[str, Pool] = {}
         clients: dict[str, ReplicaClient] = {}
         for endpoint in endpoints:
@@ -316,7 +325,10 @@ class Router:
             slot = old.get((replica.id, replica.address))
             if slot is None:
                 client = clients.get(replica.address) or self._clients.get(replica.address)
-                slot = Slot(replica.id, client or ReplicaClient(replica.address), pool)
+                client = client or ReplicaClient(
+                    replica.address, tls=replica.tls, links=self._links
+                )
+                slot = Slot(replica.id, client, pool)
             clients[replica.address] = slot.client
             slots.append(slot)
         pool.slots = slots

@@ -12,16 +12,19 @@ import asyncio
 import logging
 import pathlib
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Self
 
 import grpc
 import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from capstan import defaults
 from capstan.channels import server_options
+from capstan.links import ClusterLinks
+from capstan.reflection import enable_reflection
+from capstan.tls import ServerTls, listen
 from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc
 from proxy.access_log import AccessLog
 from proxy.dataplane import DataPlane
@@ -56,6 +59,15 @@ class Settings:
     first_routes_timeout_s: float = 2.0
     # Where the access log goes (one JSON line per request); empty: nowhere.
     access_log: str = ""
+    # Serve HTTPS and the DataPlane over TLS with this certificate and key
+    # (PEM files); with tls_client_ca, clients must present a certificate.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+
+    @property
+    def tls(self) -> ServerTls | None:
+        return ServerTls.from_files(self.tls_cert, self.tls_key, self.tls_client_ca)
 
 
 class ProxyServer:
@@ -121,7 +133,7 @@ class ProxyServer:
         # The table is built first: if it is invalid nothing changes. The
         # router learns a deployment before any route can lead to it.
         routes = RouteTable.from_endpoints(snapshot.endpoints)
-        self.router.update(snapshot.endpoints)
+        self.router.update(snapshot.endpoints, ClusterLinks.from_proto(snapshot.links))
         self.app.routes = routes
 
     async def _start_grpc(self) -> None:
@@ -130,9 +142,9 @@ class ProxyServer:
         dataplane_pb2_grpc.add_DataPlaneServiceServicer_to_server(dataplane, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         await self._health.set(_DATAPLANE, health_pb2.HealthCheckResponse.SERVING)
-        names = (_DATAPLANE, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
-        self.grpc_port = server.add_insecure_port(f"{self.settings.grpc_host}:{self.grpc_port}")
+        enable_reflection(server, (_DATAPLANE, health.SERVICE_NAME))
+        address = f"{self.settings.grpc_host}:{self.grpc_port}"
+        self.grpc_port = listen(server, address, self.settings.tls)
         await server.start()
         self._grpc = server
 
@@ -152,6 +164,7 @@ class ProxyServer:
             # X-Forwarded-* headers to interpret as it sees fit.
             proxy_headers=False,
             timeout_graceful_shutdown=int(self.settings.drain_timeout_s),
+            **_uvicorn_tls(self.settings),
         )
         config.load()
         server = uvicorn.Server(config)
@@ -172,3 +185,16 @@ class ProxyServer:
     async def _stop_http(self, server: uvicorn.Server) -> None:
         server.should_exit = True
         await server.shutdown(sockets=[self._http_socket])
+
+
+def _uvicorn_tls(settings: Settings) -> dict[str, object]:
+    """uvicorn's options for HTTPS, when a certificate is given."""
+    if not settings.tls_cert:
+        return {}
+    options: dict[str, object] = {
+        "ssl_certfile": settings.tls_cert,
+        "ssl_keyfile": settings.tls_key,
+    }
+    if settings.tls_client_ca:
+        options |= {"ssl_ca_certs": settings.tls_client_ca, "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return options

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import grpc
 
 from capstan.channels import channel_options
+from capstan.tls import control_plane_credentials
 from capstan.v1 import controlplane_pb2, controlplane_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class RouteWatcher:
 
     async def run(self) -> None:
         """Watches until cancelled, reconnecting whenever the stream breaks."""
-        async with grpc.aio.insecure_channel(self.address, options=channel_options()) as channel:
+        async with _channel(self.address) as channel:
             stub = controlplane_pb2_grpc.ControlPlaneServiceStub(channel)
             delay_s = self._backoff_initial_s
             while True:
@@ -109,3 +110,11 @@ class RouteWatcher:
             return
         self.revision = snapshot.revision
         self._first.set()
+
+
+def _channel(address: str) -> grpc.aio.Channel:
+    """TLS when $CAPSTAN_TLS_CA says so (`capstan.tls.control_plane_credentials`)."""
+    credentials = control_plane_credentials()
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=channel_options())
+    return grpc.aio.secure_channel(address, credentials, options=channel_options())

@@ -35,10 +35,17 @@ class Sources:
     token: str
     metrics: ControlPlaneMetrics
     traffic: TrafficHistory | None
-    replicas: ReplicaClient = dataclasses.field(default_factory=ReplicaClient)
+    replicas: ReplicaClient
+    # How to reach a control API that serves TLS; None: plaintext.
+    credentials: grpc.ChannelCredentials | None = None
 
     def __post_init__(self) -> None:
-        self.channel = grpc.aio.insecure_channel(self.address, options=channel_options())
+        if self.credentials is None:
+            self.channel = grpc.aio.insecure_channel(self.address, options=channel_options())
+        else:
+            self.channel = grpc.aio.secure_channel(
+                self.address, self.credentials, options=channel_options()
+            )
         self.stub = controlplane_pb2_grpc.ControlPlaneServiceStub(self.channel)
         self.metadata = (("authorization", f"Bearer {self.token}"),) if self.token else None
 

@@ -83,9 +83,9 @@ class ControlPlaneMetrics:
     async def exposition(self, replicas: ReplicaClient) -> bytes:
         """Reads the store and every running replica, then renders it all."""
         self._replicas = await self._store.replicas()
-        running = [r for r in self._replicas if r.state == ReplicaState.RUNNING and r.address]
+        running = [r for r in self._replicas if r.state == ReplicaState.RUNNING and r.ref]
         answers = await asyncio.gather(
-            *(replicas.stats(r.address, _REPLICA_TIMEOUT_S, with_metrics=True) for r in running),
+            *(replicas.stats(r.ref, _REPLICA_TIMEOUT_S, with_metrics=True) for r in running),  # type: ignore[arg-type]
             return_exceptions=True,
         )
         self._scraped = list(_replica_metrics(running, answers))

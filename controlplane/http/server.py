@@ -7,24 +7,48 @@ import asyncio
 import contextlib
 import socket
 
+import grpc
 import uvicorn
 
+from capstan.links import ClusterLinks
+from capstan.tls import ServerTls
 from controlplane.http.app import Sources, make_app
 from controlplane.http.metrics import ControlPlaneMetrics
 from controlplane.http.traffic import TrafficHistory
+from controlplane.reconciler.replica_client import ReplicaClient
+from controlplane.settings import Settings
 from controlplane.store import Store
+
+
+def _own_credentials(tls: ServerTls | None) -> grpc.ChannelCredentials | None:
+    """How the app reaches its own control API: trusting the API's
+    certificate, and presenting it too (as `capstan start`'s own proxy does)."""
+    if tls is None:
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=tls.cert, private_key=tls.key, certificate_chain=tls.cert
+    )
 
 
 class HttpServer:
     """`await start()`, then `await stop()`; `port` is the bound one."""
 
     def __init__(
-        self, host: str, port: int, grpc_address: str, token: str, store: Store, proxy_url: str
+        self,
+        host: str,
+        port: int,
+        grpc_address: str,
+        settings: Settings,
+        store: Store,
+        links: ClusterLinks,
     ) -> None:
         self.host, self.port = host, port
         self.metrics = ControlPlaneMetrics(store)
-        traffic = TrafficHistory(proxy_url) if proxy_url else None
-        self._sources = Sources(grpc_address, token, self.metrics, traffic)
+        traffic = TrafficHistory(settings.proxy_url) if settings.proxy_url else None
+        self._sources = Sources(
+            grpc_address, settings.token, self.metrics, traffic, ReplicaClient(links),
+            _own_credentials(settings.tls),
+        )  # fmt: skip
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
         self._tasks: list[asyncio.Task[None]] = []

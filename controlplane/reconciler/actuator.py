@@ -88,7 +88,7 @@ class Actuator:
         # to stop sending before the replica starts refusing.
         await asyncio.sleep(spec.graceful_shutdown_wait_loop_s)
         try:
-            left = await self._client.drain(ref.address, spec.graceful_shutdown_timeout_s)
+            left = await self._client.drain(ref, spec.graceful_shutdown_timeout_s)
         except grpc.aio.AioRpcError as error:
             log.warning("drain of %s failed (%s); stopping it anyway", replica_id, error.code())
         else:
@@ -111,9 +111,11 @@ class Actuator:
         self, replica: Replica, action: ReconfigureReplica, deployment: DeploymentRecord
     ) -> o.Outcome:
         """Applies `action`'s user_config and limits in place."""
+        ref = replica.record.ref
+        assert ref is not None, "a RUNNING replica has a ref"
         try:
             await self._client.reconfigure(
-                replica.record.address,
+                ref,
                 action.user_config,
                 action.max_concurrent_queries,
                 self._reconfigure_timeout_s,
@@ -129,20 +131,22 @@ class Actuator:
         return o.Reconfigured(action.user_config, action.max_concurrent_queries)
 
     async def check_health(self, replica: Replica, spec: DeploymentSpec) -> o.Outcome:
+        ref = replica.record.ref
+        assert ref is not None, "a RUNNING replica has a ref"
         try:
-            await self._client.check_health(replica.record.address, spec.health_check_timeout_s)
+            await self._client.check_health(ref, spec.health_check_timeout_s)
         except grpc.aio.AioRpcError as error:
             return o.HealthChecked(f"{error.code().name}: {error.details()}")
         except Exception as error:  # the call could not be made: a failed check too
             return o.HealthChecked(repr(error))
         return o.HealthChecked(None)
 
-    async def ongoing(self, address: str) -> int | None:
+    async def ongoing(self, ref: ReplicaRef) -> int | None:
         """The replica's queued and running requests; None if it did not say."""
         try:
-            return await self._client.ongoing_requests(address, _STATS_TIMEOUT_S)
+            return await self._client.ongoing_requests(ref, _STATS_TIMEOUT_S)
         except Exception as error:  # a replica that cannot say counts for nothing
-            log.debug("no stats from replica at %s: %r", address, error)
+            log.debug("no stats from replica at %s: %r", ref.address, error)
             return None
 
 

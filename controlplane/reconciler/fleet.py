@@ -107,7 +107,9 @@ class Fleet:
                     max_concurrent_queries=spec.max_concurrent_queries,
                     max_queued_requests=spec.max_queued_requests,
                     replicas=[
-                        controlplane_pb2.RouteReplica(id=r.id, address=r.record.address)
+                        controlplane_pb2.RouteReplica(
+                            id=r.id, address=r.record.address, tls=r.record.is_tls
+                        )
                         for r in replicas
                     ],
                 )

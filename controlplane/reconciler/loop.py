@@ -20,7 +20,8 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
-from controlplane.launch import Capacity, launch_spec
+from controlplane.launch import Capacity, Credentials, launch_spec
+from controlplane.packages.store import PackageStore
 from controlplane.reconciler import adoption, outcomes
 from controlplane.reconciler.actuator import Actuator, Report
 from controlplane.reconciler.backoff import BackoffPolicy
@@ -56,13 +57,15 @@ class Reconciler:
         store: Store,
         executors: Mapping[str, Executor],
         routes: RouteTable,
+        credentials: Credentials,
     ) -> None:
         self._settings = settings
+        self._credentials = credentials
         self._store = store
         self._executors = executors
         self._routes = routes
         self._fleet = Fleet(store)
-        self._client = ReplicaClient()
+        self._client = ReplicaClient(credentials.keys.links)
         self._actuator = Actuator(executors, self._client, settings.reconfigure_timeout_s)
         policy = BackoffPolicy(
             settings.backoff_base_s, settings.backoff_max_s, settings.backoff_reset_s
@@ -85,6 +88,7 @@ class Reconciler:
         self.control_plane_address = ""  # handed to replicas, for their handles
         # Told each pass's duration in seconds (the metrics' histogram).
         self.on_pass: Callable[[float], None] = lambda duration_s: None
+        self.packages: PackageStore | None = None  # where uploaded working_dirs are
 
     def wake(self) -> None:
         """Runs a pass now instead of at the next interval."""
@@ -232,7 +236,9 @@ class Reconciler:
         where = after.record.placement
         assert where is not None, "a STARTING replica is placed"
         address = self.control_plane_address
-        launch = launch_spec(after.record, spec, where, cap, address)
+        launch = launch_spec(
+            after.record, spec, where, cap, address, self._credentials, self.packages
+        )
         report = self._reporter(after.id)
         self._spawn(f"launch {after.id}", after.id, self._actuator.launch(record, launch, report))
 

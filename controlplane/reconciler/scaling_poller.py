@@ -62,7 +62,7 @@ class ScalingPoller:
     async def _total_ongoing(self, deployment: str) -> float | None:
         """Ongoing requests summed over the deployment's routable replicas;
         None when none answered."""
-        addresses = [r.record.address for r in self._fleet.of(deployment) if r.is_routable]
-        counts = await asyncio.gather(*(self._actuator.ongoing(a) for a in addresses))
+        refs = [r.record.ref for r in self._fleet.of(deployment) if r.is_routable]
+        counts = await asyncio.gather(*(self._actuator.ongoing(ref) for ref in refs if ref))
         answered = [c for c in counts if c is not None]
         return float(sum(answered)) if answered else None

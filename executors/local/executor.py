@@ -3,8 +3,9 @@
 Each replica is the worker process of `executors.worker_process`, in a
 session of its own, so it outlives a crash of the control plane. Everything
 needed to find it again lives in `state_dir` (the worker's files, as that
-module lays them out), and `envs/<key>/` holds a runtime_env.pip
-virtualenv, shared by replicas with the same requirements.
+module lays them out), `envs/<key>/` holds a runtime_env.pip virtualenv,
+shared by replicas with the same requirements, and `packages/<sha256>/` an
+uploaded package, unpacked once for every replica that runs in it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from executors.local.environments import LocalEnvironments
 from executors.local.settings import LocalSettings
 from executors.log_file import read_log_file, rotate
 from executors.runtime_env.environment import Environment
+from executors.runtime_env.unpack import UnpackError, unpack
 from executors.worker_process import Ready, WorkerFiles
 
 log = logging.getLogger("capstan.executors.local")
@@ -88,7 +90,7 @@ class LocalExecutor(Executor):
     async def launch(self, spec: LaunchSpec) -> ReplicaRef:
         replica_id = spec.replica_id
         files = self._files(replica_id)
-        env, cwd = self._environment(spec)
+        env, cwd = await self._environment(spec)
         # Built by prepare; this only looks it up (or builds it, if prepare
         # was skipped).
         python = await self._environments.interpreter(Environment.of(spec.options))
@@ -146,18 +148,26 @@ class LocalExecutor(Executor):
         if exits:
             await asyncio.wait(exits)
 
-    def _environment(self, spec: LaunchSpec) -> tuple[dict[str, str], pathlib.Path | None]:
+    async def _environment(self, spec: LaunchSpec) -> tuple[dict[str, str], pathlib.Path | None]:
         env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
-        if not spec.options.working_dir:
+        working_dir = await self._working_dir(spec)
+        if working_dir is None:
             return env, None
-        working_dir = pathlib.Path(spec.options.working_dir)
-        if not working_dir.is_dir():
-            message = (
-                f"runtime_env.working_dir {str(working_dir)!r} is not a folder on this machine"
-            )
-            raise ExecutorError(message, retryable=False)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(working_dir), env.get("PYTHONPATH")]))
         return env, working_dir
+
+    async def _working_dir(self, spec: LaunchSpec) -> pathlib.Path | None:
+        """The folder the replica starts in: an uploaded package unpacked
+        once into `packages/<sha256>/`, or a folder on this machine."""
+        if spec.options.is_package:
+            archive = spec.package_archive()
+            target = pathlib.Path(self._root) / "packages" / archive.sha256
+            try:
+                await asyncio.to_thread(unpack, pathlib.Path(archive.path), archive.format, target)
+            except UnpackError as error:
+                raise ExecutorError(str(error), retryable=False) from error
+            return target
+        return _local_folder(spec.options.working_dir) if spec.options.working_dir else None
 
     async def _spawn(
         self,
@@ -221,6 +231,7 @@ class LocalExecutor(Executor):
             address=ready.address,
             node="local",
             nonce=ready.nonce,
+            tls=ready.tls,
             data={"pid": str(ready.pid), "log": self._files(ready.replica_id).log},
         )
 
@@ -248,10 +259,22 @@ class LocalExecutor(Executor):
         return f"its log ({path}) ends with:\n{processes.tail(path)}"
 
 
+def _local_folder(working_dir: str) -> pathlib.Path:
+    folder = pathlib.Path(working_dir)
+    if not folder.is_dir():
+        message = f"runtime_env.working_dir {working_dir!r} is not a folder on this machine"
+        raise ExecutorError(message, retryable=False)
+    return folder
+
+
 def _write_config(files: WorkerFiles, config: bytes) -> None:
     # A ready file left from an earlier start must not read as this one's.
     pathlib.Path(files.ready).unlink(missing_ok=True)
-    pathlib.Path(files.config).write_bytes(config)
+    # Only this user may read it: it holds the cluster secret and user code.
+    path = pathlib.Path(files.config)
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
+        file.write(config)
 
 
 def _open_log(files: WorkerFiles) -> BinaryIO:

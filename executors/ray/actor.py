@@ -48,6 +48,11 @@ class ReplicaActor:
         self._config = config
         return self.describe()
 
+    def node_address(self) -> str:
+        """This node's Ray IP, where `start("")` serves: the host its TLS
+        certificate must name."""
+        return ray.util.get_node_ip_address()
+
     def describe(self) -> dict[str, str]:
         """Who and where this replica is; empty until `start` has returned."""
         if self._replica is None or self._config is None:
@@ -60,6 +65,7 @@ class ReplicaActor:
             "node": context.get_node_id(),
             "actor_id": context.get_actor_id() or "",
             "pid": str(os.getpid()),
+            "tls": "1" if self._config.tls_cert else "",
         }
 
     async def log_bytes(self, stream: str, offset: int) -> bytes:

@@ -24,6 +24,7 @@ import ray
 from ray.exceptions import RayError
 
 from capstan.errors import NotFound
+from capstan.v1 import replica_pb2
 from executors.base import (
     Capabilities,
     Executor,
@@ -92,6 +93,11 @@ class RayExecutor(Executor):
         if reason is not None:
             raise ExecutorError(f"Ray cannot place replica {spec.replica_id}: {reason}")
         runtime_env = resources.ray_runtime_env(spec.options, spec.env)
+        if spec.options.is_package:
+            # Ray takes a local .zip or .tar.gz as a working_dir too, and
+            # unpacks what it uploaded as it is (a public file:// URI would
+            # need every node to see this disk, and strips a lone top folder).
+            runtime_env["working_dir"] = spec.package_archive().path
         if "working_dir" in runtime_env:
             # Ray uploads a local folder only for ray.init(); for an actor
             # it wants a URI: upload it (once per content) and pass that.
@@ -239,11 +245,10 @@ class RayExecutor(Executor):
             raise ExecutorError(message) from None
         except RayError as error:
             raise errors.from_ray(spec.replica_id, error) from error
-        # A Ray of our own runs on this machine only: keep replicas on loopback.
-        host = "127.0.0.1" if self.settings.is_local else ""
         try:
             async with asyncio.timeout_at(deadline):
-                described = await actor.start.remote(spec.config.SerializeToString(), host)
+                host, config = await self._placed_config(actor, spec)
+                described = await actor.start.remote(config.SerializeToString(), host)
         except TimeoutError:
             raise ExecutorError(
                 f"replica {spec.replica_id} did not start within "
@@ -254,6 +259,18 @@ class RayExecutor(Executor):
         if "error" in described:
             raise ReplicaStartError(described["error"])
         return described
+
+    async def _placed_config(
+        self, actor: Any, spec: LaunchSpec
+    ) -> tuple[str, replica_pb2.ReplicaConfig]:
+        """Where the placed actor's worker listens, and its config. A Ray of
+        our own runs on this machine only: its replicas stay on loopback.
+        On a cluster they listen on their node's IP, so they serve TLS with
+        a certificate for it."""
+        if self.settings.is_local:
+            return "127.0.0.1", spec.config
+        node = await actor.node_address.remote()
+        return "", spec.config_with_tls([node])
 
     async def _describe(self, name: str) -> ReplicaRef | None:
         actor = await self._find(name)
@@ -328,4 +345,5 @@ def _ref(described: Mapping[str, str]) -> ReplicaRef:
             "actor_id": described["actor_id"],
             "pid": described["pid"],
         },
+        tls=described.get("tls") == "1",
     )

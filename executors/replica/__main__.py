@@ -72,7 +72,9 @@ async def _run(config: replica_pb2.ReplicaConfig, ready_file: pathlib.Path) -> i
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    write_ready(ready_file, Ready(config.replica_id, replica.address, os.getpid(), config.nonce))
+    tls = bool(config.tls_cert)
+    ready = Ready(config.replica_id, replica.address, os.getpid(), config.nonce, tls)
+    write_ready(ready_file, ready)
     await stop.wait()
     log.info("stopping: draining in-flight requests")
     await replica.stop()

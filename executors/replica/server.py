@@ -14,12 +14,15 @@ from collections.abc import AsyncIterator
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from capstan import defaults
+from capstan.call_guard import MetadataGuard
 from capstan.channels import KEEPALIVE, Keepalive, server_options
 from capstan.context import ReplicaID, loaded_models, set_replica_context, set_servable_object
 from capstan.errors import CapstanError, answers_errors
+from capstan.links import SECRET_KEY
+from capstan.reflection import enable_reflection
+from capstan.tls import ServerTls, listen
 from capstan.v1 import replica_pb2, replica_pb2_grpc
 from executors.replica.exchange import ExchangeStream
 from executors.replica.ingress import Lifespan, bind_methods
@@ -190,8 +193,17 @@ async def start_replica(
     serves ReplicaService on `config.host` at a free port, accepting the
     keepalive pings of clients that use the same `keepalive`.
 
+    Every call but health checks and reflection must carry the config's
+    cluster secret; with a certificate in the config it serves TLS.
+
     Raises `LoadError` when the user's code fails to import, construct or
-    reconfigure; the message names the cause."""
+    reconfigure; the message names the cause, and `ValueError` for a config
+    without a cluster secret."""
+    if not config.cluster_secret:
+        raise ValueError(
+            f"replica {config.replica_id}: the config has no cluster_secret; "
+            "a replica never serves without one"
+        )
     _export_environment(config)
     apply_logging_config(config)
     spec = config.deployment
@@ -232,26 +244,31 @@ async def _start_app(worker: Worker) -> Lifespan | None:
 
 
 def _export_environment(config: replica_pb2.ReplicaConfig) -> None:
-    # SDK handles used inside the user's code find the control plane here.
+    # SDK handles used inside the user's code find the control plane here
+    # (and the cluster's links in the route table it sends them).
     if config.control_plane_address:
         os.environ["CAPSTAN_ADDRESS"] = config.control_plane_address
+    if config.token:
+        os.environ["CAPSTAN_TOKEN"] = config.token
     os.environ["CAPSTAN_REPLICA_ID"] = config.replica_id
 
 
 async def _serve(
     worker: Worker, lifespan: Lifespan | None, host: str, keepalive: Keepalive
 ) -> RunningReplica:
-    server = grpc.aio.server(options=server_options(keepalive))
+    config = worker.config
+    guard = MetadataGuard(SECRET_KEY, config.cluster_secret, "missing or wrong cluster secret")
+    server = grpc.aio.server(options=server_options(keepalive), interceptors=[guard])
     servicer = ReplicaServicer(worker)
     replica_pb2_grpc.add_ReplicaServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
+    enable_reflection(server, (SERVICE_NAME, health.SERVICE_NAME))
     bind_host = f"[{host}]" if ":" in host else host
-    port = server.add_insecure_port(f"{bind_host}:0")
+    tls = ServerTls(config.tls_cert, config.tls_key) if config.tls_cert else None
+    port = listen(server, f"{bind_host}:0", tls)
     await server.start()
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving %s on %s:%d", worker.user.name, host, port)
+    log.info("serving %s on %s:%d%s", worker.user.name, host, port, " (TLS)" if tls else "")
     address = f"{bind_host}:{port}"
     return RunningReplica(address, worker, servicer, server, health_servicer, lifespan)

@@ -224,6 +224,7 @@ class SshExecutor(Executor):
             node=host.name,
             nonce=ready.nonce,
             data={"pid": str(ready.pid), "host": host.name, "log": files.log},
+            tls=ready.tls,
         )
 
 
@@ -235,9 +236,12 @@ async def _start(
     files: WorkerFiles,
     env: dict[str, str],
 ) -> int:
-    """Ships the config (and working_dir), starts the worker; its pid."""
+    """Ships the config (and working_dir), starts the worker; its pid. The
+    worker listens off this machine, so it serves TLS with a certificate
+    for the address callers dial."""
     await remote.remove(files.ready)
-    await remote.write(files.config, spec.config.SerializeToString())
+    config = spec.config_with_tls(sorted({host.address, host.bind_host} - set(_WILDCARDS)))
+    await remote.write(files.config, config.SerializeToString())
     cwd = await _prepare_working_dir(remote, spec, files, env, host.python)
     output = await remote.run(start_script(python, cwd, files, host.bind_host, env))
     return int(output.split()[-1])
@@ -246,14 +250,19 @@ async def _start(
 async def _prepare_working_dir(
     remote: Remote, spec: LaunchSpec, files: WorkerFiles, env: dict[str, str], python: str
 ) -> str:
-    """The folder the worker starts in: its own copy of the runtime_env's
-    working_dir (first on PYTHONPATH too), else the host's workdir."""
+    """The folder the worker starts in (first on PYTHONPATH too): its own
+    copy of the runtime_env's working_dir, the host's one copy of an
+    uploaded package, else the host's workdir."""
     folder = spec.options.working_dir
-    if not folder:
+    if spec.options.is_package:
+        cwd = await working_dir.ship_package(remote, spec.package_archive(), python)
+    elif folder:
+        await working_dir.ship(remote, folder, files.working_dir, python)
+        cwd = files.working_dir
+    else:
         return remote.workdir
-    await working_dir.ship(remote, folder, files.working_dir, python)
-    env["PYTHONPATH"] = ":".join(filter(None, [files.working_dir, env.get("PYTHONPATH")]))
-    return files.working_dir
+    env["PYTHONPATH"] = ":".join(filter(None, [cwd, env.get("PYTHONPATH")]))
+    return cwd
 
 
 async def _read_ready(remote: Remote, path: str) -> Ready | None:

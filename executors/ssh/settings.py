@@ -13,6 +13,8 @@ them, validated once so that everything past the constructor can trust it.
         resources: {ssd: 1}
         workdir: ~/.capstan-ssh # Capstan's files on that host
         bind_host: 10.0.0.7     # the interface replicas listen on; default: address
+                                # (they serve TLS: the cluster CA issues each a
+                                # certificate naming address and bind_host)
         env: {PYTHONPATH: /srv/app}   # set for every replica on this host
     known_hosts: ~/.ssh/known_hosts
     verify_host_keys: true      # false trusts any host key: only for throwaway hosts

@@ -12,6 +12,8 @@ from typing import Any
 import grpc
 
 from capstan.v1 import deployment_pb2, replica_pb2, replica_pb2_grpc
+from executors.base import ReplicaRef
+from tests.contract.specs import LINKS
 
 RESPONSE_TIMEOUT_S = 30.0
 
@@ -41,11 +43,38 @@ class Reply:
         return getattr(self.frame, name)
 
 
-class ExchangeClient:
-    """`async with ExchangeClient(address) as client:` opens the stream."""
+class _WithSecret(grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds the test cluster's secret to every unary call, as Capstan's
+    callers do (the Exchange stream is opened with it explicitly)."""
 
-    def __init__(self, address: str) -> None:
-        self.channel = grpc.aio.insecure_channel(address)
+    async def intercept_unary_unary(self, continuation, details, request):
+        return await continuation(_signed(details), request)
+
+
+def _signed(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    metadata = grpc.aio.Metadata(*(details.metadata or ()), *LINKS.metadata)
+    return details._replace(metadata=metadata)
+
+
+def channel_to(replica: str | ReplicaRef) -> grpc.aio.Channel:
+    """A channel to a replica at an address (plaintext) or of a ref (TLS
+    when it serves TLS) that sends the test cluster's secret with each call."""
+    address, tls = (
+        (replica.address, replica.tls) if isinstance(replica, ReplicaRef) else (replica, False)
+    )
+    interceptors = [_WithSecret()]
+    if not tls:
+        return grpc.aio.insecure_channel(address, interceptors=interceptors)
+    credentials = grpc.ssl_channel_credentials(root_certificates=LINKS.ca_cert)
+    return grpc.aio.secure_channel(address, credentials, interceptors=interceptors)
+
+
+class ExchangeClient:
+    """`async with ExchangeClient(address_or_ref) as client:` opens the
+    stream, with the test cluster's secret."""
+
+    def __init__(self, replica: str | ReplicaRef) -> None:
+        self.channel = channel_to(replica)
         self.stub = replica_pb2_grpc.ReplicaServiceStub(self.channel)
         self._ids = itertools.count(1)
         self._queues: dict[int, asyncio.Queue[Reply]] = {}
@@ -56,7 +85,7 @@ class ExchangeClient:
         self.error: grpc.aio.AioRpcError | None = None
 
     async def __aenter__(self) -> ExchangeClient:
-        self._call = self.stub.Exchange()
+        self._call = self.stub.Exchange(metadata=LINKS.metadata)
         self._reader = asyncio.create_task(self._read())
         return self
 
@@ -163,14 +192,14 @@ class HttpResult:
         return json.loads(self.body)
 
 
-async def call_once(address: str, method: str, *args: Any) -> Any:
+async def call_once(replica: str | ReplicaRef, method: str, *args: Any) -> Any:
     """One call over a fresh Exchange stream; the decoded JSON result."""
-    async with ExchangeClient(address) as client:
+    async with ExchangeClient(replica) as client:
         return await client.call(method, *args)
 
 
-async def stats(address: str) -> replica_pb2.GetStatsResponse:
+async def stats(replica: str | ReplicaRef) -> replica_pb2.GetStatsResponse:
     """The replica's GetStats answer."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with channel_to(replica) as channel:
         stub = replica_pb2_grpc.ReplicaServiceStub(channel)
         return await stub.GetStats(replica_pb2.GetStatsRequest(), timeout=10)

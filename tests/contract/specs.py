@@ -9,11 +9,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from capstan.v1 import deployment_pb2, replica_pb2
+from controlplane.cluster_keys import ClusterKeys
 from executors.base import LaunchSpec
 from executors.options import ReplicaOptions
 
 # The workers import tests.apps.*, wherever the test run started.
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+# The test cluster's secret and CA: every config carries them, and the test
+# callers (tests.contract.exchange_client) reach replicas through LINKS.
+KEYS = ClusterKeys.generate()
+LINKS = KEYS.links
 
 
 def replica_config(
@@ -46,6 +51,7 @@ def replica_config(
         version="v1",
         deployment=spec,
         host="127.0.0.1",
+        cluster_secret=KEYS.secret,
     )
 
 
@@ -58,8 +64,12 @@ def launch_spec_of(
     config: replica_pb2.ReplicaConfig, *, node: str = "", env: Mapping[str, str] | None = None
 ) -> LaunchSpec:
     """The LaunchSpec the control plane would make of `config` on a node
-    without GPUs: its validated options, and its environment (env_vars,
-    then OMP_NUM_THREADS unless they set it), then `env`."""
+    without GPUs: its validated options, the test cluster's keys, and its
+    environment (env_vars, then OMP_NUM_THREADS unless they set it), then
+    `env`."""
+    config.cluster_secret = KEYS.secret
+    config.tls_ca_cert = KEYS.ca_cert
     options = ReplicaOptions.from_proto(config.deployment.replica_options)
     placed = {"OMP_NUM_THREADS": options.omp_num_threads, **options.env_vars}
-    return LaunchSpec(config, options, node=node, env={**placed, **(env or {})})
+    env = {**placed, **(env or {})}
+    return LaunchSpec(config, options, node=node, env=env, issue_certificate=KEYS.issue)

@@ -45,7 +45,7 @@ async def test_launched_replica_serves_requests(make_executor: MakeExecutor) -> 
         spec.config.nonce,
     )
     assert ReplicaRef.from_json(ref.to_json()) == ref
-    async with ExchangeClient(ref.address) as client:
+    async with ExchangeClient(ref) as client:
         assert await client.call("hello", "ann") == "> hello ann"
         stats = await client.stub.GetStats(replica_pb2.GetStatsRequest())
     assert (stats.replica_id, stats.nonce) == (spec.replica_id, spec.config.nonce)
@@ -56,7 +56,7 @@ async def test_replica_reconfigures_in_place(make_executor: MakeExecutor) -> Non
     ref = await executor.launch(
         launch_spec("tests.apps.configured:Threshold", user_config={"threshold": 1})
     )
-    async with ExchangeClient(ref.address) as client:
+    async with ExchangeClient(ref) as client:
         assert await client.call("get") == 1
         await client.stub.Reconfigure(
             replica_pb2.ReconfigureRequest(user_config='{"threshold": 7}')
@@ -67,7 +67,7 @@ async def test_replica_reconfigures_in_place(make_executor: MakeExecutor) -> Non
 async def test_stop_lets_the_request_in_flight_finish(make_executor: MakeExecutor) -> None:
     executor = make_executor()
     ref = await executor.launch(launch_spec("tests.apps.echo:Echo"))
-    async with ExchangeClient(ref.address) as client:
+    async with ExchangeClient(ref) as client:
         request_id = await client.start("sleep", 1.0)
         # The request is admitted before stop begins.
         await eventually(client.ongoing_requests, "the request to be in flight")
@@ -110,7 +110,7 @@ async def test_new_instance_adopts_replicas_after_a_restart(make_executor: MakeE
         ref.address,
         ref.nonce,
     )
-    async with ExchangeClient(ref.address) as client:
+    async with ExchangeClient(ref) as client:
         assert await client.call("hello", "again") == "hello again"
     await new.stop(adopted[ref.replica_id], timeout_s=5.0)
     assert ref.replica_id not in await _running_ids(new)
@@ -130,7 +130,7 @@ async def test_prepare_is_idempotent_and_launch_follows_it(make_executor: MakeEx
     await asyncio.gather(executor.prepare(spec), executor.prepare(spec))
     await executor.prepare(spec)
     ref = await executor.launch(spec)
-    async with ExchangeClient(ref.address) as client:
+    async with ExchangeClient(ref) as client:
         assert await client.call("hello", "ann") == "hello ann"
 
 
@@ -157,7 +157,7 @@ async def test_stop_forces_a_replica_that_does_not_exit_in_time(
     spec = launch_spec("tests.apps.stuck:Stuck", graceful_shutdown_timeout_s=3600)
     ref = await executor.launch(spec)
     loop = asyncio.get_running_loop()
-    async with ExchangeClient(ref.address) as client:
+    async with ExchangeClient(ref) as client:
         await client.start("hang")
         await eventually(client.ongoing_requests, "the hanging request to be in flight")
         began = loop.time()

@@ -222,3 +222,13 @@ def test_capstan_run_script_that_only_binds(serve, cluster: Cluster, tmp_path) -
     )
     _capstan_run(cluster, str(script), "--route-prefix", "/script",
                  url=cluster.http_url + "/script", expect="Hey, script")  # fmt: skip
+
+
+def test_a_request_right_after_run_finds_the_route(serve, cluster: Cluster) -> None:
+    @serve.deployment(ray_actor_options={"num_cpus": 0})
+    def ping(request) -> str:
+        return "pong"
+
+    for i in range(8):  # each a new route the proxy has never seen
+        serve.run(ping.bind(), name=f"ping{i}", route_prefix=f"/ping{i}")
+        assert httpx.get(f"{cluster.http_url}/ping{i}", timeout=30).text == "pong"

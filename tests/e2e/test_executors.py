@@ -21,6 +21,7 @@ from capstan import serve
 from capstan.client import ControlPlaneClient
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import deployment_pb2
+from tests.apps.probe import Probe
 from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.ray_cluster import LOOPBACK_ENV, REPO_ROOT, RayCluster
 from tests.support.sshd import SshHosts
@@ -263,22 +264,30 @@ def test_a_working_dir_is_importable_in_the_replica(
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / f"{module}.py").write_text(f"VALUE = {token!r}\n")
     runtime_env = {"working_dir": str(tmp_path / "app")}
-    apply_all(client, [probe("shipped", executor=executor, runtime_env=runtime_env)])
+    # The class itself, not its import path: an import path must resolve
+    # inside the uploaded working_dir, and Probe is on the replicas' path.
+    spec = probe("shipped", executor=executor, code=Probe, runtime_env=runtime_env)
+    apply_all(client, [spec])
 
-    assert get(cluster, f"/shipped?module={module}").json()["module"] == token
+    # HEALTHY is the control plane's word; the proxy learns the route a moment later.
+    answer = eventually_sync(
+        lambda: (r := get(cluster, f"/shipped?module={module}")).status_code == 200 and r,
+        "the proxy to route /shipped",
+    )
+    assert answer.json()["module"] == token
 
 
 # -- helpers -------------------------------------------------------------------
 
 
 def probe(
-    name: str, *, executor: str = "local", **actor_options: Any
+    name: str, *, executor: str = "local", code: Any = PROBE, **actor_options: Any
 ) -> deployment_pb2.DeploymentSpec:
     """The Probe app as deployment `name` (at `/name`); `num_replicas` goes
     to the deployment, everything else to its replica options."""
     num_replicas = actor_options.pop("num_replicas", 1)
     deployment = serve.deployment(
-        PROBE, name=name, executor=executor, num_replicas=num_replicas,
+        code, name=name, executor=executor, num_replicas=num_replicas,
         ray_actor_options={"num_cpus": SMALL_CPUS, **actor_options},
         # Loopback routers learn of a removal at once: no need to wait 2 s.
         graceful_shutdown_wait_loop_s=0.1,

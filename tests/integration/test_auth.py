@@ -111,7 +111,7 @@ async def test_route_watcher_without_token_receives_nothing(address: str) -> Non
 
 
 def test_settings_off_loopback_without_token_names_the_fix() -> None:
-    with pytest.raises(ValueError, match=r"0\.0\.0\.0.*--token or CAPSTAN_TOKEN"):
+    with pytest.raises(ValueError, match=r"0\.0\.0\.0.*--token-file or CAPSTAN_TOKEN"):
         Settings(host="0.0.0.0")
     with pytest.raises(ValueError, match="bearer token"):
         Settings(host="10.1.2.3")
@@ -128,13 +128,20 @@ def test_settings_on_loopback_need_no_token(host: str) -> None:
     assert Settings(host=host).token == ""
 
 
-def test_parse_settings_reads_the_token_from_flag_or_environment(
-    monkeypatch: pytest.MonkeyPatch,
+def test_parse_settings_reads_the_token_from_a_file_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
 ) -> None:
     monkeypatch.setenv("CAPSTAN_HOST", "0.0.0.0")
     monkeypatch.setenv("CAPSTAN_TOKEN", TOKEN)
     assert parse_settings([]).token == TOKEN
-    assert parse_settings(["--token", "other"]).token == "other"
+    token_file = tmp_path / "token"
+    token_file.write_text("other\n")
+    assert parse_settings(["--token-file", str(token_file)]).token == "other"
     monkeypatch.delenv("CAPSTAN_TOKEN")
     with pytest.raises(ValueError, match="set a bearer token"):
         parse_settings([])
+    token_file.write_text("  \n")
+    with pytest.raises(ValueError, match=r"token_file: .* is empty"):
+        parse_settings(["--token-file", str(token_file)])
+    with pytest.raises(SystemExit):  # a token is never taken from the command line
+        parse_settings(["--token", TOKEN])

@@ -284,6 +284,7 @@ async def test_health_and_reflection_are_served(harness: Harness) -> None:
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     service = "capstan.v1.ControlPlaneService"
     assert {service, "grpc.health.v1.Health"} <= await reflected_services(harness.channel)
+    assert {service, "grpc.health.v1.Health"} <= await reflected_services(harness.channel, "v1")
     assert {"ApplyDeployment", "WatchRoutes"} <= await reflected_methods(harness.channel, service)
 
 

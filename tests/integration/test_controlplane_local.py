@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import pathlib
+import stat
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 
+from capstan.links import SECRET_KEY
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc, deployment_pb2, replica_pb2, replica_pb2_grpc
 from controlplane.server import ControlPlane, load_executors
@@ -68,10 +70,11 @@ def spec(import_path: str, version: str, user_config: str) -> deployment_pb2.Dep
     return msg
 
 
-async def stats(address: str) -> replica_pb2.GetStatsResponse:
+async def stats(address: str, secret: str) -> replica_pb2.GetStatsResponse:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = replica_pb2_grpc.ReplicaServiceStub(channel)
-        return await stub.GetStats(replica_pb2.GetStatsRequest(), timeout=5)
+        metadata = ((SECRET_KEY, secret),)
+        return await stub.GetStats(replica_pb2.GetStatsRequest(), timeout=5, metadata=metadata)
 
 
 async def test_local_rollout_failure_adoption_and_delete(local: LocalPlane) -> None:
@@ -82,7 +85,10 @@ async def test_local_rollout_failure_adoption_and_delete(local: LocalPlane) -> N
     )
     [replica] = reply.deployment.replicas
     assert reply.deployment.state == cp.DEPLOYMENT_STATE_HEALTHY
-    first = await stats(replica.address)
+    secret_file = local.settings.state_dir / "cluster" / "secret"
+    secret = secret_file.read_text()
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    first = await stats(replica.address, secret)
     assert (first.replica_id, first.version) == (replica.id, "v1")
 
     broken = spec("tests.apps.configured:Broken", "v2", '{"threshold": 1}')
@@ -99,7 +105,17 @@ async def test_local_rollout_failure_adoption_and_delete(local: LocalPlane) -> N
     stub = await local.start()
     adopted = (await stub.GetDeployment(cp.GetDeploymentRequest(name="threshold"))).deployment
     assert [(r.id, r.state) for r in adopted.replicas] == [(replica.id, cp.REPLICA_STATE_RUNNING)]
-    assert (await stats(replica.address)).pid == first.pid
+    # ... with the same cluster secret, so the replica still takes its calls
+    # (a reconfigure in place) and ours.
+    assert secret_file.read_text() == secret
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert (await stats(replica.address, secret)).pid == first.pid
+    retuned = spec("tests.apps.configured:Threshold", "v1", '{"threshold": 2}')
+    request = cp.ApplyDeploymentRequest(spec=retuned, wait=True, timeout_s=60)
+    retuned_reply = await stub.ApplyDeployment(request)
+    assert retuned_reply.deployment.state == cp.DEPLOYMENT_STATE_HEALTHY
+    assert [r.id for r in retuned_reply.deployment.replicas] == [replica.id]
+    assert (await stats(replica.address, secret)).pid == first.pid
 
     await stub.DeleteDeployment(cp.DeleteDeploymentRequest(name="threshold", wait=True))
     await eventually(lambda: not _is_alive(first.pid), "the replica process to exit", timeout_s=30)

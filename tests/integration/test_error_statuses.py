@@ -11,7 +11,7 @@ import pytest
 
 from capstan import errors
 from capstan.channels import channel_options, server_options
-from capstan.errors import answers_errors
+from capstan.errors import UserCodeError, answers_errors, from_rpc_error
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -129,3 +129,19 @@ def test_the_sdk_maps_each_code_back_to_the_same_class(
     assert error.code == code
     back = errors.error_for_code(code, error.message)
     assert type(back) is type(error) and back.message == error.message
+
+
+async def test_errors_carry_error_info_a_program_can_read(channel: grpc.aio.Channel) -> None:
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _unary(channel, b"user-code")
+    [detail] = rpc_status.from_call(caught.value).details
+    info = error_details_pb2.ErrorInfo()
+    assert detail.Unpack(info)
+    assert (info.reason, info.domain) == ("USER_CODE_ERROR", "capstan.v1")
+    assert info.metadata["exception_type"] == "ValueError"
+    mapped = from_rpc_error(caught.value)
+    assert isinstance(mapped, UserCodeError) and mapped.exception_type == "ValueError"
+    assert str(mapped) == "ValueError: boom"

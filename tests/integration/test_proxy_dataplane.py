@@ -122,4 +122,5 @@ async def test_health_and_reflection_are_served(dataplane: DataPlane) -> None:
     reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     assert {service, "grpc.health.v1.Health"} <= await reflected_services(dataplane.channel)
+    assert {service, "grpc.health.v1.Health"} <= await reflected_services(dataplane.channel, "v1")
     assert {"Call", "CallStream"} <= await reflected_methods(dataplane.channel, service)

@@ -22,7 +22,7 @@ from capstan.channels import Keepalive, channel_options
 from capstan.v1 import deployment_pb2, replica_pb2, replica_pb2_grpc
 from executors.replica import RunningReplica, start_replica
 from proxy.replica_client import ReplicaClient
-from tests.contract.specs import replica_config
+from tests.contract.specs import LINKS, replica_config
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -72,7 +72,7 @@ async def test_idle_exchange_streams_still_answer_on_the_same_stream(
 
 async def _quiet_between_requests(address: str) -> None:
     async with grpc.aio.insecure_channel(address, options=channel_options(KEEPALIVE)) as channel:
-        call = replica_pb2_grpc.ReplicaServiceStub(channel).Exchange()
+        call = replica_pb2_grpc.ReplicaServiceStub(channel).Exchange(metadata=LINKS.metadata)
         await call.write(_exchange(1, "hello", "before"))
         assert await _reply(call) == "hello before"
         await asyncio.sleep(IDLE_S)  # the idle wait itself: nothing is sent either way
@@ -84,7 +84,7 @@ async def _quiet_between_requests(address: str) -> None:
 async def _quiet_during_a_request(address: str) -> None:
     """The proxy's client: the replica sleeps for IDLE_S on a request, so no
     frame crosses the stream until the reply."""
-    client = ReplicaClient(address, keepalive=KEEPALIVE)
+    client = ReplicaClient(address, links=LINKS, keepalive=KEEPALIVE)
     try:
         payload = await client.call(_invocation("sleep", IDLE_S))
         assert json.loads(payload.data) == IDLE_S

@@ -102,8 +102,8 @@ async def test_launched_replica_serves_over_exchange(executor: Executor) -> None
     assert ref.node == (await executor.capacity())[0].name
     assert ref.data["actor_name"] == f"capstan-replica-{spec.replica_id}"
     assert ReplicaRef.from_json(ref.to_json()) == ref
-    assert await call(ref.address, "echo", "hi") == "> hi"
-    replica = await stats(ref.address)
+    assert await call(ref, "echo", "hi") == "> hi"
+    replica = await stats(ref)
     assert (replica.replica_id, replica.nonce) == (spec.replica_id, spec.config.nonce)
     assert str(replica.pid) == ref.data["pid"] != str(os.getpid())
 
@@ -115,10 +115,10 @@ async def test_environment_reaches_the_replica(executor: Executor) -> None:
         env={"OMP_NUM_THREADS": "3", "CUDA_VISIBLE_DEVICES": "7"},
     )
     ref = await executor.launch(spec)
-    assert await call(ref.address, "env", "CAPSTAN_FLAVOUR") == "plum"
-    assert await call(ref.address, "env", "OMP_NUM_THREADS") == "3"
+    assert await call(ref, "env", "CAPSTAN_FLAVOUR") == "plum"
+    assert await call(ref, "env", "OMP_NUM_THREADS") == "3"
     # Ray assigns GPUs itself; a scheduler's choice does not override it.
-    assert await call(ref.address, "env", "CUDA_VISIBLE_DEVICES") != "7"
+    assert await call(ref, "env", "CUDA_VISIBLE_DEVICES") != "7"
 
 
 async def test_more_than_any_node_has_fails_at_once(executor: Executor) -> None:
@@ -174,10 +174,8 @@ async def test_runtime_env_failure_is_named(executor: Executor) -> None:
 
 async def test_stop_is_graceful_and_idempotent(executor: Executor) -> None:
     ref = await executor.launch(launch_spec("tests.apps.ray_echo:Echo"))
-    in_flight = asyncio.create_task(call(ref.address, "sleep", 1.0))
-    await eventually(
-        lambda: _ongoing_requests(ref.address), "the request to be in flight", timeout_s=10
-    )
+    in_flight = asyncio.create_task(call(ref, "sleep", 1.0))
+    await eventually(lambda: _ongoing_requests(ref), "the request to be in flight", timeout_s=10)
     await executor.stop(ref, timeout_s=10)
     assert await in_flight == 1.0
     assert ref.replica_id not in await replica_ids(executor)
@@ -186,8 +184,8 @@ async def test_stop_is_graceful_and_idempotent(executor: Executor) -> None:
     await executor.stop(ref, timeout_s=1)
 
 
-async def _ongoing_requests(address: str) -> int:
-    return (await stats(address)).ongoing_requests
+async def _ongoing_requests(ref: ReplicaRef) -> int:
+    return (await stats(ref)).ongoing_requests
 
 
 async def test_a_new_executor_adopts_running_replicas(
@@ -199,7 +197,7 @@ async def test_a_new_executor_adopts_running_replicas(
     async with ray_executor(ray_cluster, tmp_path) as new:
         [found] = [r for r in await new.observe() if r.replica_id == ref.replica_id]
         assert found == ref
-        assert await call(found.address, "echo", "hi") == "adopted hi"
+        assert await call(found, "echo", "hi") == "adopted hi"
         await new.stop(ReplicaRef.from_json(found.to_json()), timeout_s=5)
         assert ref.replica_id not in await replica_ids(new)
 
@@ -229,7 +227,7 @@ async def test_ray_client_address_works_too(
 ) -> None:
     async with ray_executor(ray_cluster, tmp_path, address=ray_cluster.client_address) as executor:
         ref = await executor.launch(launch_spec("tests.apps.ray_echo:Echo", "client "))
-        assert await call(ref.address, "echo", "hi") == "client hi"
+        assert await call(ref, "echo", "hi") == "client hi"
         assert {r.replica_id for r in await executor.observe()} == {ref.replica_id}
         await executor.stop(ref, timeout_s=5)
 
@@ -237,7 +235,7 @@ async def test_ray_client_address_works_too(
 async def test_read_log_follows_the_actors_output(executor: Executor) -> None:
     ref = await executor.launch(launch_spec("tests.apps.ray_echo:Echo"))
     following = executor.read_log(ref, since_s=0, follow=True)
-    await call(ref.address, "say", "printed in a Ray actor")
+    await call(ref, "say", "printed in a Ray actor")
     async with asyncio.timeout(30):
         async for line in following:
             if "printed in a Ray actor" in line:

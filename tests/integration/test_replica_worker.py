@@ -80,7 +80,7 @@ async def test_sync_methods_run_off_the_event_loop(client: ExchangeClient) -> No
 
 async def test_function_deployment(launch: Launch) -> None:
     ref = await launch("tests.apps.echo:shout")
-    async with ExchangeClient(ref.address) as client:
+    async with ExchangeClient(ref) as client:
         assert await client.call("", "hi") == "HI"
         with pytest.raises(CallFailed, match="is a function") as failure:
             await client.call("other")
@@ -179,7 +179,7 @@ async def test_stats_and_health(echo: ReplicaRef, client: ExchangeClient) -> Non
 
 async def test_environment_for_user_code(launch: Launch) -> None:
     ref = await launch("tests.apps.echo:Echo", env_vars={"GREETING": "hi"})
-    async with ExchangeClient(ref.address) as client:
+    async with ExchangeClient(ref) as client:
         assert await client.call("environment", "GREETING") == "hi"
         assert await client.call("environment", "CAPSTAN_REPLICA_ID") == ref.replica_id
         assert await client.call("environment", "OMP_NUM_THREADS") == "1"
@@ -257,14 +257,14 @@ async def test_http_streams_arrive_in_pieces(responses: ReplicaRef, kind: str, b
 
 async def test_function_answers_http(launch: Launch) -> None:
     ref = await launch("tests.apps.echo:http_function")
-    async with ExchangeClient(ref.address) as client:
+    async with ExchangeClient(ref) as client:
         answer = await client.http("DELETE", "/f/x", root_path="/f")
     assert answer.body == b"DELETE /f/x"
 
 
 async def test_fastapi_class_ingress_binds_self_and_runs_lifespan(launch: Launch) -> None:
     ref = await launch("tests.apps.ingress:Greeter", init_args=["Howdy"])
-    async with ExchangeClient(ref.address) as client:
+    async with ExchangeClient(ref) as client:
         hi = await client.http("GET", "/api/hi/ann", root_path="/api", query_string=b"loud=true")
         item = await client.http(
             "POST",
@@ -286,7 +286,7 @@ async def test_fastapi_class_ingress_binds_self_and_runs_lifespan(launch: Launch
 
 async def test_user_config_applies_at_start_and_later(launch: Launch) -> None:
     ref = await launch("tests.apps.configured:Threshold", user_config={"threshold": 1})
-    async with ExchangeClient(ref.address) as client:
+    async with ExchangeClient(ref) as client:
         assert await client.call("get") == 1
         await client.stub.Reconfigure(
             replica_pb2.ReconfigureRequest(user_config='{"threshold": 5}')
@@ -305,7 +305,7 @@ async def test_user_config_applies_at_start_and_later(launch: Launch) -> None:
 
 async def test_failing_check_health_is_unavailable(launch: Launch) -> None:
     ref = await launch("tests.apps.configured:Threshold")
-    async with ExchangeClient(ref.address) as client:
+    async with ExchangeClient(ref) as client:
         await client.stub.CheckHealth(replica_pb2.CheckHealthRequest(), timeout=5)
         await client.call("set_healthy", False)
         with pytest.raises(grpc.aio.AioRpcError) as failure:
@@ -316,7 +316,7 @@ async def test_failing_check_health_is_unavailable(launch: Launch) -> None:
 
 async def test_check_health_answers_before_the_callers_deadline(launch: Launch) -> None:
     ref = await launch("tests.apps.configured:Threshold")
-    async with ExchangeClient(ref.address) as client:
+    async with ExchangeClient(ref) as client:
         await client.call("set_hanging", True)
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await client.stub.CheckHealth(replica_pb2.CheckHealthRequest(), timeout=0.5)
@@ -326,13 +326,13 @@ async def test_check_health_answers_before_the_callers_deadline(launch: Launch) 
 
 async def test_deployment_wrapper_stands_for_its_class(launch: Launch) -> None:
     ref = await launch("tests.apps.echo:wrapped")
-    async with ExchangeClient(ref.address) as client:
+    async with ExchangeClient(ref) as client:
         assert await client.call("hello", "wrapped") == "hello wrapped"
 
 
 async def test_admission_rejects_above_max_concurrent_queries(launch: Launch) -> None:
     ref = await launch("tests.apps.echo:Echo", max_concurrent_queries=2)
-    async with ExchangeClient(ref.address) as client:
+    async with ExchangeClient(ref) as client:
         slow = [await client.start("sleep", 1.0) for _ in range(2)]
         [rejected] = await client.invoke("hello", "x")
         assert rejected.error.rejected and rejected.error.code == Code.RESOURCE_EXHAUSTED.value[0]
@@ -345,7 +345,7 @@ async def test_admission_rejects_above_max_concurrent_queries(launch: Launch) ->
 
 async def test_drain_waits_for_in_flight_then_rejects(launch: Launch) -> None:
     ref = await launch("tests.apps.echo:Echo")
-    async with ExchangeClient(ref.address) as client:
+    async with ExchangeClient(ref) as client:
         slow = await client.start("sleep", 0.5)
         await eventually(client.ongoing_requests, "the request to be in flight")
         drained = await client.stub.Drain(replica_pb2.DrainRequest(timeout_s=10))
@@ -391,7 +391,7 @@ async def test_pickled_code_is_loaded_by_value(executor: LocalExecutor) -> None:
     spec = launch_spec("tests.apps.echo:Echo", init_args=[40])
     spec.config.deployment.code.pickled = cloudpickle.dumps(Local)
     ref = await executor.launch(spec)
-    async with ExchangeClient(ref.address) as client:
+    async with ExchangeClient(ref) as client:
         assert await client.call("add", 2) == 42
 
 

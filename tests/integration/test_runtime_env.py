@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from capstan.v1 import deployment_pb2
-from executors.base import ExecutorError, LaunchSpec, NotSupported
+from executors.base import ExecutorError, LaunchSpec, NotSupported, ReplicaRef
 from executors.local import LocalExecutor
 from executors.runtime_env.build import READY, env_key
 from tests.contract.exchange_client import ExchangeClient
@@ -58,8 +58,8 @@ async def python_says(python: str, code: str) -> str:
     return stdout.decode().strip()
 
 
-async def report(address: str) -> dict[str, Any]:
-    async with ExchangeClient(address) as client:
+async def report(ref: ReplicaRef) -> dict[str, Any]:
+    async with ExchangeClient(ref) as client:
         return await client.call("report")
 
 
@@ -127,7 +127,7 @@ async def test_local_replicas_run_on_their_env_beside_unpinned_ones(
     envs = tmp_path / "state" / "envs"
     assert (envs / env_key(["idna==2.10"]) / READY).is_file()
     refs = [await local.launch(pinned), await local.launch(plain)]
-    pinned_report, plain_report = [await report(ref.address) for ref in refs]
+    pinned_report, plain_report = [await report(ref) for ref in refs]
     assert pinned_report["idna"] == "2.10"
     assert pinned_report["python"].startswith(str(envs))
     assert plain_report["idna"] == PARENT_IDNA
@@ -182,7 +182,7 @@ async def test_ssh_replica_runs_on_an_env_built_on_its_host(
         assert (envs / env_key(["idna==3.7"]) / READY).is_file()
         ref = await executor.launch(spec)
         try:
-            answer = await report(ref.address)
+            answer = await report(ref)
         finally:
             await executor.stop(ref, timeout_s=10)
         assert answer["idna"] == "3.7" and answer["python"].startswith(str(envs))

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest
 
 from capstan.v1 import deployment_pb2, replica_pb2
@@ -92,11 +93,11 @@ async def test_launch_on_the_named_host_serves_requests(
     ref = await executor.launch(spec)
     assert (ref.executor, ref.node, ref.data["host"]) == ("ssh", "b", "b")
     assert ref.address.startswith("127.0.0.2:") and ref.nonce == spec.config.nonce
-    answer = await call(ref.address, "echo", "hi")
+    answer = await call(ref, "echo", "hi")
     assert answer["text"] == "b says hi" and answer["pid"] == int(ref.data["pid"])
     assert answer["cwd"] == str(workdir(tmp_path, "b"))
-    assert await call(ref.address, "env", "FROM_RUNTIME") == "1"
-    assert await call(ref.address, "env", "OMP_NUM_THREADS") == "3"
+    assert await call(ref, "env", "FROM_RUNTIME") == "1"
+    assert await call(ref, "env", "OMP_NUM_THREADS") == "3"
     await executor.stop(ref, timeout_s=10)
     replicas = workdir(tmp_path, "b") / "replicas"
     assert list(replicas.iterdir()) == []
@@ -138,7 +139,7 @@ async def test_working_dir_is_shipped_and_unpacked_per_replica(
     (app / "data" / "greeting.txt").write_text("shipped over sftp")
     spec = launch_spec("shipped:Reader", node="b", working_dir=str(app))
     ref = await executor.launch(spec)
-    assert await call(ref.address, "read") == "shipped over sftp"
+    assert await call(ref, "read") == "shipped over sftp"
     unpacked = workdir(tmp_path, "b") / "working_dirs" / ref.replica_id
     assert (unpacked / "shipped.py").exists()
     await executor.stop(ref, timeout_s=10)
@@ -217,9 +218,9 @@ async def test_a_new_executor_adopts_running_replicas(
         assert len(worker_pids(tmp_path)) == 2
         adopted = sorted(await second.observe(), key=lambda ref: ref.node)
         assert adopted == launched
-        assert (await call(adopted[1].address, "echo", "again"))["text"] == "again"
+        assert (await call(adopted[1], "echo", "again"))["text"] == "again"
         for ref in adopted:
-            reported = await stats(ref.address)
+            reported = await stats(ref)
             assert (reported.replica_id, reported.nonce) == (ref.replica_id, ref.nonce)
         for ref in adopted:
             await second.stop(ReplicaRef.from_json(ref.to_json()), timeout_s=10)
@@ -291,7 +292,7 @@ def test_config_errors_name_the_key(
 async def test_read_log_tails_the_replicas_output_over_ssh(executor: SshExecutor) -> None:
     ref = await executor.launch(launch_spec(node="b"))
     following = executor.read_log(ref, since_s=0, follow=True)
-    await call(ref.address, "say", "written on host b")
+    await call(ref, "say", "written on host b")
     async with asyncio.timeout(10):
         async for line in following:
             if line == "written on host b":
@@ -317,3 +318,28 @@ async def test_archives_unused_for_a_week_are_removed(
     async with open_ssh_executor(ssh_hosts, tmp_path) as executor:
         await executor.observe()  # the first look at a host cleans it up
     assert not old.exists() and recent.exists()
+
+
+async def test_replicas_serve_tls_from_the_cluster_ca_refuse_plaintext_and_get_the_token(
+    executor: SshExecutor,
+) -> None:
+    """SSH hosts are other machines: their replicas listen off loopback (here
+    127.0.0.2 stands for one), so callers reach them over TLS, checked
+    against the cluster CA. The token comes in the config, not the host's
+    environment."""
+    spec = launch_spec(node="b", init_args=["tls "])
+    spec.config.token = "handle-token"  # as the control plane hands its token on
+    ref = await executor.launch(spec)
+    try:
+        assert ref.tls
+        assert (await call(ref, "echo", "hi"))["text"] == "tls hi"
+        # Handles inside the replica watch routes with the control API's token.
+        assert await call(ref, "env", "CAPSTAN_TOKEN") == "handle-token"
+        plaintext = ReplicaRef(ref.replica_id, ref.executor, ref.address, tls=False)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await asyncio.wait_for(stats(plaintext), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        (adopted,) = [r for r in await executor.observe() if r.replica_id == ref.replica_id]
+        assert adopted.tls  # a restarted control plane knows it too
+    finally:
+        await executor.stop(ref, timeout_s=10)

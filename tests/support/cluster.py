@@ -29,6 +29,8 @@ class Cluster:
     process: subprocess.Popen
     # The control plane's HTTP port: /metrics and the dashboard.
     metrics_url: str = ""
+    # Where `capstan start` runs; None: the tests' own working directory.
+    cwd: pathlib.Path | None = None
 
     def client(self) -> ControlPlaneClient:
         return ControlPlaneClient(self.address)
@@ -60,7 +62,9 @@ class Cluster:
         return pids
 
 
-def start_cluster(state_dir: pathlib.Path, config: dict | None = None) -> Cluster:
+def start_cluster(
+    state_dir: pathlib.Path, config: dict | None = None, cwd: pathlib.Path | None = None
+) -> Cluster:
     state_dir.mkdir(parents=True, exist_ok=True)
     control_port, http_port, grpc_port, metrics_port = free_ports(4)
     if config is not None:
@@ -72,6 +76,7 @@ def start_cluster(state_dir: pathlib.Path, config: dict | None = None) -> Cluste
         f"127.0.0.1:{grpc_port}",
         process=None,  # type: ignore[arg-type]
         metrics_url=f"http://127.0.0.1:{metrics_port}",
+        cwd=cwd,
     )
     return restart_cluster(cluster)
 
@@ -92,7 +97,7 @@ def restart_cluster(cluster: Cluster) -> Cluster:
     (state_dir / "logs").mkdir(exist_ok=True)
     with open(state_dir / "logs" / "capstan.log", "ab") as log:
         cluster.process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cluster.cwd
         )
     try:
         eventually_sync(lambda: _is_ready(cluster), "capstan start to answer", timeout_s=60)

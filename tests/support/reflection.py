@@ -8,9 +8,11 @@ from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 
-async def reflected_services(channel: grpc.aio.Channel) -> set[str]:
-    """The full names of the services the server lists."""
-    [reply] = await _ask(channel, reflection_pb2.ServerReflectionRequest(list_services=""))
+async def reflected_services(channel: grpc.aio.Channel, version: str = "v1alpha") -> set[str]:
+    """The full names of the services the server lists, asked with
+    reflection `version` ("v1alpha" or "v1": the same messages)."""
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    [reply] = await _ask(channel, request, version)
     return {service.name for service in reply.list_services_response.service}
 
 
@@ -29,8 +31,18 @@ async def reflected_methods(channel: grpc.aio.Channel, service: str) -> set[str]
 
 
 async def _ask(
-    channel: grpc.aio.Channel, request: reflection_pb2.ServerReflectionRequest
+    channel: grpc.aio.Channel,
+    request: reflection_pb2.ServerReflectionRequest,
+    version: str = "v1alpha",
 ) -> list[reflection_pb2.ServerReflectionResponse]:
-    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    call = stub.ServerReflectionInfo(iter([request]), timeout=10)
+    if version == "v1alpha":
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = stub.ServerReflectionInfo(iter([request]), timeout=10)
+    else:
+        method = channel.stream_stream(
+            f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        call = method(iter([request]), timeout=10)
     return [reply async for reply in call]

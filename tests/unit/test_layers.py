@@ -43,6 +43,13 @@ CORE = {
     # User-defined metrics (prometheus_client): defined by user code through
     # the SDK, exported by the replica worker.
     "capstan.metrics",
+    # How every process reaches replicas and serves TLS: the cluster secret
+    # and CA, the metadata guard on servers.
+    "capstan.links",
+    "capstan.tls",
+    "capstan.call_guard",
+    # Reflection (v1 and v1alpha) on every server.
+    "capstan.reflection",
 }
 # Which layers each layer may import. The SDK is the top: it may import all.
 ALLOWED = {

@@ -9,12 +9,18 @@ import pytest
 
 from capstan.errors import InvalidSpec
 from capstan.v1 import deployment_pb2, replica_pb2
-from controlplane.launch import launch_spec
+from controlplane.cluster_keys import ClusterKeys
+from controlplane.launch import Credentials, launch_spec
 from controlplane.records import ReplicaRecord, ReplicaState
 from controlplane.scheduler import Placement
 from controlplane.spec import DeploymentSpec
 from executors.base import Capabilities, LaunchSpec, Node, NotSupported
 from executors.options import ReplicaOptions
+
+
+@pytest.fixture(scope="module")
+def credentials(tmp_path_factory: pytest.TempPathFactory) -> Credentials:
+    return Credentials(ClusterKeys.load_or_create(tmp_path_factory.mktemp("state")), "t0ken")
 
 
 def test_defaults_follow_ray_serve() -> None:
@@ -125,11 +131,11 @@ GPU_NODE = Node("gpu0", num_cpus=8, gpu_ids=("0", "1"))
     ],
 )
 def test_launch_spec_builds_the_environment_once(
-    options: dict, placement: Placement, node: Node | None, env: dict
+    options: dict, placement: Placement, node: Node | None, env: dict, credentials: Credentials
 ) -> None:
     spec = _spec(**options)
     capacity = {spec.executor: [node]} if node is not None else {}
-    launch = launch_spec(_record(), spec, placement, capacity, "127.0.0.1:9")
+    launch = launch_spec(_record(), spec, placement, capacity, "127.0.0.1:9", credentials)
     assert launch.env == env
     assert launch.options is spec.replica
     assert launch.node == placement.node
@@ -138,3 +144,9 @@ def test_launch_spec_builds_the_environment_once(
     assert (launch.replica_id, launch.config.version) == ("hello-1", "v1")
     assert launch.config.control_plane_address == "127.0.0.1:9"
     assert launch.config.deployment == spec.to_proto()
+    # The worker gets the cluster secret and the token in its config (never
+    # its command line); a certificate only from an executor that asks.
+    assert launch.config.cluster_secret == credentials.keys.secret
+    assert launch.config.token == "t0ken"
+    assert launch.config.tls_ca_cert == credentials.keys.ca_cert
+    assert not launch.config.tls_cert

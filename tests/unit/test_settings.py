@@ -86,3 +86,12 @@ def test_flags_win_over_environment_variables(monkeypatch: pytest.MonkeyPatch) -
     settings = parse_settings(["--port", "9001"])
     assert settings.executors == {"ray": {"address": "auto"}}
     assert (settings.default_executor, settings.port) == ("ray", 9001)
+
+
+def test_package_limits_come_from_flags_and_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CAPSTAN_PACKAGE_GRACE_S", "60")
+    settings = parse_settings(["--max-package-bytes", "1024"])
+    assert (settings.max_package_bytes, settings.package_grace_s) == (1024, 60.0)
+    assert parse_settings([]).max_package_bytes == 100 << 20

@@ -82,8 +82,14 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     start.add_argument("--config", help="YAML or JSON file: default_executor, executors")
     start.add_argument(
-        "--token", help="bearer token the control API requires (default: $CAPSTAN_TOKEN)"
-    )
+        "--token-file", help="a file holding the bearer token the control API requires "
+        "(default: $CAPSTAN_TOKEN); needed to listen off this machine",
+    )  # fmt: skip
+    # Refused: a token on the command line is in `ps` for every user to read.
+    start.add_argument("--token", help=argparse.SUPPRESS)
+    start.add_argument("--tls-cert", help="serve the control API, DataPlane and HTTP over TLS")
+    start.add_argument("--tls-key", help="the private key of --tls-cert (PEM)")
+    start.add_argument("--tls-client-ca", help="require client certificates signed by this CA")
     start.set_defaults(command=_start)
 
     run = commands.add_parser("run", help="deploy from a script or module:attribute and serve")
@@ -116,10 +122,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def _start(args: argparse.Namespace) -> None:
     from capstan.launcher import LocalServices, read_config
+    from capstan.tls import TlsFiles
+    from controlplane.settings import read_token_file
 
-    if args.token:  # the proxy and local replicas read it from their environment
-        os.environ["CAPSTAN_TOKEN"] = args.token
-
+    if args.token is not None:
+        sys.exit(
+            "capstan start: --token is refused, since every user of this machine can read "
+            "it in `ps`; put the token in a file only you can read and pass --token-file FILE, "
+            "or set CAPSTAN_TOKEN"
+        )
+    try:
+        if args.token_file:  # the proxy and local replicas read it from their environment
+            os.environ["CAPSTAN_TOKEN"] = read_token_file(args.token_file)
+        tls = TlsFiles.of(args.tls_cert, args.tls_key, args.tls_client_ca)
+    except ValueError as error:
+        sys.exit(f"capstan start: {error}")
     import yaml
 
     try:
@@ -139,6 +156,7 @@ def _start(args: argparse.Namespace) -> None:
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
         access_log=args.access_log,
+        tls=tls,
     )
     try:
         services.run()

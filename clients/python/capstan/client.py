@@ -12,6 +12,8 @@ import grpc
 from capstan import defaults
 from capstan.channels import channel_options
 from capstan.errors import CapstanError, error_for_code, from_rpc_error
+from capstan.tls import control_plane_credentials
+from capstan.uploads import Uploader
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc, deployment_pb2
 
@@ -32,15 +34,23 @@ class ControlPlaneClient:
     """One channel to one control plane; methods block and raise CapstanError.
 
     `token` (default $CAPSTAN_TOKEN) goes with every call as a bearer token;
-    an empty one sends none.
+    an empty one sends none. With $CAPSTAN_TLS_CA set the channel is TLS
+    (see `capstan.tls.control_plane_credentials`).
     """
 
     def __init__(self, address: str | None = None, token: str | None = None) -> None:
         self.address = address or default_address()
         token = default_token() if token is None else token
         self._metadata = [("authorization", f"Bearer {token}")] if token else None
-        self._channel = grpc.insecure_channel(self.address, options=channel_options())
+        credentials = control_plane_credentials()
+        self._channel = (
+            grpc.insecure_channel(self.address, options=channel_options())
+            if credentials is None
+            else grpc.secure_channel(self.address, credentials, options=channel_options())
+        )
         self._stub = controlplane_pb2_grpc.ControlPlaneServiceStub(self._channel)
+        # Local working_dir folders go up as packages before the spec does.
+        self._uploader = Uploader(self._channel, self._metadata)
 
     def is_reachable(self, timeout_s: float = 0.5) -> bool:
         """Whether a control plane answers at the address within the timeout."""
@@ -53,12 +63,14 @@ class ControlPlaneClient:
     def apply(
         self, spec: deployment_pb2.DeploymentSpec, *, wait: bool = True, timeout_s: float = 0
     ) -> cp.ApplyDeploymentResponse:
+        spec = self._uploader.ship_deployment(spec)
         request = cp.ApplyDeploymentRequest(spec=spec, wait=wait, timeout_s=timeout_s)
         return self._call(self._stub.ApplyDeployment, request)
 
     def apply_application(
         self, app: cp.ApplicationSpec, *, wait: bool = True, timeout_s: float = 0
     ) -> cp.ApplyApplicationResponse:
+        app = self._uploader.ship_application(app)
         request = cp.ApplyApplicationRequest(application=app, wait=wait, timeout_s=timeout_s)
         return self._call(self._stub.ApplyApplication, request)
 

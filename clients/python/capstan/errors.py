@@ -12,14 +12,27 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+# google.rpc.ErrorInfo.domain of every error Capstan sends.
+DOMAIN = "capstan.v1"
 
 
 class CapstanError(Exception):
-    """Base of every error Capstan raises on purpose."""
+    """Base of every error Capstan raises on purpose.
+
+    On the wire it is a gRPC status with this class's code and `details`,
+    plus a `google.rpc.ErrorInfo` whose `reason` names the class
+    (INVALID_SPEC, NOT_FOUND, USER_CODE_ERROR, ...) and whose `metadata`
+    carries what a program may want (e.g. `exception_type`), so clients in
+    any language read errors without parsing messages."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
@@ -31,6 +44,26 @@ class CapstanError(Exception):
     def details(self) -> str:
         """What a gRPC status carries for this error: safe to send any caller."""
         return self.message
+
+    @classmethod
+    def reason(cls) -> str:
+        """The ErrorInfo reason: the class name in UPPER_SNAKE_CASE."""
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).upper()
+
+    def metadata(self) -> dict[str, str]:
+        """ErrorInfo metadata for this error (strings only)."""
+        return {}
+
+    def to_status(self) -> grpc.Status:
+        """The gRPC status (with rich details) that stands for this error."""
+        info = error_details_pb2.ErrorInfo(
+            reason=self.reason(), domain=DOMAIN, metadata=self.metadata()
+        )
+        detail = any_pb2.Any()
+        detail.Pack(info)
+        code = getattr(code_pb2, self.code.name)
+        message = status_pb2.Status(code=code, message=self.details, details=[detail])
+        return rpc_status.to_status(message)
 
 
 class InvalidSpec(CapstanError):
@@ -103,14 +136,21 @@ class UserCodeError(CapstanError):
     code = grpc.StatusCode.UNKNOWN
 
     def __init__(self, message: str, exception_type: str = "", remote_traceback: str = "") -> None:
+        # One "Type: " prefix, whoever built the message (the replica does).
+        if exception_type and not message.startswith(f"{exception_type}:"):
+            message = f"{exception_type}: {message}"
         super().__init__(message)
         self.exception_type = exception_type
         self.remote_traceback = remote_traceback
 
     @property
     def details(self) -> str:
-        # The replica's traceback stays behind: callers see the type and message.
-        return f"{self.exception_type or 'Exception'}: {self.message}"
+        # The replica's traceback stays behind: callers see the message, which
+        # already starts with the exception type ("ValueError: ...").
+        return self.message
+
+    def metadata(self) -> dict[str, str]:
+        return {"exception_type": self.exception_type} if self.exception_type else {}
 
     def __str__(self) -> str:
         if self.remote_traceback:
@@ -149,15 +189,33 @@ def error_for_code(code: grpc.StatusCode | int, message: str) -> CapstanError:
 
 
 def from_rpc_error(error: grpc.RpcError) -> CapstanError:
-    """The Capstan error a failed gRPC call stands for."""
+    """The Capstan error a failed gRPC call stands for: the class its
+    ErrorInfo names when it carries one, else the one for its code."""
     code = error.code()  # type: ignore[attr-defined]
     details = error.details() or code.name  # type: ignore[attr-defined]
     if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details.lower():
         details = f"cannot reach the Capstan server: {details}"
-    return error_for_code(code, details)
+    info = _error_info(error)
+    cls = _BY_REASON.get(info.reason) if info is not None else None
+    if cls is UserCodeError:
+        return UserCodeError(details, info.metadata.get("exception_type", ""))
+    return cls(details) if cls is not None else error_for_code(code, details)
+
+
+def _error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
+    try:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    except (ValueError, AttributeError):  # details that do not match the status
+        return None
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.domain == DOMAIN:
+            return info
+    return None
 
 
 _STATUS_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
+_BY_REASON = {cls.reason(): cls for cls in (*_BY_CODE.values(), CapstanError)}
 
 
 # What a caller sees when a server fails in a way it did not mean to; the
@@ -168,8 +226,9 @@ _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
 async def abort(context: grpc.aio.ServicerContext, error: CapstanError) -> NoReturn:
-    """Ends the call with `error`'s status code and details."""
-    await context.abort(error.code, error.details)
+    """Ends the call with `error`'s status: code, details and ErrorInfo."""
+    status = error.to_status()
+    await context.abort(status.code, status.details, status.trailing_metadata)
     raise AssertionError("unreachable: context.abort raises")
 
 

@@ -21,6 +21,7 @@ import psutil
 from capstan import defaults
 from capstan.client import ControlPlaneClient
 from capstan.errors import Unavailable
+from capstan.tls import TlsFiles
 
 
 class LocalServices:
@@ -37,6 +38,7 @@ class LocalServices:
         metrics_port: int = defaults.METRICS_PORT,
         access_log: bool = True,
         config: dict | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.state_dir = pathlib.Path(state_dir).resolve()
         self.address = address
@@ -44,6 +46,7 @@ class LocalServices:
         self.metrics_port = metrics_port
         self.access_log = access_log
         self.config = config or {}
+        self.tls = tls
         self._process: psutil.Popen | None = None
 
     # -- in the foreground (capstan start) ---------------------------------
@@ -67,7 +70,8 @@ class LocalServices:
             # The proxy and replicas inherit the same variable to send it.
             token=os.environ.get("CAPSTAN_TOKEN", ""),
             metrics_port=self.metrics_port,
-            proxy_url=f"http://{self.http_host}:{self.http_port}",
+            proxy_url=f"{'https' if self.tls else 'http'}://{self.http_host}:{self.http_port}",
+            **_tls_settings(self.tls),
         )
         proxy = self._ensure_proxy()
         try:
@@ -100,6 +104,7 @@ class LocalServices:
                     str(self.grpc_port),
                     "--access-log",
                     str(logs / "access.log") if self.access_log else "",
+                    *(self.tls.flags() if self.tls else []),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -163,6 +168,20 @@ def read_config(path: str | os.PathLike) -> dict:
     if not isinstance(config, dict) or not set(config) <= {"default_executor", "executors"}:
         raise ValueError(f"{path}: expected a mapping with default_executor and executors")
     return config
+
+
+def _tls_settings(tls: TlsFiles | None) -> dict[str, str]:
+    """The control plane's TLS settings. Its own proxy checks the control
+    API's certificate against $CAPSTAN_TLS_CA, or the certificate itself
+    (a self-signed one) when that is unset; where clients must present a
+    certificate, it presents $CAPSTAN_TLS_CERT/_KEY, by default the server's."""
+    if tls is None:
+        return {}
+    os.environ.setdefault("CAPSTAN_TLS_CA", tls.cert)
+    if tls.client_ca:
+        os.environ.setdefault("CAPSTAN_TLS_CERT", tls.cert)
+        os.environ.setdefault("CAPSTAN_TLS_KEY", tls.key)
+    return {"tls_cert": tls.cert, "tls_key": tls.key, "tls_client_ca": tls.client_ca or None}
 
 
 def _port_open(host: str, port: int) -> bool:

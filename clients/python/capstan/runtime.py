@@ -21,6 +21,7 @@ import cloudpickle
 
 from capstan.client import default_address
 from capstan.errors import NotFound
+from capstan.links import ClusterLinks
 from capstan.v1 import controlplane_pb2, deployment_pb2, replica_pb2
 
 # How long a call waits for a deployment it has not heard of to appear in
@@ -56,7 +57,7 @@ class Runtime:
         self._watch = asyncio.get_running_loop().create_task(self._watcher.run())
 
     def _apply(self, table: controlplane_pb2.WatchRoutesResponse) -> None:
-        self._router.update(table.endpoints)
+        self._router.update(table.endpoints, ClusterLinks.from_proto(table.links))
         self._table_changed.set()
         self._table_changed = asyncio.Event()
 

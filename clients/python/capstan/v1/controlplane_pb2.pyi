@@ -735,22 +735,58 @@ class WatchRoutesResponse(_message.Message):
 
     REVISION_FIELD_NUMBER: _builtins.int
     ENDPOINTS_FIELD_NUMBER: _builtins.int
+    LINKS_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     @_builtins.property
     def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___Endpoint]: ...
+    @_builtins.property
+    def links(self) -> Global___ClusterLinks:
+        """How to reach the replicas: every router needs it, so it travels with
+        the table (to callers the control API let in).
+        """
+
     def __init__(
         self,
         *,
         revision: _builtins.int = ...,
         endpoints: _abc.Iterable[Global___Endpoint] | None = ...,
+        links: Global___ClusterLinks | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["links", b"links"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoints", b"endpoints", "revision", b"revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoints", b"endpoints", "links", b"links", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchRoutesResponse: _TypeAlias = WatchRoutesResponse  # noqa: Y015
+
+@_typing.final
+class ClusterLinks(_message.Message):
+    """What a caller of replicas needs besides their addresses."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTER_SECRET_FIELD_NUMBER: _builtins.int
+    CA_CERT_FIELD_NUMBER: _builtins.int
+    cluster_secret: _builtins.str
+    """Sent with every call to a replica as `capstan-cluster-secret` metadata."""
+    ca_cert: _builtins.bytes
+    """The cluster CA's certificate (PEM); replicas whose route says `tls` are
+    reached over TLS and checked against it. Empty: none is needed.
+    """
+    def __init__(
+        self,
+        *,
+        cluster_secret: _builtins.str = ...,
+        ca_cert: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_cert", b"ca_cert", "cluster_secret", b"cluster_secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterLinks: _TypeAlias = ClusterLinks  # noqa: Y015
 
 @_typing.final
 class ShutdownRequest(_message.Message):
@@ -913,17 +949,21 @@ class RouteReplica(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
+    TLS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     address: _builtins.str
+    tls: _builtins.bool
+    """The replica serves TLS with a certificate of the cluster CA."""
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         address: _builtins.str = ...,
+        tls: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "id", b"id", "tls", b"tls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

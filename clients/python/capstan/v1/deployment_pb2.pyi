@@ -215,7 +215,12 @@ class RuntimeEnv(_message.Message):
     PIP_FIELD_NUMBER: _builtins.int
     CONDA_FIELD_NUMBER: _builtins.int
     working_dir: _builtins.str
-    """A local folder, packed and shipped; the replica runs inside it."""
+    """The folder the replica runs inside (first on sys.path): either
+    "capstan-package://<sha256>", a package uploaded through PackageService
+    (the control plane checks that it is stored and that code.import_path's
+    top-level module is in it), or a folder on the control plane's machine,
+    packed and shipped to the replica's node.
+    """
     conda: _builtins.str
     """The name of an existing conda environment."""
     @_builtins.property

@@ -539,6 +539,11 @@ class ReplicaConfig(_message.Message):
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
     HOST_FIELD_NUMBER: _builtins.int
     CONTROL_PLANE_ADDRESS_FIELD_NUMBER: _builtins.int
+    CLUSTER_SECRET_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    TLS_CERT_FIELD_NUMBER: _builtins.int
+    TLS_KEY_FIELD_NUMBER: _builtins.int
+    TLS_CA_CERT_FIELD_NUMBER: _builtins.int
     replica_id: _builtins.str
     nonce: _builtins.str
     version: _builtins.str
@@ -547,6 +552,25 @@ class ReplicaConfig(_message.Message):
     """Interface to listen on; the port is chosen by the worker."""
     control_plane_address: _builtins.str
     """The control plane, for handles used inside the replica."""
+    cluster_secret: _builtins.str
+    """Every call to the replica must carry this in `capstan-cluster-secret`
+    metadata; a call without it is UNAUTHENTICATED. The config is handed
+    over as a file only its user can read (or, under Ray, in a call), never
+    on a command line.
+    """
+    token: _builtins.str
+    """The control API's bearer token, for handles used inside the replica;
+    empty when the control plane needs none.
+    """
+    tls_cert: _builtins.bytes
+    """Set for a replica that listens off loopback: it serves TLS with this
+    certificate and key (PEM), issued by the cluster CA for its host.
+    """
+    tls_key: _builtins.bytes
+    tls_ca_cert: _builtins.bytes
+    """The cluster CA's certificate (PEM), which its handles check other
+    replicas' certificates against.
+    """
     @_builtins.property
     def deployment(self) -> _deployment_pb2.DeploymentSpec: ...
     def __init__(
@@ -558,10 +582,15 @@ class ReplicaConfig(_message.Message):
         deployment: _deployment_pb2.DeploymentSpec | None = ...,
         host: _builtins.str = ...,
         control_plane_address: _builtins.str = ...,
+        cluster_secret: _builtins.str = ...,
+        token: _builtins.str = ...,
+        tls_cert: _builtins.bytes = ...,
+        tls_key: _builtins.bytes = ...,
+        tls_ca_cert: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["control_plane_address", b"control_plane_address", "deployment", b"deployment", "host", b"host", "nonce", b"nonce", "replica_id", b"replica_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_secret", b"cluster_secret", "control_plane_address", b"control_plane_address", "deployment", b"deployment", "host", b"host", "nonce", b"nonce", "replica_id", b"replica_id", "tls_ca_cert", b"tls_ca_cert", "tls_cert", b"tls_cert", "tls_key", b"tls_key", "token", b"token", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

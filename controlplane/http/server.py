@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 
 import grpc
@@ -19,6 +20,8 @@ from controlplane.reconciler.replica_client import ReplicaClient
 from controlplane.settings import Settings
 from controlplane.store import Store
 
+log = logging.getLogger("capstan.controlplane")
+
 
 def _own_credentials(tls: ServerTls | None) -> grpc.ChannelCredentials | None:
     """How the app reaches its own control API: trusting the API's
@@ -28,6 +31,27 @@ def _own_credentials(tls: ServerTls | None) -> grpc.ChannelCredentials | None:
     return grpc.ssl_channel_credentials(
         root_certificates=tls.cert, private_key=tls.key, certificate_chain=tls.cert
     )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket on `port`, or on a free one when it is taken: the
+    dashboard is not worth refusing to start for, and status shows the
+    port it got."""
+    for attempt in (port, 0):
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, attempt))
+        except OSError as error:
+            sock.close()
+            if attempt == 0:
+                raise RuntimeError(f"cannot listen on {host} for metrics: {error}") from None
+            log.warning("metrics port %d is taken (%s); using a free one", port, error.strerror)
+            continue
+        sock.listen(128)
+        sock.set_inheritable(True)
+        return sock
+    raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 class HttpServer:
@@ -65,10 +89,7 @@ class HttpServer:
         config.load()
         server = uvicorn.Server(config)
         server.lifespan = config.lifespan_class(config)
-        try:
-            sock = config.bind_socket()
-        except SystemExit:  # uvicorn's way of saying the port is taken
-            raise RuntimeError(f"cannot listen on {self.host}:{self.port} (metrics port)") from None
+        sock = _bind(self.host, self.port)
         self.port = sock.getsockname()[1]
         await server.startup(sockets=[sock])
         self._server, self._socket = server, sock

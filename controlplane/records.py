@@ -116,6 +116,8 @@ class Event:
     replica: str
     kind: str
     message: str
+    # The row's id: increases with every event, so a watch resumes after it.
+    id: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

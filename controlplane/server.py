@@ -29,6 +29,7 @@ from capstan.tls import listen
 from capstan.v1 import controlplane_pb2, controlplane_pb2_grpc, packages_pb2, packages_pb2_grpc
 from controlplane.auth import bearer_token_guard
 from controlplane.cluster_keys import ClusterKeys
+from controlplane.http.server import HttpServer
 from controlplane.launch import Credentials
 from controlplane.packages.collector import run_collector
 from controlplane.packages.service import PackageService
@@ -75,8 +76,11 @@ class ControlPlane:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._loop_task: asyncio.Task[None] | None = None
+        self._http: HttpServer | None = None
         self._collector_task: asyncio.Task[None] | None = None
         self.reconciler: Reconciler | None = None
+        # Where /metrics and the dashboard are served; "" when not.
+        self.metrics_url = ""
 
     @classmethod
     async def start(
@@ -131,11 +135,29 @@ class ControlPlane:
         async with asyncio.timeout(_FIRST_PASS_TIMEOUT_S):
             await reconciler.next_pass()
         await server.start()
+        await self._start_http(reconciler, keys)
+        service.metrics_url = self.metrics_url
         await self._health.set(_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         log.info("control plane listening on %s (state in %s)", self.address, settings.state_dir)
 
+    async def _start_http(self, reconciler: Reconciler, keys: ClusterKeys) -> None:
+        settings = self.settings
+        if settings.metrics_port is None:
+            return
+        assert self._store is not None
+        self._http = HttpServer(
+            settings.host, settings.metrics_port, self.address, settings, self._store, keys.links
+        )
+        await self._http.start()
+        reconciler.on_pass = self._http.metrics.reconcile_seconds.observe
+        self.metrics_url = self._http.url
+        log.info("metrics and dashboard at %s", self.metrics_url)
+
     async def stop(self) -> None:
         """Stops serving and releases everything; replicas keep running."""
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
         if self._server is not None:
             await self._health.enter_graceful_shutdown()
             self._routes.close()
@@ -169,6 +191,8 @@ async def run_control_plane(
     try:
         _stop_on_signals(plane.stopped)
         print(f"capstan control plane listening on {plane.address}", flush=True)
+        if plane.metrics_url:
+            print(f"capstan dashboard and metrics at {plane.metrics_url}", flush=True)
         if ready is not None:
             ready.set()
         await plane.stopped.wait()

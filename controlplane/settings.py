@@ -46,6 +46,11 @@ class Settings(Section):
     reconfigure_timeout_s: PositiveNumber = 30.0
     # Server shutdown: how long in-flight RPCs may finish.
     shutdown_grace_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
+    # The HTTP port for /metrics and the dashboard (on `host`); None: none,
+    # 0: a free one.
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    # The proxy's HTTP URL, scraped for the dashboard's traffic charts.
+    proxy_url: str = ""
     # Bearer token every control API call must carry; required off loopback.
     # From --token-file or CAPSTAN_TOKEN, never a command line.
     token: str = Field(default="", repr=False)

@@ -14,7 +14,7 @@ import json
 import pathlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -472,6 +472,37 @@ class Store:
             (*args, limit),
         ).fetchall()
         return [Event(*row) for row in reversed(rows)]
+
+    async def events_after(
+        self, after_id: int, deployments: Sequence[str] | None = None, limit: int = 100
+    ) -> list[Event]:
+        """Up to `limit` events with an id above `after_id`, oldest first;
+        with `after_id` 0, the latest `limit` ones. `deployments` (when not
+        None) keeps only theirs."""
+        return await self._run(self._events_after, after_id, deployments, limit)
+
+    async def last_event_id(self) -> int:
+        """The id of the newest event; 0 when there is none."""
+        return await self._run(self._last_event_id)
+
+    def _last_event_id(self) -> int:
+        return self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+
+    def _events_after(
+        self, after_id: int, deployments: Sequence[str] | None, limit: int
+    ) -> list[Event]:
+        where, args = "WHERE id > ?", [after_id]
+        if deployments is not None:
+            where += f" AND deployment IN ({', '.join('?' * len(deployments))})"
+            args += deployments
+        order = "ASC" if after_id else "DESC"  # from a cursor on, or the latest
+        rows = self._conn.execute(
+            f"SELECT ts, deployment, replica, kind, message, id FROM events {where} "
+            f"ORDER BY id {order} LIMIT ?",
+            (*args, limit),
+        ).fetchall()
+        events = [Event(*row) for row in rows]
+        return events if after_id else events[::-1]
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import pathlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import grpc
@@ -73,6 +73,8 @@ class Capabilities:
     supports_working_dir: bool = False
     supports_pip: bool = False
     supports_conda: bool = False
+    # `read_log` returns a replica's output.
+    reads_logs: bool = False
 
     def require(self, options: ReplicaOptions, executor: str) -> None:
         """Raises `NotSupported` naming the first runtime_env field in
@@ -270,6 +272,15 @@ class Executor(abc.ABC):
         """Every replica of this executor that is running now, including ones
         launched before a control-plane restart (adoption). A replica missing
         from the answer is dead."""
+
+    def read_log(self, ref: ReplicaRef, since_s: float, follow: bool) -> AsyncIterator[str]:
+        """A replica's output (stdout and stderr), one line at a time without
+        its line ending: the lines written in the last `since_s` seconds (0:
+        the whole log), then, with `follow`, each new line until the caller
+        stops iterating. Works for a replica that has stopped, as long as its
+        log is kept. Executors with `capabilities.reads_logs` override it;
+        the rest raise `NotSupported`."""
+        raise NotSupported(f"executor {self.name!r} cannot read replica logs")
 
     async def close(self) -> None:  # noqa: B027 - most executors hold nothing to release
         """Releases connections and background tasks. Replicas keep running:

@@ -32,6 +32,9 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     )
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--drain-timeout-s", type=float, default=DRAIN_TIMEOUT_S)
+    parser.add_argument(
+        "--access-log", default="", help="file for one JSON line per request (default: none)"
+    )
     parser.add_argument("--tls-cert", default="", help="serve HTTPS and TLS: certificate (PEM)")
     parser.add_argument("--tls-key", default="", help="its private key (PEM)")
     parser.add_argument("--tls-client-ca", default="", help="require client certificates")
@@ -51,6 +54,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         grpc_port=options.grpc_port,
         max_body_bytes=options.max_body_bytes,
         drain_timeout_s=options.drain_timeout_s,
+        access_log=options.access_log,
         tls_cert=options.tls_cert,
         tls_key=options.tls_key,
         tls_client_ca=options.tls_client_ca,

@@ -15,6 +15,7 @@ import grpc
 
 from capstan.errors import InvalidSpec, answers_errors
 from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc, deployment_pb2, replica_pb2
+from proxy.observer import RequestObserver
 from proxy.router import Router, within
 
 _JSON = deployment_pb2.ENCODING_JSON
@@ -23,14 +24,16 @@ _JSON = deployment_pb2.ENCODING_JSON
 class DataPlane(dataplane_pb2_grpc.DataPlaneServiceServicer):
     """DataPlaneService, routing each call through the shared Router."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, observer: RequestObserver) -> None:
         self._router = router
+        self._observer = observer
 
     @answers_errors
     async def Call(
         self, request: dataplane_pb2.CallRequest, context: grpc.aio.ServicerContext
     ) -> dataplane_pb2.CallResponse:
-        payload = await self._router.call(request.deployment, _invocation(request))
+        with self._observer.grpc_call(request.deployment, request.method):
+            payload = await self._router.call(request.deployment, _invocation(request))
         return dataplane_pb2.CallResponse(result_json=payload.data)
 
     @answers_errors
@@ -40,15 +43,16 @@ class DataPlane(dataplane_pb2_grpc.DataPlaneServiceServicer):
         exchange = replica_pb2.RequestFrame(invocation=_invocation(request))
         # The deadline runs until the first reply: a stream may then run long.
         seconds = self._router.request_timeout_s(request.deployment)
-        sent = self._router.send(request.deployment, exchange)
-        replies = await within(seconds, request.deployment, sent)
-        try:
-            async for reply in replies:
-                # The replica may end a stream with a bare `done` message.
-                if reply.HasField("result"):
-                    yield dataplane_pb2.CallStreamResponse(item_json=reply.result.data)
-        finally:
-            replies.cancel()
+        with self._observer.grpc_call(request.deployment, request.method):
+            sent = self._router.send(request.deployment, exchange)
+            replies = await within(seconds, request.deployment, sent)
+            try:
+                async for reply in replies:
+                    # The replica may end a stream with a bare `done` message.
+                    if reply.HasField("result"):
+                        yield dataplane_pb2.CallStreamResponse(item_json=reply.result.data)
+            finally:
+                replies.cancel()
 
 
 def _invocation(

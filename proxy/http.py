@@ -5,7 +5,8 @@ does one route lookup, builds one RequestFrame in place and copies nothing
 it can avoid. A body larger than one chunk is streamed (proxy/upload.py),
 WebSockets are relayed (proxy/websocket.py), and a request that runs past
 its deployment's request_timeout_s gets 504 and is cancelled on the replica.
-`/-/healthz` and `/-/routes` are answered here too.
+`/-/healthz`, `/-/routes` and `/-/metrics` are answered here too, and every
+request is counted and access-logged by the RequestObserver.
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Coroutine
 from typing import Any
 
 from capstan import errors
 from capstan.v1 import replica_pb2
+from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from proxy.metrics import ProxyMetrics
+from proxy.observer import RequestObserver
 from proxy.replica_client import Replies
 from proxy.router import Router, within
 from proxy.routes import Route, RouteTable
@@ -39,6 +44,8 @@ REQUEST_ID = b"x-request-id"
 MODEL_ID = b"serve_multiplexed_model_id"
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 _JSON = [(b"content-type", b"application/json")]
+# Logged (as nginx does) for a request whose client left before the answer.
+_CLIENT_GONE = 499
 _NO_ROUTE = b"No route matches this path; GET /-/routes lists the routes this proxy serves.\n"
 
 
@@ -51,8 +58,10 @@ class HttpProxy:
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         disconnect_check_s: float = 0.05,
+        observer: RequestObserver | None = None,
     ) -> None:
         self.router = router
+        self.observer = observer or RequestObserver(ProxyMetrics(router))
         self.routes = RouteTable()
         self.max_body_bytes = max_body_bytes
         self.disconnect_check_s = disconnect_check_s
@@ -73,6 +82,7 @@ class HttpProxy:
         if route is None:
             await _respond(send, 404, _NO_ROUTE)
             return
+        started_s = time.perf_counter()
         try:
             body, more = await read_start(receive, self.max_body_bytes)
         except ClientGone:
@@ -86,17 +96,21 @@ class HttpProxy:
             request.http.more_body = True
             upload = Upload(receive, self.max_body_bytes, len(body))
         watch = DisconnectWatch(receive, self.disconnect_check_s, upload is not None)
+        status, replica = _CLIENT_GONE, ""
         try:
             async with watch:
-                await self._forward(
+                status, replica = await self._forward(
                     route.deployment, request, request_id, model_id, send, watch, upload
                 )
         except errors.CapstanError as exc:
             status, text = _error_status(exc)
             await _respond(send, status, text, [*_TEXT, (REQUEST_ID, request_id)])
-            return
-        if watch.is_too_large and not watch.has_responded:
-            await self._too_large(send)
+        else:
+            if watch.is_too_large and not watch.has_responded:
+                status = 413
+                await self._too_large(send)
+        self.observer.done(route.deployment, "http", scope["method"], path, status, started_s,
+                           replica, request_id.decode("latin-1"))  # fmt: skip
 
     async def _forward(
         self,
@@ -107,7 +121,9 @@ class HttpProxy:
         send: Send,
         watch: DisconnectWatch,
         upload: Upload | None,
-    ) -> None:
+    ) -> tuple[int, str]:
+        """Sends the request and streams the response back; returns its
+        status and the replica that answered."""
         # The deadline runs until the response starts: a streamed response
         # may then run long.
         seconds = self.router.request_timeout_s(deployment)
@@ -128,6 +144,7 @@ class HttpProxy:
                 await self._stream_rest(deployment, replies, send)
         finally:
             replies.cancel()
+        return part.status, replies.address
 
     async def _start(
         self,
@@ -181,8 +198,12 @@ class HttpProxy:
             await _respond(send, 200, b"success")
         elif path == "/-/routes":
             await _respond(send, 200, json.dumps(self.routes.as_dict()).encode(), _JSON)
+        elif path == "/-/metrics":
+            exposition = self.observer.metrics.exposition()
+            await _respond(send, 200, exposition, [(b"content-type", METRICS_CONTENT_TYPE)])
         else:
-            await _respond(send, 404, b"Unknown /-/ endpoint; try /-/healthz or /-/routes.\n")
+            known = b"/-/healthz, /-/routes or /-/metrics"
+            await _respond(send, 404, b"Unknown /-/ endpoint; try " + known + b".\n")
 
 
 class DisconnectWatch:

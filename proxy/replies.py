@@ -19,6 +19,8 @@ from capstan.v1 import replica_pb2
 class Stream(Protocol):
     """What Replies needs of the client whose stream carries the request."""
 
+    address: str
+
     async def push(self, frame: replica_pb2.RequestFrame) -> None: ...
 
     def abandon(self, request_id: int, on_final: Callable[[], None] | None) -> None: ...
@@ -72,6 +74,11 @@ class Replies:
         self.id = request_id
         self.done = False
         self.on_done: Callable[[], None] | None = None
+
+    @property
+    def address(self) -> str:
+        """The replica's address (for the access log)."""
+        return self._client.address
 
     async def started(self) -> None:
         """Waits for the first reply without consuming it; raises its error

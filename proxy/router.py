@@ -246,6 +246,13 @@ class Router:
             for name, pool in self._pools.items()
         }
 
+    def load(self) -> dict[str, tuple[int, int]]:
+        """{deployment: (requests in flight, requests queued)}, for metrics."""
+        return {
+            name: (sum(slot.in_flight for slot in pool.slots), len(pool.waiters))
+            for name, pool in self._pools.items()
+        }
+
     async def send(
         self, deployment: str, request: replica_pb2.RequestFrame, model_id: str = ""
     ) -> Replies:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pathlib
 import socket
 import ssl
 from dataclasses import dataclass
@@ -25,8 +26,11 @@ from capstan.links import ClusterLinks
 from capstan.reflection import enable_reflection
 from capstan.tls import ServerTls, listen
 from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc
+from proxy.access_log import AccessLog
 from proxy.dataplane import DataPlane
 from proxy.http import DEFAULT_MAX_BODY_BYTES, HttpProxy
+from proxy.metrics import ProxyMetrics
+from proxy.observer import RequestObserver
 from proxy.router import Router
 from proxy.routes import RouteTable
 from proxy.watcher import RouteWatcher, Snapshot
@@ -53,6 +57,8 @@ class Settings:
     no_replica_timeout_s: float = 5.0
     # How long start-up waits for a first route table before serving anyway.
     first_routes_timeout_s: float = 2.0
+    # Where the access log goes (one JSON line per request); empty: nowhere.
+    access_log: str = ""
     # Serve HTTPS and the DataPlane over TLS with this certificate and key
     # (PEM files); with tls_client_ca, clients must present a certificate.
     tls_cert: str = ""
@@ -86,7 +92,11 @@ class ProxyServer:
             drain_grace_s=settings.drain_timeout_s,
             request_timeout_s=settings.request_timeout_s,
         )
-        self.app = HttpProxy(self.router, max_body_bytes=settings.max_body_bytes)
+        access_log = AccessLog(pathlib.Path(settings.access_log)) if settings.access_log else None
+        self.observer = RequestObserver(ProxyMetrics(self.router), access_log)
+        self.app = HttpProxy(
+            self.router, max_body_bytes=settings.max_body_bytes, observer=self.observer
+        )
         self.watcher = RouteWatcher(settings.control_plane, self._apply)
         self.http_port = settings.http_port
         self.grpc_port = settings.grpc_port
@@ -106,6 +116,9 @@ class ProxyServer:
         """Binds both servers and starts following the route table."""
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.watcher.run(), name="route-watcher"))
+        if self.observer.access_log is not None:
+            access_log = self.observer.access_log.run()
+            self._tasks.append(loop.create_task(access_log, name="access-log"))
         if not await self.watcher.wait_ready(self.settings.first_routes_timeout_s):
             log.warning(
                 "no route table from the control plane at %s yet; serving 404s until one arrives",
@@ -137,7 +150,8 @@ class ProxyServer:
 
     async def _start_grpc(self) -> None:
         server = grpc.aio.server(options=server_options())
-        dataplane_pb2_grpc.add_DataPlaneServiceServicer_to_server(DataPlane(self.router), server)
+        dataplane = DataPlane(self.router, self.observer)
+        dataplane_pb2_grpc.add_DataPlaneServiceServicer_to_server(dataplane, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         await self._health.set(_DATAPLANE, health_pb2.HealthCheckResponse.SERVING)
         enable_reflection(server, (_DATAPLANE, health.SERVICE_NAME))

@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v node >/dev/null || missing+=(nodejs npm)
 command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+# A real Prometheus scrapes Capstan, and a real headless Chromium opens the dashboard.
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium)
 if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

@@ -18,7 +18,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from controlplane.launch import Capacity, Credentials, launch_spec
 from controlplane.packages.store import PackageStore
@@ -86,6 +86,8 @@ class Reconciler:
         self._passed = asyncio.Event()
         self._is_stopping_all = False
         self.control_plane_address = ""  # handed to replicas, for their handles
+        # Told each pass's duration in seconds (the metrics' histogram).
+        self.on_pass: Callable[[float], None] = lambda duration_s: None
         self.packages: PackageStore | None = None  # where uploaded working_dirs are
 
     def wake(self) -> None:
@@ -106,10 +108,12 @@ class Reconciler:
                 tasks.create_task(self._poller.run())
                 while True:
                     self._wake.clear()
+                    started_s = time.perf_counter()
                     try:
                         await self._pass()
                     except Exception:
                         log.exception("reconcile pass failed; the next one will retry")
+                    self.on_pass(time.perf_counter() - started_s)
                     self._passed.set()
                     self._passed = asyncio.Event()
                     with contextlib.suppress(TimeoutError):
@@ -143,6 +147,7 @@ class Reconciler:
             self._spawn(f"stop unknown {ref.replica_id}", None, stop)
         now_mono_s = time.monotonic()
         await self._check_health(now_mono_s)
+        await self._recorder.scaling_decisions()
         desired = self._desired(now_mono_s)
         for action in plan(desired, self._fleet.observed()):
             await self._dispatch(action, capacity)
@@ -191,6 +196,7 @@ class Reconciler:
             assert record is not None, "the planner starts replicas of known deployments"
             if action.replica_id is None:
                 log.info("%s: start a replica (%s)", action.deployment, action.reason)
+                await self._recorder.note(action.deployment, "", "start", action.reason)
             await self._start(action, record, capacity)
             return
         replica = self._fleet.get(action.replica_id)
@@ -200,6 +206,7 @@ class Reconciler:
         if isinstance(action, StopReplica):
             verb = "drain and stop" if action.drain else "stop"
         log.info("%s: %s replica %s (%s)", action.deployment, verb, replica.id, action.reason)
+        await self._recorder.note(action.deployment, replica.id, verb, action.reason)
         if isinstance(action, StopReplica):
             await self._stop(replica, drain=action.drain, reason=action.reason)
         elif record is not None and replica.phase == Phase.RUNNING:  # not made SICK meanwhile
@@ -224,6 +231,7 @@ class Reconciler:
         if after.phase == Phase.UNPLACEABLE:
             if after.record.message != replica.record.message:
                 log.info("replica %s pending: %s", after.id, after.record.message)
+                await self._recorder.note(record.name, after.id, "pending", after.record.message)
             return
         where = after.record.placement
         assert where is not None, "a STARTING replica is placed"

@@ -82,6 +82,15 @@ class Recorder:
         log.log(level, "%s: replica %s %s: %s", replica.deployment, replica.id, kind, message)
         await self._store.add_event(replica.deployment, replica.id, kind, message)
 
+    async def note(self, deployment: str, replica: str, kind: str, message: str) -> None:
+        """Records an event the loop decided on: a rollout step, a reason to wait."""
+        await self._store.add_event(deployment, replica, kind, message)
+
+    async def scaling_decisions(self) -> None:
+        """Records the autoscaler's changes of target since the last pass."""
+        for deployment, why in self._scaling.take_decisions():
+            await self._store.add_event(deployment, "", "scaled", why)
+
     def _back_off(self, deployment: str, reason: str) -> None:
         now_mono_s = time.monotonic()
         backoff = after_failure(self.backoffs.get(deployment), now_mono_s, reason, self._policy)
@@ -124,10 +133,15 @@ class Recorder:
     async def _status(self, record: DeploymentRecord, write: StatusWrite) -> None:
         if write.is_rollout_done:
             log.info("%s: version %s is rolled out", record.name, record.version)
+            message = f"version {record.version} is rolled out"
+            await self._store.add_event(record.name, "", "rolled_out", message)
         if write.is_stable:
             await self._store.mark_stable(record.name, record.generation)
         else:
             await self._store.set_status(record.name, record.generation, write.state, write.message)
+        if write.state != record.state:
+            why = f": {write.message}" if write.message else ""
+            await self._store.add_event(record.name, "", "state", f"{write.state.name}{why}")
 
     async def remove_deleted(self, records: Iterable[DeploymentRecord]) -> None:
         """Forgets the deleted deployments whose replicas are all gone: the

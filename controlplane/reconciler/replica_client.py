@@ -66,6 +66,13 @@ class ReplicaClient:
         )
         return reply.ongoing_requests
 
+    async def stats(
+        self, ref: ReplicaRef, timeout_s: float, with_metrics: bool = False
+    ) -> replica_pb2.GetStatsResponse:
+        """The replica's identity and load (and, `with_metrics`, its user metrics)."""
+        request = replica_pb2.GetStatsRequest(with_metrics=with_metrics)
+        return await self._stub(ref).GetStats(request, timeout=timeout_s, metadata=self._metadata)
+
     async def forget(self, address: str) -> None:
         """Closes the channel to a replica that is gone."""
         self._stubs.pop(address, None)

@@ -42,6 +42,8 @@ class ScalingMemory:
 
     def __init__(self) -> None:
         self._scaled: dict[str, _Scaled] = {}
+        # (deployment, why) of each change of target not yet recorded.
+        self._decisions: list[tuple[str, str]] = []
 
     def target(self, record: DeploymentRecord, live: int) -> int:
         """The replicas `record` should run now; `live` is how many it has
@@ -91,10 +93,17 @@ class ScalingMemory:
         if target == before:
             return False
         mean = sum(recent) / len(recent)
-        log.info("autoscaling %s: %d -> %d (ongoing %.1f, target %g/replica)", name, before,
-                 target, mean, policy.target_num_ongoing_requests_per_replica)  # fmt: skip
+        per_replica = policy.target_num_ongoing_requests_per_replica
+        why = f"{before} -> {target} replicas (ongoing {mean:.1f}, target {per_replica:g}/replica)"
+        log.info("autoscaling %s: %s", name, why)
+        self._decisions.append((name, why))
         scaled.is_scaling_up = target > before
         return True
+
+    def take_decisions(self) -> list[tuple[str, str]]:
+        """The (deployment, why) of each change of target since the last call."""
+        decisions, self._decisions = self._decisions, []
+        return decisions
 
     def forget_except(self, names: Iterable[str]) -> None:
         """Drops the memory of deployments no longer stored."""

@@ -6,12 +6,16 @@ interpreter of each env is remembered once known."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import pathlib
 import signal
 
 from executors.base import ExecutorError
 from executors.local import processes
+from executors.runtime_env.build import READY
 from executors.runtime_env.environment import Environment, wait_limit_s
+from executors.runtime_env.garbage import collect, env_of
 
 NODE = "local"
 
@@ -33,9 +37,18 @@ class LocalEnvironments:
         if env.is_default:
             return self._python
         async with self._locks.setdefault(env, asyncio.Lock()):
-            if (python := self._interpreters.get(env)) is None:
+            python = self._interpreters.get(env)
+            if python is None or not await asyncio.to_thread(_reuse, python, self._root):
                 python = self._interpreters[env] = await self._build(env)
         return python
+
+    def collect(self, in_use: set[str], now_s: float) -> list[str]:
+        """Removes idle envs no live replica runs on (blocking: run in a thread)."""
+        return collect(self._root, in_use, now_s) if self._root.is_dir() else []
+
+    def env_of(self, interpreter: str) -> str | None:
+        """The env an interpreter belongs to, if it is one of ours."""
+        return env_of(interpreter, self._root)
 
     async def _build(self, env: Environment) -> str:
         command = env.builder_command(self._python, str(self._root), NODE, self._timeout_s)
@@ -62,3 +75,14 @@ class LocalEnvironments:
                 processes.signal_group(process.pid, signal.SIGKILL)
                 await process.wait()
         return env.interpreter(process.returncode, stdout.decode(), stderr.decode(), NODE)
+
+
+def _reuse(python: str, root: pathlib.Path) -> bool:
+    """Whether a remembered interpreter is still there (an idle env may have
+    been collected); marks its env as used, so that it is not idle."""
+    if not os.path.exists(python):
+        return False
+    if (key := env_of(python, root)) is not None:
+        with contextlib.suppress(OSError):
+            (root / key / READY).touch()
+    return True

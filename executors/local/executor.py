@@ -11,10 +11,12 @@ uploaded package, unpacked once for every replica that runs in it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pathlib
 import signal
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, BinaryIO
 
 from executors import worker_process
@@ -29,11 +31,18 @@ from executors.base import (
 from executors.local import processes
 from executors.local.environments import LocalEnvironments
 from executors.local.settings import LocalSettings
+from executors.log_file import read_log_file, rotate
 from executors.runtime_env.environment import Environment
 from executors.runtime_env.unpack import UnpackError, unpack
 from executors.worker_process import Ready, WorkerFiles
 
+log = logging.getLogger("capstan.executors.local")
 _REAP_TIMEOUT_S = 5.0
+# Replica logs past this size are rotated (copied to .1, .2, ... and
+# truncated) and idle pip envs removed, checked this often.
+_LOG_MAX_BYTES = 64 << 20
+_LOG_BACKUPS = 3
+_CLEANUP_PERIOD_S = 60.0
 # Local replicas are reached from this machine only, so they need no TLS.
 _LOOPBACK = "127.0.0.1"
 _PROCESSES = processes.LocalProcesses()
@@ -49,6 +58,7 @@ class LocalExecutor(Executor):
         supports_working_dir=True,
         supports_pip=True,
         supports_conda=True,
+        reads_logs=True,
     )
 
     def __init__(self, config: Mapping[str, Any], state_dir: pathlib.Path) -> None:
@@ -64,6 +74,7 @@ class LocalExecutor(Executor):
         self._environments = LocalEnvironments(
             self.settings.python, state_dir / "envs", self.settings.build_timeout_s
         )
+        self._next_cleanup_mono_s = 0.0
         # One task per child we started, awaiting its exit (which reaps it).
         self._exits: dict[str, asyncio.Task[int]] = {}
 
@@ -105,6 +116,21 @@ class LocalExecutor(Executor):
         self._forget(ref.replica_id)
 
     async def observe(self) -> Sequence[ReplicaRef]:
+        refs = await self._running()
+        if time.monotonic() >= self._next_cleanup_mono_s:  # observe runs every pass
+            self._next_cleanup_mono_s = time.monotonic() + _CLEANUP_PERIOD_S
+            await asyncio.to_thread(self._clean_up, [int(ref.data["pid"]) for ref in refs])
+        return refs
+
+    def _clean_up(self, live_pids: list[int]) -> None:
+        """Rotates large logs; removes pip envs idle for long that no live
+        replica runs on."""
+        rotate(self.state_dir / "logs", _LOG_MAX_BYTES, _LOG_BACKUPS)
+        in_use = {self._environments.env_of(python) for python in processes.commands(live_pids)}
+        for key in self._environments.collect({k for k in in_use if k}, time.time()):
+            log.info("removed pip environment %s: idle and used by no replica", key)
+
+    async def _running(self) -> list[ReplicaRef]:
         refs = []
         for path in sorted(self._replicas.glob("*.json")):
             try:
@@ -208,6 +234,10 @@ class LocalExecutor(Executor):
             tls=ready.tls,
             data={"pid": str(ready.pid), "log": self._files(ready.replica_id).log},
         )
+
+    def read_log(self, ref: ReplicaRef, since_s: float, follow: bool) -> AsyncIterator[str]:
+        path = pathlib.Path(self._files(ref.replica_id).log)
+        return read_log_file(path, time.time() - since_s if since_s > 0 else None, follow)
 
     def _read_ready(self, replica_id: str) -> Ready | None:
         try:

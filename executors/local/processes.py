@@ -39,6 +39,17 @@ def is_worker(pid: int, replica_id: str) -> bool:
         return False
 
 
+def commands(pids: list[int]) -> list[str]:
+    """The program each live process of `pids` was started as (argv[0])."""
+    found = []
+    for pid in pids:
+        try:
+            found.append(psutil.Process(pid).cmdline()[0])
+        except (psutil.Error, IndexError):  # gone meanwhile
+            continue
+    return found
+
+
 def signal_group(pid: int, signum: int) -> None:
     """Sends `signum` to the worker's process group (it leads its own
     session), never to ours."""

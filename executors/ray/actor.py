@@ -8,6 +8,7 @@ describe, stop), never requests.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -67,11 +68,27 @@ class ReplicaActor:
             "tls": "1" if self._config.tls_cert else "",
         }
 
+    async def log_bytes(self, stream: str, offset: int) -> bytes:
+        """This worker's stdout ("out") or stderr ("err") from `offset` on.
+        Ray points both at files in its session logs on this node; the actor
+        reads them itself, so the log is reachable wherever the node is."""
+        fd = {"out": 1, "err": 2}[stream]
+        return await asyncio.to_thread(_read_fd_file, fd, offset)
+
     async def stop(self, timeout_s: float) -> None:
         """Stops serving gracefully: NOT_SERVING, drain for up to `timeout_s`,
         stop the gRPC server. The executor then kills the actor."""
         if self._replica is not None:
             await self._replica.stop(timeout_s)
+
+
+def _read_fd_file(fd: int, offset: int) -> bytes:
+    path = os.readlink(f"/proc/self/fd/{fd}")
+    if not path.startswith("/"):  # a pipe or a terminal: nothing kept to read
+        return b""
+    with open(path, "rb") as file:
+        file.seek(offset)
+        return file.read()
 
 
 def _log_to_stderr(replica_id: str) -> None:

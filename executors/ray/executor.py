@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import pathlib
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import ray
 from ray.exceptions import RayError
 
+from capstan.errors import NotFound
 from capstan.v1 import replica_pb2
 from executors.base import (
     Capabilities,
@@ -32,6 +34,7 @@ from executors.base import (
     ReplicaRef,
     ReplicaStartError,
 )
+from executors.log_file import merged, read_log
 from executors.ray import connection, errors, resources
 from executors.ray.actor import ReplicaActor
 from executors.ray.calls import BlockingCalls
@@ -72,6 +75,7 @@ class RayExecutor(Executor):
             supports_working_dir=True,
             supports_pip=True,
             supports_conda=True,
+            reads_logs=True,
         )
         self._calls = BlockingCalls()
         self._connecting = asyncio.Lock()
@@ -141,6 +145,32 @@ class RayExecutor(Executor):
             # Ray not answering: a partial answer would read as dead replicas.
             raise failed.exceptions[0] from None
         return [ref for ask in asks if (ref := ask.result()) is not None]
+
+    async def read_log(self, ref: ReplicaRef, since_s: float, follow: bool) -> AsyncIterator[str]:
+        # The actor reads its own stdout and stderr files (Ray's session
+        # logs, on whichever node it runs), so this works on any cluster
+        # without Ray's dashboard. A stopped replica's actor is gone, and
+        # its log with it as far as Capstan can reach.
+        actor = await self._find(actor_name(ref.replica_id))
+        if actor is None:
+            raise NotFound(f"replica {ref.replica_id} has no running Ray actor to read logs from")
+        cutoff_s = time.time() - since_s if since_s > 0 else None
+
+        def stream(name: str) -> AsyncIterator[str]:
+            async def read(offset: int) -> tuple[bytes, int]:
+                try:
+                    async with asyncio.timeout(self.settings.call_timeout_s):
+                        return await actor.log_bytes.remote(name, offset), offset
+                except TimeoutError:
+                    raise ExecutorError(f"replica {ref.replica_id} did not hand over its log in "
+                                        f"{self.settings.call_timeout_s:g}s") from None  # fmt: skip
+                except RayError as error:
+                    raise errors.from_ray(ref.replica_id, error) from error
+
+            return read_log(read, cutoff_s, follow)
+
+        async for line in merged([stream("out"), stream("err")]):
+            yield line
 
     async def close(self) -> None:
         """Leaves the Ray connection. Replicas keep running on a cluster that

@@ -134,7 +134,12 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
     async def GetStats(
         self, request: replica_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> replica_pb2.GetStatsResponse:
-        return self._worker.stats()
+        stats = self._worker.stats()
+        if request.with_metrics:
+            from capstan import metrics  # prometheus_client, only when scraped
+
+            stats.metrics = metrics.exposition()
+        return stats
 
 
 class RunningReplica:

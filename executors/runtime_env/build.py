@@ -79,6 +79,7 @@ def build_pip(requirements: Sequence[str], root: pathlib.Path, deadline: float) 
     python = env_dir / "bin" / "python"
     with _locked(root / f"{key}.lock", deadline):
         if (env_dir / READY).is_file():
+            (env_dir / READY).touch()  # its age is how long it has been idle (garbage.py)
             return str(python), False
         # A folder without the marker is a build that died half-way.
         shutil.rmtree(env_dir, ignore_errors=True)

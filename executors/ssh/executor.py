@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import pathlib
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+from capstan.errors import NotFound
 from executors import worker_process
 from executors.base import (
     Capabilities,
@@ -25,6 +27,7 @@ from executors.base import (
     Node,
     ReplicaRef,
 )
+from executors.log_file import read_log
 from executors.runtime_env.environment import Environment
 from executors.ssh import working_dir
 from executors.ssh.command import start_script, worker_env
@@ -35,6 +38,7 @@ from executors.ssh.settings import HostSettings, SshSettings
 from executors.worker_process import Ready, WorkerFiles
 
 log = logging.getLogger("capstan.executors.ssh")
+_CLEANUP_PERIOD_S = 3600.0
 
 _WILDCARDS = ("0.0.0.0", "::", "")
 
@@ -49,6 +53,7 @@ class SshExecutor(Executor):
         supports_working_dir=True,
         supports_pip=True,
         supports_conda=True,
+        reads_logs=True,
     )
 
     def __init__(self, config: Mapping[str, Any], state_dir: pathlib.Path) -> None:
@@ -56,6 +61,8 @@ class SshExecutor(Executor):
         self.settings = SshSettings.from_config(config)
         self._links = {host.name: HostLink(host, self.settings) for host in self.settings.hosts}
         self._environments = HostEnvironments(self.settings.build_timeout_s)
+        # When each host's unused working_dir archives are next removed.
+        self._next_cleanup_mono_s: dict[str, float] = {}
 
     async def capacity(self) -> Sequence[Node]:
         async with asyncio.TaskGroup() as group:
@@ -106,6 +113,28 @@ class SshExecutor(Executor):
         async with asyncio.TaskGroup() as group:
             found = [group.create_task(self._observe_host(link)) for link in self._links.values()]
         return [ref for task in found for ref in task.result()]
+
+    async def read_log(self, ref: ReplicaRef, since_s: float, follow: bool) -> AsyncIterator[str]:
+        # SFTP reads from an offset, as `tail -f` would, over the host's
+        # one connection. A ref rebuilt for a stopped replica names no host:
+        # the log is looked for on each.
+        links = [self._link(ref.node)] if ref.node else list(self._links.values())
+        for link in links:
+            remote = await link.remote()
+            path = ref.data.get("log") or remote.files(ref.replica_id).log
+            if await remote.read(path, 0) is None:
+                continue
+
+            async def read(
+                offset: int, remote: Remote = remote, path: str = path
+            ) -> tuple[bytes, int]:
+                return await remote.read(path, -1, offset) or b"", offset
+
+            async for line in read_log(read, time.time() - since_s if since_s > 0 else None,
+                                       follow):  # fmt: skip
+                yield line
+            return
+        raise NotFound(f"replica {ref.replica_id} has no log on any ssh host")
 
     async def close(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -178,6 +207,9 @@ class SshExecutor(Executor):
 
     async def _live_refs(self, link: HostLink) -> list[ReplicaRef]:
         remote = await link.remote()
+        if time.monotonic() >= self._next_cleanup_mono_s.get(link.host.name, 0.0):
+            self._next_cleanup_mono_s[link.host.name] = time.monotonic() + _CLEANUP_PERIOD_S
+            await working_dir.collect(remote)
         paths = await remote.ready_files()
         async with asyncio.TaskGroup() as group:
             checks = [group.create_task(_live_ready(remote, path)) for path in paths]

@@ -23,6 +23,8 @@ from executors.ssh.remote import Remote
 # What a folder of code and small assets needs; a larger one belongs in an
 # image or a package index.
 MAX_ARCHIVE_BYTES = 100 << 20
+# Archives unused this long are removed from the host.
+MAX_IDLE_DAYS = 7
 _SKIPPED = frozenset({"__pycache__", ".git"})
 UNPACKER = "executors.runtime_env.unpack"
 
@@ -33,6 +35,17 @@ async def ship(remote: Remote, folder: str, target: str, python: str) -> None:
     archive_path = await _upload_once(remote, f"{digest}.tar.gz", lambda: archive)
     extract = [python, "-m", "tarfile", "-e", archive_path, target]
     await remote.run(f"mkdir -p {shlex.quote(target)} && {shlex.join(extract)}")
+
+
+async def collect(remote: Remote, max_idle_days: int = MAX_IDLE_DAYS) -> None:
+    """Removes the host's archives unused for `max_idle_days`. No live
+    replica needs one: each runs in its own unpacked copy, and an archive
+    removed meanwhile is shipped again at the next launch that wants it."""
+    archives = posixpath.join(remote.workdir, "archives")
+    await remote.run(
+        f"find {shlex.quote(archives)} -maxdepth 1 -type f "
+        f"-mtime +{max_idle_days} -delete 2>/dev/null || true"
+    )
 
 
 async def ship_package(remote: Remote, package: PackageArchive, python: str) -> str:
@@ -58,6 +71,8 @@ async def _upload_once(remote: Remote, name: str, read: Callable[[], bytes]) -> 
         await remote.write(partial, await asyncio.to_thread(read))
         # Another launch may be shipping the same archive: rename is atomic.
         await remote.run(f"mv -f {shlex.quote(partial)} {shlex.quote(archive_path)}")
+    else:  # used again: its age is how long it has been idle (see collect)
+        await remote.run(f"touch {shlex.quote(archive_path)}")
     return archive_path
 
 

@@ -22,6 +22,11 @@ class Echo:
     def pid(self) -> int:
         return os.getpid()
 
+    def say(self, text: str) -> str:
+        """Prints `text` to the actor's stdout (its log)."""
+        print(text, flush=True)
+        return text
+
     async def sleep(self, seconds: float) -> float:
         await asyncio.sleep(seconds)
         return seconds

@@ -19,6 +19,11 @@ class Echo:
     def env(self, name: str) -> str | None:
         return os.environ.get(name)
 
+    def say(self, text: str) -> str:
+        """Prints `text` to the replica's output (its log)."""
+        print(text, flush=True)
+        return text
+
 
 class Broken:
     """User code that fails in its constructor."""

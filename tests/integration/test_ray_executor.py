@@ -230,3 +230,19 @@ async def test_ray_client_address_works_too(
         assert await call(ref, "echo", "hi") == "client hi"
         assert {r.replica_id for r in await executor.observe()} == {ref.replica_id}
         await executor.stop(ref, timeout_s=5)
+
+
+async def test_read_log_follows_the_actors_output(executor: Executor) -> None:
+    ref = await executor.launch(launch_spec("tests.apps.ray_echo:Echo"))
+    following = executor.read_log(ref, since_s=0, follow=True)
+    await call(ref, "say", "printed in a Ray actor")
+    async with asyncio.timeout(30):
+        async for line in following:
+            if "printed in a Ray actor" in line:
+                break
+    await following.aclose()
+    # Asked by id alone (as for a replica the store no longer lists).
+    by_id = ReplicaRef(ref.replica_id, "ray", address="")
+    lines = [line async for line in executor.read_log(by_id, since_s=0, follow=False)]
+    assert "printed in a Ray actor" in lines
+    await executor.stop(ref, timeout_s=10)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import pathlib
 import re
 import signal
@@ -286,6 +287,37 @@ def test_config_errors_name_the_key(
     config = {**ssh_hosts.executor_config(tmp_path), **change}
     with pytest.raises(ValueError, match=re.escape(key)):
         SshExecutor(config, tmp_path)
+
+
+async def test_read_log_tails_the_replicas_output_over_ssh(executor: SshExecutor) -> None:
+    ref = await executor.launch(launch_spec(node="b"))
+    following = executor.read_log(ref, since_s=0, follow=True)
+    await call(ref, "say", "written on host b")
+    async with asyncio.timeout(10):
+        async for line in following:
+            if line == "written on host b":
+                break
+    await following.aclose()
+    await executor.stop(ref, timeout_s=10)
+    # Stopped, and asked without its host: the log is found and read whole.
+    gone = ReplicaRef(ref.replica_id, "ssh", address="")
+    lines = [line async for line in executor.read_log(gone, since_s=0, follow=False)]
+    assert "written on host b" in lines
+
+
+async def test_archives_unused_for_a_week_are_removed(
+    ssh_hosts: SshHosts, tmp_path: pathlib.Path
+) -> None:
+    archives = workdir(tmp_path, "a") / "archives"
+    archives.mkdir(parents=True)
+    old, recent = archives / "old.tar.gz", archives / "recent.tar.gz"
+    for archive in (old, recent):
+        archive.write_bytes(b"archive")
+    week_ago = time.time() - 8 * 24 * 3600
+    os.utime(old, (week_ago, week_ago))
+    async with open_ssh_executor(ssh_hosts, tmp_path) as executor:
+        await executor.observe()  # the first look at a host cleans it up
+    assert not old.exists() and recent.exists()
 
 
 async def test_replicas_serve_tls_from_the_cluster_ca_refuse_plaintext_and_get_the_token(

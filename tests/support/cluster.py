@@ -27,6 +27,8 @@ class Cluster:
     http_url: str
     grpc_address: str
     process: subprocess.Popen
+    # The control plane's HTTP port: /metrics and the dashboard.
+    metrics_url: str = ""
     # Where `capstan start` runs; None: the tests' own working directory.
     cwd: pathlib.Path | None = None
 
@@ -64,7 +66,7 @@ def start_cluster(
     state_dir: pathlib.Path, config: dict | None = None, cwd: pathlib.Path | None = None
 ) -> Cluster:
     state_dir.mkdir(parents=True, exist_ok=True)
-    control_port, http_port, grpc_port = free_ports(3)
+    control_port, http_port, grpc_port, metrics_port = free_ports(4)
     if config is not None:
         (state_dir / "config.json").write_text(json.dumps(config))
     cluster = Cluster(
@@ -73,6 +75,7 @@ def start_cluster(
         f"http://127.0.0.1:{http_port}",
         f"127.0.0.1:{grpc_port}",
         process=None,  # type: ignore[arg-type]
+        metrics_url=f"http://127.0.0.1:{metrics_port}",
         cwd=cwd,
     )
     return restart_cluster(cluster)
@@ -87,6 +90,8 @@ def restart_cluster(cluster: Cluster) -> Cluster:
     command = [sys.executable, "-m", "capstan", "--address", cluster.address, "start"]
     command += ["--state-dir", str(state_dir), "--http-port", http_port]
     command += ["--grpc-port", grpc_port]
+    if cluster.metrics_url:
+        command += ["--metrics-port", cluster.metrics_url.rpartition(":")[2]]
     if (state_dir / "config.json").exists():
         command += ["--config", str(state_dir / "config.json")]
     (state_dir / "logs").mkdir(exist_ok=True)

@@ -42,6 +42,9 @@ CORE = {
     # Settings sections (pydantic) whose errors name the key path, for the
     # control plane's settings and every executor's.
     "capstan.sections",
+    # User-defined metrics (prometheus_client): defined by user code through
+    # the SDK, exported by the replica worker.
+    "capstan.metrics",
     # How every process reaches replicas and serves TLS: the cluster secret
     # and CA, the metadata guard on servers.
     "capstan.links",
@@ -64,6 +67,7 @@ CONTROLPLANE_SEES_OF_EXECUTORS = {
     "executors",
     "executors.base",
     "executors.options",  # the validated replica options a LaunchSpec carries
+    "executors.log_file",  # merging replicas' log lines, as executors merge stdout and stderr
     "executors.registry",
 }
 

@@ -9,6 +9,8 @@ capstan config [APP]          what is applied now, as a config file
 capstan history NAME          a deployment's stored versions
 capstan rollback NAME         back to a stored version (--to VERSION)
 capstan scale NAME N          set the replica count in place, no restart
+capstan status --watch        the same, redrawn as events arrive
+capstan logs NAME [-f]        the output of a deployment's replicas
 capstan delete NAME           remove a deployment
 capstan shutdown              stop every replica, the proxy and the control plane
 """
@@ -16,20 +18,19 @@ capstan shutdown              stop every replica, the proxy and the control plan
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
+import importlib.metadata
 import os
 import signal
 import sys
 import threading
 
-from capstan import defaults
+from capstan import defaults, logs_command, status_command
 from capstan.client import ControlPlaneClient, default_address
 from capstan.commands import declarative, versions
 from capstan.errors import CapstanError
 from capstan.options import DEFAULT
 from capstan.targets import load_target, parse_arguments
-from capstan.v1 import controlplane_pb2 as cp
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,19 +42,52 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:  # `capstan status | head`: the reader has all it wants
+        # Python flushes stdout again at exit; point it at /dev/null so that
+        # flush cannot fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="capstan", description=__doc__.split("\n")[0])
-    parser.add_argument("--address", default=default_address(), help="control plane host:port")
+    parser.add_argument(
+        "--address", default=default_address(),
+        help="the control plane's host:port (default: $CAPSTAN_ADDRESS, else %(default)s)",
+    )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"capstan {_version()}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     start = commands.add_parser("start", help="run the control plane and proxy")
-    start.add_argument("--state-dir", default=".capstan")
-    start.add_argument("--http-host", default="127.0.0.1")
-    start.add_argument("--http-port", type=int, default=defaults.HTTP_PORT)
-    start.add_argument("--grpc-port", type=int, default=defaults.GRPC_PORT)
-    start.add_argument("--config", help="YAML or JSON: default_executor, executors")
+    start.add_argument(
+        "--state-dir", default=".capstan",
+        help="the store, the replicas' logs and environments (default %(default)s)",
+    )  # fmt: skip
+    start.add_argument(
+        "--port", type=int,
+        help="the control plane's gRPC port (default: the one in --address, "
+        f"{defaults.CONTROL_PLANE_PORT})",
+    )  # fmt: skip
+    start.add_argument(
+        "--http-host", default="127.0.0.1", help="where the HTTP proxy listens (%(default)s)"
+    )
+    start.add_argument(
+        "--http-port", type=int, default=defaults.HTTP_PORT,
+        help="the HTTP proxy's port, serving routes and /-/metrics (%(default)s)",
+    )  # fmt: skip
+    start.add_argument(
+        "--grpc-port", type=int, default=defaults.GRPC_PORT,
+        help="the gRPC DataPlane's port, for calls to deployments (%(default)s)",
+    )  # fmt: skip
+    start.add_argument(
+        "--metrics-port", type=int, default=defaults.METRICS_PORT,
+        help="the control plane's HTTP port: /metrics and the dashboard at / (%(default)s)",
+    )  # fmt: skip
+    start.add_argument(
+        "--access-log", action=argparse.BooleanOptionalAction, default=True,
+        help="write one JSON line per request to <state-dir>/logs/access.log (default: on)",
+    )  # fmt: skip
+    start.add_argument("--config", help="YAML or JSON file: default_executor, executors")
     start.add_argument(
         "--token-file", help="a file holding the bearer token the control API requires "
         "(default: $CAPSTAN_TOKEN); needed to listen off this machine",
@@ -76,18 +110,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("arguments", nargs="*", help="key=value arguments for an app builder")
     run.add_argument("--name", default="default", help="the application's name")
     run.add_argument("--route-prefix", help='where the application answers HTTP (default "/")')
-    run.add_argument("--state-dir", default=".capstan")
+    run.add_argument(
+        "--state-dir", default=".capstan",
+        help="where a Capstan started here keeps its state and logs (default %(default)s)",
+    )  # fmt: skip
     run.set_defaults(command=_run)
 
-    status = commands.add_parser("status", help="show deployments and their replicas")
-    status.add_argument("name", nargs="?")
-    status.set_defaults(command=_status)
+    status_command.add_parser(commands)
+    logs_command.add_parser(commands)
 
     declarative.register(commands)
     versions.register(commands)
 
     delete = commands.add_parser("delete", help="remove a deployment")
-    delete.add_argument("name")
+    delete.add_argument("name", help="the deployment to remove")
     delete.set_defaults(command=_delete)
 
     shutdown = commands.add_parser("shutdown", help="stop everything, deleting deployments")
@@ -119,13 +155,25 @@ def _start(args: argparse.Namespace) -> None:
         sys.exit(f"capstan start: {error}")
     if args.request_timeout_s is not None:  # the proxy reads it from its environment
         os.environ["CAPSTAN_REQUEST_TIMEOUT_S"] = str(args.request_timeout_s)
+    import yaml
+
+    try:
+        config = read_config(args.config) if args.config else None
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        print(f"capstan start: --config {args.config}: {_one_line(error)}", file=sys.stderr)
+        sys.exit(2)
+    address = args.address
+    if args.port is not None:
+        address = f"{address.rpartition(':')[0] or '127.0.0.1'}:{args.port}"
     services = LocalServices(
-        config=read_config(args.config) if args.config else None,
+        config=config,
         state_dir=args.state_dir,
-        address=args.address,
+        address=address,
         http_host=args.http_host,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        access_log=args.access_log,
         tls=tls,
     )
     try:
@@ -143,52 +191,44 @@ def _run(args: argparse.Namespace) -> None:
     if app is not None:
         prefix = args.route_prefix if args.route_prefix is not None else DEFAULT
         serve.run(app, name=args.name, route_prefix=prefix)
-    for deployment in serve.connect().list():
+    client = serve.connect()
+    http_url = _http_url(client)
+    for deployment in client.list():
         route = deployment.spec.route_prefix
-        where = f"{defaults.HTTP_URL}{route}" if route else "(no HTTP route)"
+        where = f"{http_url}{route}" if route else "(no HTTP route)"
         print(f"{deployment.spec.name} ready at {where}", flush=True)
     print("Serving; press Ctrl-C to stop.", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    client = serve.connect()
     with contextlib.suppress(KeyboardInterrupt):
         # Ends with Ctrl-C, SIGTERM, or the control plane going away (capstan shutdown).
         while not stop.wait(1.0) and client.is_reachable(timeout_s=2.0):
             pass
 
 
-def _status(args: argparse.Namespace) -> None:
-    client = ControlPlaneClient(args.address)
-    deployments = [client.get(args.name)] if args.name else client.list()
-    if not deployments:
-        print("no deployments")
-    for deployment in deployments:
-        print(_describe(deployment))
-
-
-def _describe(deployment: cp.Deployment) -> str:
-    state = cp.DeploymentState.Name(deployment.state).removeprefix("DEPLOYMENT_STATE_")
-    counts = collections.Counter(
-        cp.ReplicaState.Name(r.state).removeprefix("REPLICA_STATE_") for r in deployment.replicas
-    )
-    replicas = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no replicas"
-    route = deployment.spec.route_prefix or "(no HTTP route)"
-    lines = [f"{deployment.spec.name}  version {deployment.version}  {state}  {replicas}  {route}"]
-    if deployment.message:
-        lines.append(f"  why: {deployment.message}")
-    for replica in deployment.replicas:
-        replica_state = cp.ReplicaState.Name(replica.state).removeprefix("REPLICA_STATE_")
-        line = f"  {replica.id}  {replica_state}  v{replica.version}  {replica.address or '-'}"
-        line += f"  {replica.executor}/{replica.node}" if replica.node else f"  {replica.executor}"
-        if replica.message:
-            line += f"  ({replica.message})"
-        lines.append(line)
-    return "\n".join(lines)
-
-
 def _delete(args: argparse.Namespace) -> None:
     ControlPlaneClient(args.address).delete(args.name)
     print(f"deleted {args.name}")
+
+
+def _http_url(client: ControlPlaneClient) -> str:
+    """The proxy's real URL as the control plane knows it; the default one
+    for an older control plane or a proxy run apart."""
+    try:
+        return client.server_info().proxy_url or defaults.HTTP_URL
+    except CapstanError:
+        return defaults.HTTP_URL
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("capstan")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        return "unknown"
 
 
 def _shutdown(args: argparse.Namespace) -> None:

@@ -4,16 +4,20 @@ capstan.errors. The SDK and the CLI use it; any gRPC client may do the same."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import grpc
 
 from capstan import defaults
 from capstan.channels import channel_options
-from capstan.errors import from_rpc_error
+from capstan.errors import CapstanError, error_for_code, from_rpc_error
 from capstan.tls import control_plane_credentials
 from capstan.uploads import Uploader
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc, deployment_pb2
+
+_T = TypeVar("_T")
 
 
 def default_address() -> str:
@@ -125,6 +129,42 @@ class ControlPlaneClient:
         request = cp.ShutdownRequest(keep_deployments=keep_deployments)
         self._call(self._stub.Shutdown, request)
 
+    def watch_events(
+        self,
+        *,
+        deployment: str = "",
+        application: str = "",
+        after_id: int = 0,
+        backlog: int = 0,
+        follow: bool = True,
+    ) -> Stream[cp.Event]:
+        """The stored events (after `after_id`, or the latest `backlog`), then
+        with `follow` each new one until the stream is closed."""
+        request = cp.WatchEventsRequest(
+            deployment=deployment, application=application, after_id=after_id,
+            backlog=backlog, no_follow=not follow,
+        )  # fmt: skip
+        call = self._stub.WatchEvents(request, metadata=self._metadata)
+        return Stream(call, lambda reply: reply.event, self._error)
+
+    def server_info(self) -> cp.GetServerInfoResponse:
+        """Where this Capstan serves (proxy URL, metrics URL, state folder)."""
+        return self._call(self._stub.GetServerInfo, cp.GetServerInfoRequest())
+
+    def last_event_id(self) -> int:
+        """The newest event's id (0 if none): a cursor to watch from."""
+        return max((event.id for event in self.watch_events(backlog=1, follow=False)), default=0)
+
+    def stream_logs(
+        self, deployment: str, *, replica: str = "", since_s: float = 0, follow: bool = False
+    ) -> Stream[cp.StreamLogsResponse]:
+        """Lines of the deployment's replicas' output (or one replica's)."""
+        request = cp.StreamLogsRequest(
+            deployment=deployment, replica=replica, since_s=since_s, follow=follow
+        )
+        call = self._stub.StreamLogs(request, metadata=self._metadata)
+        return Stream(call, lambda reply: reply, self._error)
+
     def close(self) -> None:
         self._channel.close()
 
@@ -132,4 +172,51 @@ class ControlPlaneClient:
         try:
             return method(request, metadata=self._metadata)
         except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+            raise self._error(error) from None
+
+    def _error(self, error: grpc.RpcError) -> CapstanError:
+        """The CapstanError for a failed call, saying what to do when nothing
+        (or something else) answers at the address."""
+        code = error.code()  # type: ignore[attr-defined]
+        details = (error.details() or "").lower()  # type: ignore[attr-defined]
+        if code == grpc.StatusCode.UNAVAILABLE and "connect" in details:
+            return error_for_code(
+                code,
+                f"nothing is running at {self.address} — start one with `capstan start`, "
+                "or point --address (or $CAPSTAN_ADDRESS) at yours",
+            )
+        if code == grpc.StatusCode.UNIMPLEMENTED:
+            return error_for_code(
+                code,
+                f"{self.address} is not a Capstan control plane (or an older one without "
+                "this call); point --address (or $CAPSTAN_ADDRESS) at one",
+            )
+        return from_rpc_error(error)
+
+
+class Stream(Generic[_T]):
+    """A server stream's messages. `close()`, from any thread, ends it: the
+    iteration then stops quietly."""
+
+    def __init__(
+        self, call: Any, unwrap: Callable[[Any], _T], to_error: Callable[[grpc.RpcError], Exception]
+    ) -> None:
+        self._call = call
+        self._unwrap = unwrap
+        self._to_error = to_error
+        self._is_closed = False
+
+    def __iter__(self) -> Stream[_T]:
+        return self
+
+    def __next__(self) -> _T:
+        try:
+            return self._unwrap(next(self._call))
+        except grpc.RpcError as error:
+            if self._is_closed:
+                raise StopIteration from None
+            raise self._to_error(error) from None
+
+    def close(self) -> None:
+        self._is_closed = True
+        self._call.cancel()

@@ -19,3 +19,5 @@ CONTROL_PLANE_ADDRESS = f"127.0.0.1:{CONTROL_PLANE_PORT}"
 HTTP_PORT = 8000
 HTTP_URL = f"http://127.0.0.1:{HTTP_PORT}"
 GRPC_PORT = 9000
+# The control plane's HTTP port: /metrics and the dashboard.
+METRICS_PORT = 8766

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import cloudpickle
 
-from capstan import defaults
+from capstan import defaults, progress
 from capstan import options as opts
 from capstan.handle import DeploymentHandle
 from capstan.v1 import deployment_pb2
@@ -90,7 +91,10 @@ class Deployment:
         if init_args or init_kwargs:
             target = self.options(init_args=init_args, init_kwargs=init_kwargs)
         serve.note_applied()
-        reply = serve.connect().apply(target.to_spec(), wait=_blocking)
+        client = serve.connect()
+        spec = target.to_spec()
+        with progress.reporting(client, deployment=spec.name) if _blocking else nullcontext():
+            reply = client.apply(spec, wait=_blocking)
         for warning in reply.warnings:
             serve.log.warning("%s", warning)
 

@@ -35,12 +35,16 @@ class LocalServices:
         http_host: str = "127.0.0.1",
         http_port: int = defaults.HTTP_PORT,
         grpc_port: int = defaults.GRPC_PORT,
+        metrics_port: int = defaults.METRICS_PORT,
+        access_log: bool = True,
         config: dict | None = None,
         tls: TlsFiles | None = None,
     ) -> None:
         self.state_dir = pathlib.Path(state_dir).resolve()
         self.address = address
         self.http_host, self.http_port, self.grpc_port = http_host, http_port, grpc_port
+        self.metrics_port = metrics_port
+        self.access_log = access_log
         self.config = config or {}
         self.tls = tls
         self._process: psutil.Popen | None = None
@@ -65,6 +69,8 @@ class LocalServices:
             executors=self.config.get("executors", {"local": {}}),
             # The proxy and replicas inherit the same variable to send it.
             token=os.environ.get("CAPSTAN_TOKEN", ""),
+            metrics_port=self.metrics_port,
+            proxy_url=f"{'https' if self.tls else 'http'}://{self.http_host}:{self.http_port}",
             **_tls_settings(self.tls),
         )
         proxy = self._ensure_proxy()
@@ -96,6 +102,8 @@ class LocalServices:
                     str(self.http_port),
                     "--grpc-port",
                     str(self.grpc_port),
+                    "--access-log",
+                    str(logs / "access.log") if self.access_log else "",
                     *(self.tls.flags() if self.tls else []),
                 ],
                 stdout=log,
@@ -116,6 +124,7 @@ class LocalServices:
         command = [sys.executable, "-m", "capstan", "--address", self.address, "start"]
         command += ["--state-dir", str(self.state_dir), "--http-host", self.http_host]
         command += ["--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)]
+        command += ["--metrics-port", str(self.metrics_port)]
         with open(logs / "capstan.log", "ab") as log:
             self._process = psutil.Popen(
                 command,

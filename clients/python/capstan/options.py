@@ -4,8 +4,11 @@ pickling); the control plane validates values, once, and names the field."""
 
 from __future__ import annotations
 
+import collections
 import difflib
+import io
 import json
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -150,8 +153,8 @@ def arguments(args: Any, kwargs: Any) -> pb.Arguments:
         raise InvalidSpec(f"init_kwargs must be a dict, got {type(kwargs).__name__}")
     return pb.Arguments(
         encoding=pb.ENCODING_PICKLE,
-        args=cloudpickle.dumps(tuple(args)) if args else b"",
-        kwargs=cloudpickle.dumps(dict(kwargs)) if kwargs else b"",
+        args=_dumps(tuple(args)) if args else b"",
+        kwargs=_dumps(dict(kwargs)) if kwargs else b"",
     )
 
 
@@ -161,10 +164,31 @@ def code_of(func_or_class: Any) -> pb.Code:
     if isinstance(func_or_class, str):
         return pb.Code(import_path=func_or_class)
     try:
-        return pb.Code(pickled=cloudpickle.dumps(func_or_class))
+        return pb.Code(pickled=_dumps(func_or_class))
     except Exception as error:
         name = getattr(func_or_class, "__name__", repr(func_or_class))
         raise InvalidSpec(f"cannot pickle {name} to ship it to replicas: {error}") from None
+
+
+def _code_keeping_filename(code: types.CodeType) -> tuple:
+    """cloudpickle's reduction of a code object, with its file name put back:
+    cloudpickle writes "<dynamic-code>" instead (for payloads that do not
+    depend on where the code was defined), and a traceback in a replica
+    would then not name the user's file. Line numbers travel either way."""
+    rebuild, args = cloudpickle.cloudpickle._code_reduce(code)
+    return rebuild, tuple(code.co_filename if arg == "<dynamic-code>" else arg for arg in args)
+
+
+class _Pickler(cloudpickle.Pickler):
+    dispatch_table = collections.ChainMap(
+        {types.CodeType: _code_keeping_filename}, cloudpickle.Pickler.dispatch_table
+    )
+
+
+def _dumps(value: Any) -> bytes:
+    with io.BytesIO() as buffer:
+        _Pickler(buffer).dump(value)
+        return buffer.getvalue()
 
 
 def _json(value: Any, field: str) -> str:

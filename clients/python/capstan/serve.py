@@ -10,7 +10,7 @@ import logging
 import threading
 from typing import Any
 
-from capstan import defaults
+from capstan import defaults, metrics, progress
 from capstan import options as _options
 from capstan.batching import batch
 from capstan.build import build
@@ -45,6 +45,7 @@ __all__ = [
     "get_replica_context",
     "ingress",
     "list_deployments",
+    "metrics",
     "multiplexed",
     "run",
     "shutdown",
@@ -83,6 +84,9 @@ def start(
                 address=client.address,
                 http_host=http.get("host", "127.0.0.1"),
                 http_port=int(http.get("port", defaults.HTTP_PORT)),
+                # A script's own Capstan takes any free metrics port (its log
+                # says which) rather than fail when the default one is taken.
+                metrics_port=int(http.get("metrics_port", 0)),
             )
             services.spawn(detached=detached)
             if not detached:
@@ -125,7 +129,9 @@ def run(
 
         return run_locally(target, name)
     note_applied()
-    reply = connect().apply_application(build(target, name, route_prefix), wait=True)
+    client = connect()
+    with progress.reporting(client, application=name):
+        reply = client.apply_application(build(target, name, route_prefix), wait=True)
     for warning in reply.warnings:
         log.warning("%s", warning)
     handle = DeploymentHandle(reply.application.ingress, app_name=name)

@@ -133,6 +133,202 @@ PLAN_CHANGE_UPDATE_SETTINGS: PlanChange.ValueType  # 6
 Global___PlanChange: _TypeAlias = PlanChange  # noqa: Y015
 
 @_typing.final
+class GetServerInfoRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetServerInfoRequest: _TypeAlias = GetServerInfoRequest  # noqa: Y015
+
+@_typing.final
+class GetServerInfoResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    PROXY_URL_FIELD_NUMBER: _builtins.int
+    METRICS_URL_FIELD_NUMBER: _builtins.int
+    STATE_DIR_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    """Capstan's version."""
+    proxy_url: _builtins.str
+    """The HTTP proxy's base URL (empty when unknown, e.g. a proxy run apart)."""
+    metrics_url: _builtins.str
+    """/metrics and the dashboard; empty when the control plane serves no HTTP."""
+    state_dir: _builtins.str
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        proxy_url: _builtins.str = ...,
+        metrics_url: _builtins.str = ...,
+        state_dir: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metrics_url", b"metrics_url", "proxy_url", b"proxy_url", "state_dir", b"state_dir", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetServerInfoResponse: _TypeAlias = GetServerInfoResponse  # noqa: Y015
+
+@_typing.final
+class WatchEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    APPLICATION_FIELD_NUMBER: _builtins.int
+    AFTER_ID_FIELD_NUMBER: _builtins.int
+    BACKLOG_FIELD_NUMBER: _builtins.int
+    NO_FOLLOW_FIELD_NUMBER: _builtins.int
+    deployment: _builtins.str
+    """Only this deployment's events ("<application>.<name>" or a plain name)."""
+    application: _builtins.str
+    """Only the events of this application's deployments."""
+    after_id: _builtins.int
+    """Events with a larger id than this; 0 starts from the backlog."""
+    backlog: _builtins.int
+    """How many stored events to send first when after_id is 0; 0 means 100."""
+    no_follow: _builtins.bool
+    """End the stream once the stored events are sent, instead of following."""
+    def __init__(
+        self,
+        *,
+        deployment: _builtins.str = ...,
+        application: _builtins.str = ...,
+        after_id: _builtins.int = ...,
+        backlog: _builtins.int = ...,
+        no_follow: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_id", b"after_id", "application", b"application", "backlog", b"backlog", "deployment", b"deployment", "no_follow", b"no_follow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchEventsRequest: _TypeAlias = WatchEventsRequest  # noqa: Y015
+
+@_typing.final
+class WatchEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___Event: ...
+    def __init__(
+        self,
+        *,
+        event: Global___Event | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchEventsResponse: _TypeAlias = WatchEventsResponse  # noqa: Y015
+
+@_typing.final
+class Event(_message.Message):
+    """One line of the append-only event log."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TIME_S_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    REPLICA_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """Increases with every event; resume a watch from it."""
+    time_s: _builtins.float
+    """Seconds since the epoch."""
+    deployment: _builtins.str
+    replica: _builtins.str
+    """Empty for events of the deployment as a whole."""
+    kind: _builtins.str
+    """started, stopped, died, start_failed, pending, state, scale, rollout, ..."""
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        time_s: _builtins.float = ...,
+        deployment: _builtins.str = ...,
+        replica: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "id", b"id", "kind", b"kind", "message", b"message", "replica", b"replica", "time_s", b"time_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Event: _TypeAlias = Event  # noqa: Y015
+
+@_typing.final
+class StreamLogsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    REPLICA_FIELD_NUMBER: _builtins.int
+    SINCE_S_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    deployment: _builtins.str
+    replica: _builtins.str
+    """One replica's log; empty means every replica of the deployment."""
+    since_s: _builtins.float
+    """Lines written in the last `since_s` seconds; 0 means the whole log."""
+    follow: _builtins.bool
+    """Keep streaming new lines until the caller hangs up."""
+    def __init__(
+        self,
+        *,
+        deployment: _builtins.str = ...,
+        replica: _builtins.str = ...,
+        since_s: _builtins.float = ...,
+        follow: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "follow", b"follow", "replica", b"replica", "since_s", b"since_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamLogsRequest: _TypeAlias = StreamLogsRequest  # noqa: Y015
+
+@_typing.final
+class StreamLogsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLICA_FIELD_NUMBER: _builtins.int
+    LINE_FIELD_NUMBER: _builtins.int
+    replica: _builtins.str
+    line: _builtins.str
+    """One line of output, without its line ending."""
+    def __init__(
+        self,
+        *,
+        replica: _builtins.str = ...,
+        line: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["line", b"line", "replica", b"replica"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamLogsResponse: _TypeAlias = StreamLogsResponse  # noqa: Y015
+
+@_typing.final
 class ApplyDeploymentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -106,6 +106,21 @@ class ControlPlaneServiceStub:
                 request_serializer=capstan_dot_v1_dot_controlplane__pb2.ShutdownRequest.SerializeToString,
                 response_deserializer=capstan_dot_v1_dot_controlplane__pb2.ShutdownResponse.FromString,
                 _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/capstan.v1.ControlPlaneService/WatchEvents',
+                request_serializer=capstan_dot_v1_dot_controlplane__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=capstan_dot_v1_dot_controlplane__pb2.WatchEventsResponse.FromString,
+                _registered_method=True)
+        self.StreamLogs = channel.unary_stream(
+                '/capstan.v1.ControlPlaneService/StreamLogs',
+                request_serializer=capstan_dot_v1_dot_controlplane__pb2.StreamLogsRequest.SerializeToString,
+                response_deserializer=capstan_dot_v1_dot_controlplane__pb2.StreamLogsResponse.FromString,
+                _registered_method=True)
+        self.GetServerInfo = channel.unary_unary(
+                '/capstan.v1.ControlPlaneService/GetServerInfo',
+                request_serializer=capstan_dot_v1_dot_controlplane__pb2.GetServerInfoRequest.SerializeToString,
+                response_deserializer=capstan_dot_v1_dot_controlplane__pb2.GetServerInfoResponse.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServiceServicer:
@@ -233,6 +248,32 @@ class ControlPlaneServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchEvents(self, request, context):
+        """The stored events after `after_id` (the latest `backlog` of them when
+        after_id is 0), then each new one as it is recorded: state changes,
+        replica starts and stops, rollout steps, scaling decisions and why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamLogs(self, request, context):
+        """A replica's output (stdout and stderr), from `since_s` seconds ago, then
+        (with `follow`) each new line. NOT_FOUND for an unknown deployment or
+        replica; FAILED_PRECONDITION when its executor cannot read logs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetServerInfo(self, request, context):
+        """Where this Capstan serves: the proxy's HTTP URL, the metrics and
+        dashboard URL, the state folder; for clients that print them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -305,6 +346,21 @@ def add_ControlPlaneServiceServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=capstan_dot_v1_dot_controlplane__pb2.ShutdownRequest.FromString,
                     response_serializer=capstan_dot_v1_dot_controlplane__pb2.ShutdownResponse.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=capstan_dot_v1_dot_controlplane__pb2.WatchEventsRequest.FromString,
+                    response_serializer=capstan_dot_v1_dot_controlplane__pb2.WatchEventsResponse.SerializeToString,
+            ),
+            'StreamLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamLogs,
+                    request_deserializer=capstan_dot_v1_dot_controlplane__pb2.StreamLogsRequest.FromString,
+                    response_serializer=capstan_dot_v1_dot_controlplane__pb2.StreamLogsResponse.SerializeToString,
+            ),
+            'GetServerInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServerInfo,
+                    request_deserializer=capstan_dot_v1_dot_controlplane__pb2.GetServerInfoRequest.FromString,
+                    response_serializer=capstan_dot_v1_dot_controlplane__pb2.GetServerInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -687,6 +743,87 @@ class ControlPlaneService:
             '/capstan.v1.ControlPlaneService/Shutdown',
             capstan_dot_v1_dot_controlplane__pb2.ShutdownRequest.SerializeToString,
             capstan_dot_v1_dot_controlplane__pb2.ShutdownResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/capstan.v1.ControlPlaneService/WatchEvents',
+            capstan_dot_v1_dot_controlplane__pb2.WatchEventsRequest.SerializeToString,
+            capstan_dot_v1_dot_controlplane__pb2.WatchEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/capstan.v1.ControlPlaneService/StreamLogs',
+            capstan_dot_v1_dot_controlplane__pb2.StreamLogsRequest.SerializeToString,
+            capstan_dot_v1_dot_controlplane__pb2.StreamLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServerInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlPlaneService/GetServerInfo',
+            capstan_dot_v1_dot_controlplane__pb2.GetServerInfoRequest.SerializeToString,
+            capstan_dot_v1_dot_controlplane__pb2.GetServerInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -92,6 +92,20 @@ class ControlPlaneServiceStub:
     deleted too (as Ray Serve's shutdown does) unless keep_deployments is set,
     in which case the next start brings them back.
     """
+    WatchEvents: _grpc.UnaryStreamMultiCallable[_controlplane_pb2.WatchEventsRequest, _controlplane_pb2.WatchEventsResponse]
+    """The stored events after `after_id` (the latest `backlog` of them when
+    after_id is 0), then each new one as it is recorded: state changes,
+    replica starts and stops, rollout steps, scaling decisions and why.
+    """
+    StreamLogs: _grpc.UnaryStreamMultiCallable[_controlplane_pb2.StreamLogsRequest, _controlplane_pb2.StreamLogsResponse]
+    """A replica's output (stdout and stderr), from `since_s` seconds ago, then
+    (with `follow`) each new line. NOT_FOUND for an unknown deployment or
+    replica; FAILED_PRECONDITION when its executor cannot read logs.
+    """
+    GetServerInfo: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.GetServerInfoRequest, _controlplane_pb2.GetServerInfoResponse]
+    """Where this Capstan serves: the proxy's HTTP URL, the metrics and
+    dashboard URL, the state folder; for clients that print them.
+    """
 
 @_typing.type_check_only
 class ControlPlaneServiceAsyncStub(ControlPlaneServiceStub):
@@ -156,6 +170,20 @@ class ControlPlaneServiceAsyncStub(ControlPlaneServiceStub):
     """Stops every replica, then the control plane itself. Deployments are
     deleted too (as Ray Serve's shutdown does) unless keep_deployments is set,
     in which case the next start brings them back.
+    """
+    WatchEvents: _aio.UnaryStreamMultiCallable[_controlplane_pb2.WatchEventsRequest, _controlplane_pb2.WatchEventsResponse]  # type: ignore[assignment]
+    """The stored events after `after_id` (the latest `backlog` of them when
+    after_id is 0), then each new one as it is recorded: state changes,
+    replica starts and stops, rollout steps, scaling decisions and why.
+    """
+    StreamLogs: _aio.UnaryStreamMultiCallable[_controlplane_pb2.StreamLogsRequest, _controlplane_pb2.StreamLogsResponse]  # type: ignore[assignment]
+    """A replica's output (stdout and stderr), from `since_s` seconds ago, then
+    (with `follow`) each new line. NOT_FOUND for an unknown deployment or
+    replica; FAILED_PRECONDITION when its executor cannot read logs.
+    """
+    GetServerInfo: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.GetServerInfoRequest, _controlplane_pb2.GetServerInfoResponse]  # type: ignore[assignment]
+    """Where this Capstan serves: the proxy's HTTP URL, the metrics and
+    dashboard URL, the state folder; for clients that print them.
     """
 
 class ControlPlaneServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -302,6 +330,38 @@ class ControlPlaneServiceServicer(metaclass=_abc_1.ABCMeta):
         """Stops every replica, then the control plane itself. Deployments are
         deleted too (as Ray Serve's shutdown does) unless keep_deployments is set,
         in which case the next start brings them back.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchEvents(
+        self,
+        request: _controlplane_pb2.WatchEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_controlplane_pb2.WatchEventsResponse], _abc.AsyncIterator[_controlplane_pb2.WatchEventsResponse]]:
+        """The stored events after `after_id` (the latest `backlog` of them when
+        after_id is 0), then each new one as it is recorded: state changes,
+        replica starts and stops, rollout steps, scaling decisions and why.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamLogs(
+        self,
+        request: _controlplane_pb2.StreamLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_controlplane_pb2.StreamLogsResponse], _abc.AsyncIterator[_controlplane_pb2.StreamLogsResponse]]:
+        """A replica's output (stdout and stderr), from `since_s` seconds ago, then
+        (with `follow`) each new line. NOT_FOUND for an unknown deployment or
+        replica; FAILED_PRECONDITION when its executor cannot read logs.
+        """
+
+    @_abc_1.abstractmethod
+    def GetServerInfo(
+        self,
+        request: _controlplane_pb2.GetServerInfoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_controlplane_pb2.GetServerInfoResponse, _abc.Awaitable[_controlplane_pb2.GetServerInfoResponse]]:
+        """Where this Capstan serves: the proxy's HTTP URL, the metrics and
+        dashboard URL, the state folder; for clients that print them.
         """
 
 def add_ControlPlaneServiceServicer_to_server(servicer: ControlPlaneServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -602,12 +602,17 @@ Global___DrainResponse: _TypeAlias = DrainResponse  # noqa: Y015
 class GetStatsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    WITH_METRICS_FIELD_NUMBER: _builtins.int
+    with_metrics: _builtins.bool
+    """Also send the metrics user code defined (capstan.serve.metrics)."""
     def __init__(
         self,
+        *,
+        with_metrics: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["with_metrics", b"with_metrics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -625,6 +630,7 @@ class GetStatsResponse(_message.Message):
     ONGOING_REQUESTS_FIELD_NUMBER: _builtins.int
     TOTAL_REQUESTS_FIELD_NUMBER: _builtins.int
     DRAINING_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
     replica_id: _builtins.str
     deployment: _builtins.str
     version: _builtins.str
@@ -636,6 +642,10 @@ class GetStatsResponse(_message.Message):
     ongoing_requests: _builtins.int
     total_requests: _builtins.int
     draining: _builtins.bool
+    metrics: _builtins.bytes
+    """With `with_metrics`: the user's metrics in Prometheus' text format, each
+    sample labelled with its deployment, application and replica.
+    """
     def __init__(
         self,
         *,
@@ -647,10 +657,11 @@ class GetStatsResponse(_message.Message):
         ongoing_requests: _builtins.int = ...,
         total_requests: _builtins.int = ...,
         draining: _builtins.bool = ...,
+        metrics: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "draining", b"draining", "nonce", b"nonce", "ongoing_requests", b"ongoing_requests", "pid", b"pid", "replica_id", b"replica_id", "total_requests", b"total_requests", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "draining", b"draining", "metrics", b"metrics", "nonce", b"nonce", "ongoing_requests", b"ongoing_requests", "pid", b"pid", "replica_id", b"replica_id", "total_requests", b"total_requests", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

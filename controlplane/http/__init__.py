@@ -1,0 +1,1 @@
+"""The control plane's HTTP port: Prometheus metrics and the dashboard."""

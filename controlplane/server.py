@@ -27,11 +27,12 @@ from grpc_reflection.v1alpha import reflection
 from capstan.channels import server_options
 from capstan.v1 import controlplane_pb2, controlplane_pb2_grpc
 from controlplane.auth import BearerTokenInterceptor
+from controlplane.limits import MAX_APPLICATION_BYTES
 from controlplane.reconciler.loop import Reconciler
 from controlplane.reconciler.routes import RouteTable
 from controlplane.service import ControlPlaneService
 from controlplane.settings import Settings
-from controlplane.store import Store
+from controlplane.store import Retention, Store
 from executors.base import Executor
 
 log = logging.getLogger("capstan.controlplane")
@@ -40,6 +41,13 @@ _SERVICE_NAME = controlplane_pb2.DESCRIPTOR.services_by_name["ControlPlaneServic
 # The first pass adopts replicas; serving before it ends would show routers
 # an empty table.
 _FIRST_PASS_TIMEOUT_S = 60.0
+
+
+def _options() -> tuple[tuple[str, int], ...]:
+    # The largest request is an application; past it (and a little envelope)
+    # gRPC refuses the message before it is read in full.
+    most = ("grpc.max_receive_message_length", MAX_APPLICATION_BYTES + (64 << 10))
+    return (*(o for o in server_options() if o[0] != most[0]), most)
 
 
 def load_executors(settings: Settings) -> dict[str, Executor]:
@@ -86,13 +94,14 @@ class ControlPlane:
 
     async def _start(self, executors: Mapping[str, Executor] | None) -> None:
         settings = self.settings
-        self._store = await Store.open(settings.db_path)
+        retention = Retention(settings.versions_kept, settings.events_kept)
+        self._store = await Store.open(settings.db_path, retention)
         self._executors = executors if executors is not None else load_executors(settings)
         reconciler = self.reconciler = Reconciler(
             settings, self._store, self._executors, self._routes
         )
         interceptors = [BearerTokenInterceptor(settings.token)] if settings.token else None
-        server = self._server = grpc.aio.server(options=server_options(), interceptors=interceptors)
+        server = self._server = grpc.aio.server(options=_options(), interceptors=interceptors)
         service = ControlPlaneService(
             settings, self._store, reconciler, self._routes, self._executors, self.stopped.set
         )

@@ -16,6 +16,7 @@ import pydantic_settings
 from pydantic import Field, Strict, model_validator
 
 from capstan.sections import NonEmpty, PositiveNumber, Section, SettingsError
+from controlplane.limits import MAX_REPLICAS
 
 _ENV_PREFIX = "CAPSTAN_"
 
@@ -45,6 +46,16 @@ class Settings(Section):
     reconfigure_timeout_s: PositiveNumber = 30.0
     # Server shutdown: how long in-flight RPCs may finish.
     shutdown_grace_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
+    # The most replicas one deployment may ask for (num_replicas, and
+    # autoscaling's max_replicas); an apply above it is refused.
+    max_replicas_per_deployment: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] = 1000
+    # Replica starts and stops one reconcile pass hands out at most: a big
+    # scale-up proceeds over several passes while every RPC keeps answering.
+    max_starts_per_pass: Annotated[int, Field(ge=1)] = 50
+    max_stops_per_pass: Annotated[int, Field(ge=1)] = 50
+    # Applied versions kept per deployment (its history), and its events.
+    versions_kept: Annotated[int, Field(ge=1)] = 20
+    events_kept: Annotated[int, Field(ge=1)] = 1000
     # Bearer token every control API call must carry; required off loopback.
     token: str = Field(default="", repr=False)
 
@@ -96,6 +107,8 @@ class EnvironmentSettings(pydantic_settings.BaseSettings):
     executor: str | None = None
     executors: dict[str, dict[str, Any]] | None = None
     reconcile_interval_s: float | None = None
+    max_replicas_per_deployment: int | None = None
+    versions_kept: int | None = None
     token: str | None = Field(default=None, repr=False)
 
     @classmethod
@@ -134,6 +147,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--executor", help="the default executor (default: local)")
     parser.add_argument("--executors", type=_json, help="a JSON object: name -> config")
     parser.add_argument("--reconcile-interval-s", type=float)
+    parser.add_argument("--max-replicas-per-deployment", type=int)
+    parser.add_argument("--versions-kept", type=int, help="history kept per deployment")
     parser.add_argument("--token")
     return parser
 

@@ -49,8 +49,9 @@ class Settings(Section):
     # The most replicas one deployment may ask for (num_replicas, and
     # autoscaling's max_replicas); an apply above it is refused.
     max_replicas_per_deployment: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] = 1000
-    # Replica starts and stops one reconcile pass hands out at most: a big
-    # scale-up proceeds over several passes while every RPC keeps answering.
+    # Replicas starting at once, and stops (or reconfigures) one reconcile
+    # pass hands out: a big scale-up proceeds over several short passes, so
+    # every RPC keeps answering meanwhile.
     max_starts_per_pass: Annotated[int, Field(ge=1)] = 50
     max_stops_per_pass: Annotated[int, Field(ge=1)] = 50
     # Applied versions kept per deployment (its history), and its events.

@@ -28,7 +28,14 @@ from controlplane.reconciler.desired import desire
 from controlplane.reconciler.fleet import Fleet
 from controlplane.reconciler.lifecycle import Phase, Replica
 from controlplane.reconciler.observer import Observer
-from controlplane.reconciler.plan import Action, Desired, StartReplica, StopReplica, plan
+from controlplane.reconciler.plan import (
+    Action,
+    Budget,
+    Desired,
+    StartReplica,
+    StopReplica,
+    plan,
+)
 from controlplane.reconciler.recorder import Recorder, start_key
 from controlplane.reconciler.replica_client import ReplicaClient
 from controlplane.reconciler.replica_moves import new_replica, placed, stopped
@@ -77,6 +84,7 @@ class Reconciler:
             self._scaling, self._fleet, self._actuator, lambda: self._records.values(),
             self.wake, settings.reconcile_interval_s,
         )  # fmt: skip
+        self._budget = Budget(settings.max_starts_per_pass, settings.max_stops_per_pass)
         self._records: dict[str, DeploymentRecord] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self._wake = asyncio.Event()
@@ -140,7 +148,7 @@ class Reconciler:
         now_mono_s = time.monotonic()
         await self._check_health(now_mono_s)
         desired = self._desired(now_mono_s)
-        for action in plan(desired, self._fleet.observed()):
+        for action in plan(desired, self._fleet.observed(), self._budget):
             await self._dispatch(action, capacity)
         for replica in adoption.unfinished_stops(list(self._fleet)):
             current = self._fleet.get(replica.id)  # as it is after the awaits above

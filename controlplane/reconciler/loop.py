@@ -51,6 +51,9 @@ from executors.base import Executor
 log = logging.getLogger("capstan.controlplane")
 _LIVE = (ReplicaState.PENDING, ReplicaState.STARTING, ReplicaState.RUNNING)
 _STOPPED_BY_TASK = (Phase.DRAINING, Phase.STOPPING)
+# Replicas that start (or die) within this long share one route publish: a
+# scale-up to a thousand replicas must not rebuild the table a thousand times.
+_PUBLISH_COALESCE_S = 0.02
 
 
 class Reconciler:
@@ -77,7 +80,7 @@ class Reconciler:
         self._scaling = ScalingMemory()
         self._recorder = Recorder(
             store, self._fleet, self._scaling, policy, settings.health_failure_threshold,
-            self._changed,
+            self._changed_soon,
         )  # fmt: skip
         self._observer = Observer(executors, settings.observe_timeout_s)
         self._poller = ScalingPoller(
@@ -90,6 +93,7 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._passed = asyncio.Event()
         self._is_stopping_all = False
+        self._publish_soon: asyncio.TimerHandle | None = None
         self.control_plane_address = ""  # handed to replicas, for their handles
 
     def wake(self) -> None:
@@ -120,6 +124,8 @@ class Reconciler:
                         async with asyncio.timeout(self._settings.reconcile_interval_s):
                             await self._wake.wait()
         finally:
+            if self._publish_soon is not None:
+                self._publish_soon.cancel()
             await self._client.close()
 
     async def stop_all_replicas(self, timeout_s: float) -> None:
@@ -280,6 +286,15 @@ class Reconciler:
     def _changed(self) -> None:
         self._publish()
         self.wake()
+
+    def _changed_soon(self) -> None:
+        if self._publish_soon is None:
+            loop = asyncio.get_running_loop()
+            self._publish_soon = loop.call_later(_PUBLISH_COALESCE_S, self._changed_now)
+
+    def _changed_now(self) -> None:
+        self._publish_soon = None
+        self._changed()
 
     def _publish(self) -> None:
         if self._routes.publish(self._fleet.endpoints(self._records)):

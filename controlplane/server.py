@@ -33,6 +33,7 @@ from controlplane.reconciler.routes import RouteTable
 from controlplane.service import ControlPlaneService
 from controlplane.settings import Settings
 from controlplane.store import Retention, Store
+from controlplane.undecodable import UndecodableRequests
 from executors.base import Executor
 
 log = logging.getLogger("capstan.controlplane")
@@ -100,7 +101,10 @@ class ControlPlane:
         reconciler = self.reconciler = Reconciler(
             settings, self._store, self._executors, self._routes
         )
-        interceptors = [BearerTokenInterceptor(settings.token)] if settings.token else None
+        interceptors: list[grpc.aio.ServerInterceptor] = (
+            [BearerTokenInterceptor(settings.token)] if settings.token else []
+        )
+        interceptors.append(UndecodableRequests())
         server = self._server = grpc.aio.server(options=_options(), interceptors=interceptors)
         service = ControlPlaneService(
             settings, self._store, reconciler, self._routes, self._executors, self.stopped.set

@@ -251,6 +251,34 @@ def test_no_byte_string_fails_the_server(
     assert not [c for c in codes if c in _FAILED], codes
 
 
+@pytest.mark.parametrize(
+    ("fields", "code", "named"),
+    [
+        ({"num_replicas": 10**9}, grpc.StatusCode.INVALID_ARGUMENT, "num_replicas"),
+        ({"num_replicas": 3}, grpc.StatusCode.INVALID_ARGUMENT, "max_replicas_per_deployment"),
+        ({"pickled": b"x" * (5 << 20)}, grpc.StatusCode.INVALID_ARGUMENT, "spec is"),
+        ({"pickled": b"x" * (17 << 20)}, grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+    ],
+    ids=["1e9 replicas", "over the cluster maximum", "spec over 4 MiB", "request over 16 MiB"],
+)
+def test_what_took_the_control_plane_down_is_refused_and_not_stored(
+    channel: grpc.Channel, fields: dict, code: grpc.StatusCode, named: str
+) -> None:
+    stub = controlplane_pb2_grpc.ControlPlaneServiceStub(channel)
+    msg = deployment_pb2.DeploymentSpec(name="refused")
+    if "pickled" in fields:
+        msg.code.pickled = fields["pickled"]
+    else:
+        msg.code.import_path = "tests.apps.hello:Hello"
+        msg.num_replicas = fields["num_replicas"]
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ApplyDeployment(cp.ApplyDeploymentRequest(spec=msg), timeout=30)
+    assert caught.value.code() == code and named in caught.value.details()
+    with pytest.raises(grpc.RpcError) as missing:
+        stub.GetDeployment(cp.GetDeploymentRequest(name="refused"), timeout=5)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 def test_after_the_fuzzing_the_server_and_the_kept_deployment_are_unchanged(
     channel: grpc.Channel, plane: Plane, kept: cp.Deployment
 ) -> None:

@@ -31,6 +31,8 @@ from controlplane.records import (
     ReplicaState,
     VersionRecord,
 )
+from controlplane.replica_configs import SCHEMA as _CONFIGS_SCHEMA
+from controlplane.replica_configs import ReplicaConfigs
 from controlplane.scheduler import Placement
 from controlplane.spec import DeploymentSpec
 from executors.base import ReplicaRef
@@ -126,6 +128,7 @@ class Store:
         self._conn = conn
         self._retention = retention
         self._specs = ParsedSpecs()  # touched on the store's thread only
+        self._configs = ReplicaConfigs(conn)
 
     @classmethod
     async def open(cls, path: pathlib.Path, retention: Retention) -> Store:
@@ -435,7 +438,7 @@ class Store:
                     r.address,
                     r.ref.to_json() if r.ref else None,
                     r.placement.to_json() if r.placement else None,
-                    r.user_config,
+                    self._configs.reference(r.user_config),
                     r.max_concurrent_queries,
                     r.message,
                     r.started_at,
@@ -448,6 +451,7 @@ class Store:
     def _delete_replica(self, replica_id: str) -> None:
         with self._transaction():
             self._conn.execute("DELETE FROM replicas WHERE id = ?", (replica_id,))
+            self._configs.forget_unused()
 
     async def replicas(self, deployment: str | None = None) -> list[ReplicaRecord]:
         return await self._run(self._replicas, deployment)
@@ -460,7 +464,7 @@ class Store:
             rows = self._conn.execute(
                 query + " WHERE deployment = ? ORDER BY started_at, id", (deployment,)
             ).fetchall()
-        return [_replica(row) for row in rows]
+        return [_replica(row, self._configs.text) for row in rows]
 
     # -- events --------------------------------------------------------------
 
@@ -535,7 +539,7 @@ def _connect(path: pathlib.Path) -> sqlite3.Connection:
         raise RuntimeError(
             f"{path} has schema version {found}; this control plane knows {SCHEMA_VERSION}"
         )
-    conn.executescript(f"BEGIN; {_ADDITIONS} COMMIT;")
+    conn.executescript(f"BEGIN; {_ADDITIONS} {_CONFIGS_SCHEMA} COMMIT;")
     return conn
 
 
@@ -586,7 +590,7 @@ def _application(row: tuple) -> ApplicationRecord:
     )
 
 
-def _replica(row: tuple) -> ReplicaRecord:
+def _replica(row: tuple, user_config: Callable[[str | None], str | None]) -> ReplicaRecord:
     return ReplicaRecord(
         id=row[0],
         deployment=row[1],
@@ -594,7 +598,7 @@ def _replica(row: tuple) -> ReplicaRecord:
         code_hash=row[3],
         state=ReplicaState(row[4]),
         executor=row[5],
-        user_config=row[6],
+        user_config=user_config(row[6]),
         max_concurrent_queries=row[7],
         ref=ReplicaRef.from_json(row[8]) if row[8] else None,
         placement=Placement.from_json(row[9]) if row[9] else None,

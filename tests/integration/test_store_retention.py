@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sqlite3
 
 import grpc
 import pytest
@@ -14,6 +15,7 @@ from scripted_executor import World
 
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc, deployment_pb2
+from controlplane.records import ReplicaRecord, ReplicaState
 from controlplane.server import ControlPlane
 from controlplane.settings import Settings
 from controlplane.spec import DeploymentSpec
@@ -23,6 +25,7 @@ pytestmark = pytest.mark.timeout(120)
 
 APPLIES = 100
 CONFIG_BYTES = 512 << 10
+REPLICAS = 1000
 
 
 def _db_bytes(state_dir: pathlib.Path) -> int:
@@ -83,3 +86,28 @@ async def test_the_store_keeps_the_last_versions_and_events(tmp_path: pathlib.Pa
         assert len(await store.events("big", limit=1000)) == 30
     finally:
         await store.close()
+
+
+async def test_replicas_share_one_stored_user_config(tmp_path: pathlib.Path) -> None:
+    """A thousand replicas with a 512 KiB user_config would be 512 MiB if
+    each row held the text; they share one copy, and it goes with them."""
+    user_config = json.dumps({"pad": "x" * CONFIG_BYTES})
+    store = await Store.open(tmp_path / "state.db", Retention(versions=20, events=30))
+    try:
+        for index in range(REPLICAS):
+            await store.put_replica(
+                ReplicaRecord(
+                    id=f"big-{index}", deployment="big", version="v1", code_hash="h",
+                    state=ReplicaState.RUNNING, executor="scripted", user_config=user_config,
+                )
+            )  # fmt: skip
+        assert _db_bytes(tmp_path) < 16 << 20
+        replicas = await store.replicas("big")
+        assert len(replicas) == REPLICAS and all(r.user_config == user_config for r in replicas)
+        for index in range(REPLICAS):
+            await store.delete_replica(f"big-{index}")
+        assert await store.replicas() == []
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM user_configs").fetchone() == (0,)

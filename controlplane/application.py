@@ -12,6 +12,7 @@ import json
 
 from capstan.errors import InvalidSpec
 from capstan.v1 import controlplane_pb2
+from controlplane import limits
 from controlplane.records import DeploymentState
 from controlplane.spec import DeploymentSpec, check_name, check_route_prefix
 
@@ -65,6 +66,7 @@ class ApplicationSpec:
 
     @classmethod
     def from_proto(cls, msg: controlplane_pb2.ApplicationSpec) -> ApplicationSpec:
+        limits.require_size(msg.ByteSize(), "application", limits.MAX_APPLICATION_BYTES)
         check_name(msg.name, "application name")
         route_prefix = (msg.route_prefix or None) if msg.HasField("route_prefix") else "/"
         ingress = msg.ingress or (msg.deployments[0].name if msg.deployments else "")

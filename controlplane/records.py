@@ -66,8 +66,13 @@ class DeploymentRecord:
         a precondition of the apply, does not count)."""
         if self.stable_spec is None or self.stable_version != self.version:
             return False
-        unconditional = dataclasses.replace(self.spec, prev_version=None)
-        return dataclasses.replace(self.stable_spec, prev_version=None) == unconditional
+        # Field by field: rebuilding a spec (dataclasses.replace) would
+        # validate it again, user_config included, on every pass.
+        return all(
+            getattr(self.spec, f.name) == getattr(self.stable_spec, f.name)
+            for f in dataclasses.fields(self.spec)
+            if f.name != "prev_version"
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,6 +31,7 @@ from controlplane.auth import bearer_token_guard
 from controlplane.cluster_keys import ClusterKeys
 from controlplane.http.server import HttpServer
 from controlplane.launch import Credentials
+from controlplane.limits import MAX_APPLICATION_BYTES
 from controlplane.packages.collector import run_collector
 from controlplane.packages.service import PackageService
 from controlplane.packages.store import PackageStore
@@ -38,7 +39,8 @@ from controlplane.reconciler.loop import Reconciler
 from controlplane.reconciler.routes import RouteTable
 from controlplane.service import ControlPlaneService
 from controlplane.settings import Settings
-from controlplane.store import Store
+from controlplane.store import Retention, Store
+from controlplane.undecodable import UndecodableRequests
 from executors.base import Executor
 
 log = logging.getLogger("capstan.controlplane")
@@ -48,6 +50,13 @@ _PACKAGES_NAME = packages_pb2.DESCRIPTOR.services_by_name["PackageService"].full
 # The first pass adopts replicas; serving before it ends would show routers
 # an empty table.
 _FIRST_PASS_TIMEOUT_S = 60.0
+
+
+def _options() -> tuple[tuple[str, int], ...]:
+    # The largest request is an application; past it (and a little envelope)
+    # gRPC refuses the message before it is read in full.
+    most = ("grpc.max_receive_message_length", MAX_APPLICATION_BYTES + (64 << 10))
+    return (*(o for o in server_options() if o[0] != most[0]), most)
 
 
 def load_executors(settings: Settings) -> dict[str, Executor]:
@@ -100,14 +109,18 @@ class ControlPlane:
         settings = self.settings
         keys = ClusterKeys.load_or_create(settings.state_dir)
         self._routes = RouteTable(time.time_ns() // 1_000_000, keys.links)
-        self._store = await Store.open(settings.db_path)
+        retention = Retention(settings.versions_kept, settings.events_kept)
+        self._store = await Store.open(settings.db_path, retention)
         self._executors = executors if executors is not None else load_executors(settings)
         reconciler = self.reconciler = Reconciler(
             settings, self._store, self._executors, self._routes,
             Credentials(keys, settings.token),
         )  # fmt: skip
-        interceptors = [bearer_token_guard(settings.token)] if settings.token else None
-        server = self._server = grpc.aio.server(options=server_options(), interceptors=interceptors)
+        interceptors: list[grpc.aio.ServerInterceptor] = (
+            [bearer_token_guard(settings.token)] if settings.token else []
+        )
+        interceptors.append(UndecodableRequests())
+        server = self._server = grpc.aio.server(options=_options(), interceptors=interceptors)
         packages = reconciler.packages = PackageStore(
             settings.packages_dir, settings.max_package_bytes
         )

@@ -199,6 +199,7 @@ class ControlPlaneService(ChangeRpcs, Observing, controlplane_pb2_grpc.ControlPl
             raise InvalidSpec(f"executor {name!r} is not configured; configured executors: {known}")
         self._executors[name].capabilities.require(spec.replica, name)
         self._packages.check(spec)
+        spec.require_replicas_at_most(self._settings.max_replicas_per_deployment)
         # Stored resolved, so a later change of the default moves nothing.
         return dataclasses.replace(spec, executor=name)
 

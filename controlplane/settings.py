@@ -17,6 +17,7 @@ from pydantic import Field, Strict, model_validator
 
 from capstan.sections import NonEmpty, PositiveNumber, Section, SettingsError
 from capstan.tls import ServerTls
+from controlplane.limits import MAX_REPLICAS
 
 _ENV_PREFIX = "CAPSTAN_"
 
@@ -51,6 +52,17 @@ class Settings(Section):
     metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
     # The proxy's HTTP URL, scraped for the dashboard's traffic charts.
     proxy_url: str = ""
+    # The most replicas one deployment may ask for (num_replicas, and
+    # autoscaling's max_replicas); an apply above it is refused.
+    max_replicas_per_deployment: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] = 1000
+    # Replicas starting at once, and stops (or reconfigures) one reconcile
+    # pass hands out: a big scale-up proceeds over several short passes, so
+    # every RPC keeps answering meanwhile.
+    max_starts_per_pass: Annotated[int, Field(ge=1)] = 50
+    max_stops_per_pass: Annotated[int, Field(ge=1)] = 50
+    # Applied versions kept per deployment (its history), and its events.
+    versions_kept: Annotated[int, Field(ge=1)] = 20
+    events_kept: Annotated[int, Field(ge=1)] = 1000
     # Bearer token every control API call must carry; required off loopback.
     # From --token-file or CAPSTAN_TOKEN, never a command line.
     token: str = Field(default="", repr=False)
@@ -124,6 +136,8 @@ class EnvironmentSettings(pydantic_settings.BaseSettings):
     executor: str | None = None
     executors: dict[str, dict[str, Any]] | None = None
     reconcile_interval_s: float | None = None
+    max_replicas_per_deployment: int | None = None
+    versions_kept: int | None = None
     token: str | None = Field(default=None, repr=False)
     max_package_bytes: int | None = None
     package_grace_s: float | None = None
@@ -173,6 +187,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-client-ca", help="require client certificates signed by this CA")
     parser.add_argument("--max-package-bytes", type=int, help="largest package upload taken")
     parser.add_argument("--package-grace-s", type=float, help="how long an unused package stays")
+    parser.add_argument("--max-replicas-per-deployment", type=int)
+    parser.add_argument("--versions-kept", type=int, help="history kept per deployment")
     return parser
 
 

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 
 from capstan import defaults
 from capstan.errors import InvalidSpec
 from capstan.v1 import deployment_pb2
+from controlplane import limits
+from controlplane.limits import MAX_DURATION_S, parse_json, require_between
 from executors.options import ReplicaOptions
 
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Names become file and log names: no leading "-" (read as an option) or "_".
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 _ROUTE_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%-]+")
 
@@ -41,8 +43,8 @@ class Autoscaling:
 
     def __post_init__(self) -> None:
         prefix = "autoscaling_config"
-        _require(self.min_replicas >= 0, f"{prefix}.min_replicas must be >= 0")
-        _require(self.max_replicas >= 1, f"{prefix}.max_replicas must be >= 1")
+        require_between(self.min_replicas, f"{prefix}.min_replicas", 0, limits.MAX_REPLICAS)
+        require_between(self.max_replicas, f"{prefix}.max_replicas", 1, limits.MAX_REPLICAS)
         _require(
             self.min_replicas <= self.max_replicas,
             f"{prefix}.min_replicas ({self.min_replicas}) must not exceed "
@@ -53,16 +55,23 @@ class Autoscaling:
                 self.min_replicas <= self.initial_replicas <= self.max_replicas,
                 f"{prefix}.initial_replicas must lie between min_replicas and max_replicas",
             )
-        _require(
-            self.target_num_ongoing_requests_per_replica > 0,
-            f"{prefix}.target_num_ongoing_requests_per_replica must be > 0",
-        )
+        require_between(
+            self.target_num_ongoing_requests_per_replica,
+            f"{prefix}.target_num_ongoing_requests_per_replica",
+            0, limits.MAX_CONCURRENT_QUERIES, is_low_open=True,
+        )  # fmt: skip
         for field in ("upscale_delay_s", "downscale_delay_s", "look_back_period_s"):
-            _require(getattr(self, field) >= 0, f"{prefix}.{field} must be >= 0")
-        _require(self.metrics_interval_s > 0, f"{prefix}.metrics_interval_s must be > 0")
+            require_between(getattr(self, field), f"{prefix}.{field}", 0, MAX_DURATION_S)
+        require_between(
+            self.metrics_interval_s, f"{prefix}.metrics_interval_s", 0, MAX_DURATION_S,
+            is_low_open=True,
+        )  # fmt: skip
         for field in ("upscaling_factor", "downscaling_factor"):
             factor = getattr(self, field)
-            _require(factor is None or factor > 0, f"{prefix}.{field} must be > 0")
+            if factor is not None:
+                require_between(
+                    factor, f"{prefix}.{field}", 0, limits.MAX_SCALING_FACTOR, is_low_open=True
+                )
 
     @classmethod
     def from_proto(cls, msg: deployment_pb2.AutoscalingConfig) -> Autoscaling:
@@ -113,19 +122,13 @@ class DeploymentSpec:
             check_name(self.application, "application")
         self._check_code()
         check_route_prefix(self.route_prefix)
-        _require(self.num_replicas >= 0, f"num_replicas must be >= 0, got {self.num_replicas}")
-        _require(
-            self.max_concurrent_queries >= 1,
-            f"max_concurrent_queries must be >= 1, got {self.max_concurrent_queries}",
-        )
-        _require(
-            self.max_queued_requests >= 0,
-            f"max_queued_requests must be >= 0, got {self.max_queued_requests}",
-        )
-        for field in ("health_check_period_s", "health_check_timeout_s"):
-            _require(getattr(self, field) > 0, f"{field} must be > 0")
-        for field in ("graceful_shutdown_wait_loop_s", "graceful_shutdown_timeout_s"):
-            _require(getattr(self, field) >= 0, f"{field} must be >= 0")
+        for field in ("version", "prev_version"):
+            text = getattr(self, field)
+            _require(
+                text is None or len(text) <= limits.MAX_VERSION_CHARS,
+                f"{field} is longer than {limits.MAX_VERSION_CHARS} characters",
+            )
+        self._check_numbers()
         if self.request_timeout_s is not None:
             _require(
                 0 < self.request_timeout_s <= 86_400,
@@ -133,13 +136,32 @@ class DeploymentSpec:
                 f"got {self.request_timeout_s}",
             )
         if self.user_config is not None:
-            _check_json(self.user_config, "user_config")
+            parse_json(self.user_config, "user_config", limits.MAX_USER_CONFIG_BYTES)
         if self.logging_config is not None:
             _require(
-                isinstance(_check_json(self.logging_config, "logging_config"), dict),
+                isinstance(
+                    parse_json(
+                        self.logging_config, "logging_config", limits.MAX_LOGGING_CONFIG_BYTES
+                    ),
+                    dict,
+                ),
                 "logging_config must be a JSON object",
             )
         self._check_init_arguments()
+
+    def _check_numbers(self) -> None:
+        require_between(self.num_replicas, "num_replicas", 0, limits.MAX_REPLICAS)
+        require_between(
+            self.max_concurrent_queries, "max_concurrent_queries", 1,
+            limits.MAX_CONCURRENT_QUERIES,
+        )  # fmt: skip
+        require_between(
+            self.max_queued_requests, "max_queued_requests", 0, limits.MAX_QUEUED_REQUESTS
+        )
+        for field in ("health_check_period_s", "health_check_timeout_s"):
+            require_between(getattr(self, field), field, 0, MAX_DURATION_S, is_low_open=True)
+        for field in ("graceful_shutdown_wait_loop_s", "graceful_shutdown_timeout_s"):
+            require_between(getattr(self, field), field, 0, MAX_DURATION_S)
 
     def _check_code(self) -> None:
         _require(
@@ -158,12 +180,12 @@ class DeploymentSpec:
             return  # only the replica can unpickle: it may need the user's packages
         if args.args:
             _require(
-                isinstance(_check_json(args.args, "init_args"), list),
+                isinstance(parse_json(args.args, "init_args", limits.MAX_SPEC_BYTES), list),
                 "init_args must be a JSON array",
             )
         if args.kwargs:
             _require(
-                isinstance(_check_json(args.kwargs, "init_kwargs"), dict),
+                isinstance(parse_json(args.kwargs, "init_kwargs", limits.MAX_SPEC_BYTES), dict),
                 "init_kwargs must be a JSON object",
             )
 
@@ -181,6 +203,18 @@ class DeploymentSpec:
         initial = self.autoscaling.initial_replicas
         return self.autoscaling.min_replicas if initial is None else initial
 
+    def require_replicas_at_most(self, most: int) -> None:
+        """Refuses more replicas than the cluster allows one deployment
+        (Settings.max_replicas_per_deployment), checked at the edge."""
+        field, asked = "num_replicas", self.num_replicas
+        if self.autoscaling is not None:
+            field, asked = "autoscaling_config.max_replicas", self.autoscaling.max_replicas
+        _require(
+            asked <= most,
+            f"{field} is {asked}; this control plane allows at most {most} replicas per "
+            "deployment (its max_replicas_per_deployment setting)",
+        )
+
     def code_hash(self) -> str:
         """A digest of what needs new replica processes to change: the code
         when no version is given, and always the constructor arguments,
@@ -192,6 +226,7 @@ class DeploymentSpec:
 
     @classmethod
     def from_proto(cls, msg: deployment_pb2.DeploymentSpec) -> DeploymentSpec:
+        limits.require_size(msg.ByteSize(), "spec", limits.MAX_SPEC_BYTES)
         has = msg.HasField
         _require(
             not (has("num_replicas") and has("autoscaling_config")),
@@ -275,7 +310,8 @@ def check_name(name: str, field: str) -> None:
     """Names become file names, log names and route keys: keep them plain."""
     _require(
         bool(_NAME.fullmatch(name)),
-        f"{field} {name!r} must be 1-64 letters, digits, '_' or '-'",
+        f"{field} {name!r} must be 1-64 letters, digits, '_' or '-', "
+        "starting with a letter or digit",
     )
 
 
@@ -294,10 +330,3 @@ def check_route_prefix(prefix: str | None) -> None:
             all(_ROUTE_SEGMENT.fullmatch(s) for s in segments),
             f'route_prefix "{prefix}" has an empty or invalid path segment',
         )
-
-
-def _check_json(text: str | bytes, field: str) -> object:
-    try:
-        return json.loads(text)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidSpec(f"{field} is not valid JSON: {error}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import pathlib
 import sqlite3
@@ -21,6 +22,7 @@ from typing import TypeVar
 from capstan.errors import AlreadyExists, NotFound, VersionConflict
 from capstan.v1 import deployment_pb2
 from controlplane.application import ApplicationRecord, ApplicationSpec
+from controlplane.parsed_specs import ParsedSpecs
 from controlplane.records import (
     DeploymentRecord,
     DeploymentState,
@@ -29,6 +31,8 @@ from controlplane.records import (
     ReplicaState,
     VersionRecord,
 )
+from controlplane.replica_configs import SCHEMA as _CONFIGS_SCHEMA
+from controlplane.replica_configs import ReplicaConfigs
 from controlplane.scheduler import Placement
 from controlplane.spec import DeploymentSpec
 from executors.base import ReplicaRef
@@ -105,17 +109,33 @@ CREATE TABLE IF NOT EXISTS application_sources (
 """
 
 _T = TypeVar("_T")
+_WAL_LIMIT_BYTES = 16 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Retention:
+    """How much history the store keeps: the last `versions` applies of each
+    deployment and its last `events` events. A deployment that is removed
+    takes its history and events with it, so the database stays small."""
+
+    versions: int
+    events: int
 
 
 class Store:
     """The control plane's durable state. Open with `await Store.open(path)`."""
 
-    def __init__(self, pool: ThreadPoolExecutor, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self, pool: ThreadPoolExecutor, conn: sqlite3.Connection, retention: Retention
+    ) -> None:
         self._pool = pool
         self._conn = conn
+        self._retention = retention
+        self._specs = ParsedSpecs()  # touched on the store's thread only
+        self._configs = ReplicaConfigs(conn)
 
     @classmethod
-    async def open(cls, path: pathlib.Path) -> Store:
+    async def open(cls, path: pathlib.Path, retention: Retention) -> Store:
         """Opens (creating if needed) the database at `path`."""
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capstan-store")
         loop = asyncio.get_running_loop()
@@ -124,7 +144,7 @@ class Store:
         except BaseException:
             pool.shutdown(wait=False)
             raise
-        return cls(pool, conn)
+        return cls(pool, conn, retention)
 
     async def close(self) -> None:
         await self._run(self._conn.close)
@@ -181,6 +201,12 @@ class Store:
                    VALUES (?, ?, ?, ?, ?)""",
                 (spec.id, version, generation, _spec_bytes(spec), now),
             )
+            self._conn.execute(
+                """DELETE FROM deployment_versions WHERE name = ? AND id <= (
+                       SELECT id FROM deployment_versions WHERE name = ?
+                       ORDER BY id DESC LIMIT 1 OFFSET ?)""",
+                (spec.id, spec.id, self._retention.versions),
+            )
             self._event(spec.id, "", "applied", f"version {version} (apply #{generation})")
             return self._get(spec.id)  # type: ignore[return-value]
 
@@ -203,14 +229,15 @@ class Store:
 
     def _get(self, name: str) -> DeploymentRecord | None:
         row = self._conn.execute(_SELECT_DEPLOYMENT + " WHERE name = ?", (name,)).fetchone()
-        return _deployment(row) if row else None
+        return _deployment(row, self._specs.load) if row else None
 
     async def deployments(self) -> list[DeploymentRecord]:
         return await self._run(self._deployments)
 
     def _deployments(self) -> list[DeploymentRecord]:
         rows = self._conn.execute(_SELECT_DEPLOYMENT + " ORDER BY name").fetchall()
-        return [_deployment(row) for row in rows]
+        self._specs.sweep()
+        return [_deployment(row, self._specs.load) for row in rows]
 
     async def mark_deleting(self, name: str) -> DeploymentRecord:
         """Starts deleting a deployment; its route goes at once. NotFound if unknown."""
@@ -225,8 +252,8 @@ class Store:
             return self._get(name)  # type: ignore[return-value]
 
     async def remove(self, name: str, generation: int) -> None:
-        """Forgets a deleted deployment (unless apply #generation was followed
-        by a new apply meanwhile); its history and events stay."""
+        """Forgets a deleted deployment, with its history and events (unless
+        apply #generation was followed by a new apply meanwhile)."""
         await self._run(self._remove, name, generation)
 
     def _remove(self, name: str, generation: int) -> None:
@@ -236,7 +263,11 @@ class Store:
                 (name, generation),
             ).rowcount
             if removed:
-                self._event(name, "", "deleted", "all replicas stopped")
+                self._forget_history(name)
+
+    def _forget_history(self, name: str) -> None:
+        self._conn.execute("DELETE FROM deployment_versions WHERE name = ?", (name,))
+        self._conn.execute("DELETE FROM events WHERE deployment = ?", (name,))
 
     # The reconciler computes status from what it read at the start of a pass;
     # these writes only land if no apply or failure came in between.
@@ -310,7 +341,7 @@ class Store:
         )
 
     async def history(self, name: str) -> list[VersionRecord]:
-        """Every apply of `name`, oldest first."""
+        """The latest applies of `name` (Retention.versions), oldest first."""
         return await self._run(self._history, name)
 
     def _history(self, name: str) -> list[VersionRecord]:
@@ -392,7 +423,7 @@ class Store:
                 raise NotFound(f'application "{name}" not found')
             self._conn.execute("DELETE FROM applications WHERE name = ?", (name,))
             self._conn.execute("DELETE FROM application_sources WHERE name = ?", (name,))
-            self._event(name, "", "application_deleted", "delete requested")
+            self._forget_history(name)
             return [self._mark_deleting(d) for d in app.deployments if self._get(d) is not None]
 
     # -- replicas ------------------------------------------------------------
@@ -418,7 +449,7 @@ class Store:
                     r.address,
                     r.ref.to_json() if r.ref else None,
                     r.placement.to_json() if r.placement else None,
-                    r.user_config,
+                    self._configs.reference(r.user_config),
                     r.max_concurrent_queries,
                     r.message,
                     r.started_at,
@@ -431,6 +462,7 @@ class Store:
     def _delete_replica(self, replica_id: str) -> None:
         with self._transaction():
             self._conn.execute("DELETE FROM replicas WHERE id = ?", (replica_id,))
+            self._configs.forget_unused()
 
     async def replicas(self, deployment: str | None = None) -> list[ReplicaRecord]:
         return await self._run(self._replicas, deployment)
@@ -443,7 +475,7 @@ class Store:
             rows = self._conn.execute(
                 query + " WHERE deployment = ? ORDER BY started_at, id", (deployment,)
             ).fetchall()
-        return [_replica(row) for row in rows]
+        return [_replica(row, self._configs.text) for row in rows]
 
     # -- events --------------------------------------------------------------
 
@@ -458,6 +490,12 @@ class Store:
         self._conn.execute(
             "INSERT INTO events (ts, deployment, replica, kind, message) VALUES (?, ?, ?, ?, ?)",
             (time.time(), deployment, replica, kind, message),
+        )
+        self._conn.execute(
+            """DELETE FROM events WHERE deployment = ? AND id <= (
+                   SELECT id FROM events WHERE deployment = ?
+                   ORDER BY id DESC LIMIT 1 OFFSET ?)""",
+            (deployment, deployment, self._retention.events),
         )
 
     async def events(self, deployment: str | None = None, limit: int = 100) -> list[Event]:
@@ -534,6 +572,8 @@ def _connect(path: pathlib.Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA busy_timeout = 5000")
+    # A checkpointed WAL is cut back to this, not left at its largest.
+    conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
     found = conn.execute("PRAGMA user_version").fetchone()[0]
     if found == 0:
         conn.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
@@ -542,7 +582,7 @@ def _connect(path: pathlib.Path) -> sqlite3.Connection:
         raise RuntimeError(
             f"{path} has schema version {found}; this control plane knows {SCHEMA_VERSION}"
         )
-    conn.executescript(f"BEGIN; {_ADDITIONS} COMMIT;")
+    conn.executescript(f"BEGIN; {_ADDITIONS} {_CONFIGS_SCHEMA} COMMIT;")
     return conn
 
 
@@ -564,15 +604,15 @@ def _load_spec(data: bytes) -> DeploymentSpec:
     return DeploymentSpec.from_proto(deployment_pb2.DeploymentSpec.FromString(data))
 
 
-def _deployment(row: tuple) -> DeploymentRecord:
+def _deployment(row: tuple, load: Callable[[bytes], DeploymentSpec]) -> DeploymentRecord:
     return DeploymentRecord(
         name=row[0],
-        spec=_load_spec(row[1]),
+        spec=load(row[1]),
         version=row[2],
         generation=row[3],
         state=DeploymentState(row[4]),
         message=row[5],
-        stable_spec=_load_spec(row[6]) if row[6] is not None else None,
+        stable_spec=load(row[6]) if row[6] is not None else None,
         stable_version=row[7],
         is_halted=bool(row[8]),
         is_deleting=bool(row[9]),
@@ -594,7 +634,7 @@ def _application(row: tuple) -> ApplicationRecord:
     )
 
 
-def _replica(row: tuple) -> ReplicaRecord:
+def _replica(row: tuple, user_config: Callable[[str | None], str | None]) -> ReplicaRecord:
     return ReplicaRecord(
         id=row[0],
         deployment=row[1],
@@ -602,7 +642,7 @@ def _replica(row: tuple) -> ReplicaRecord:
         code_hash=row[3],
         state=ReplicaState(row[4]),
         executor=row[5],
-        user_config=row[6],
+        user_config=user_config(row[6]),
         max_concurrent_queries=row[7],
         ref=ReplicaRef.from_json(row[8]) if row[8] else None,
         placement=Placement.from_json(row[9]) if row[9] else None,

@@ -8,6 +8,7 @@ so a default (one CPU) and a rule (pip or conda, not both) live here only.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping
 
@@ -24,6 +25,11 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 def package_uri(sha256: str) -> str:
     """The working_dir that names the uploaded package `sha256`."""
     return PACKAGE_SCHEME + sha256
+
+
+# The most of any one resource a replica may reserve: far beyond any machine,
+# and finite, so that placement arithmetic never meets inf or nan.
+MAX_AMOUNT = 1024.0
 
 
 def _require(condition: bool, message: str) -> None:
@@ -47,8 +53,8 @@ class ReplicaOptions:
 
     def __post_init__(self) -> None:
         prefix = "ray_actor_options"
-        _require(self.num_cpus >= 0, f"{prefix}.num_cpus must be >= 0, got {self.num_cpus}")
-        _require(self.num_gpus >= 0, f"{prefix}.num_gpus must be >= 0, got {self.num_gpus}")
+        _require_amount(self.num_cpus, f"{prefix}.num_cpus")
+        _require_amount(self.num_gpus, f"{prefix}.num_gpus")
         _require(
             self.num_gpus <= 1 or self.num_gpus == int(self.num_gpus),
             f"{prefix}.num_gpus above 1 must be a whole number, got {self.num_gpus}",
@@ -59,7 +65,7 @@ class ReplicaOptions:
                 name not in ("CPU", "GPU"),
                 f"{prefix}.resources may not name {name}; use num_cpus and num_gpus",
             )
-            _require(amount >= 0, f"{prefix}.resources[{name!r}] must be >= 0")
+            _require_amount(amount, f"{prefix}.resources[{name!r}]")
         for key in self.env_vars:
             _require(
                 bool(key) and "=" not in key and "\0" not in key,
@@ -114,3 +120,10 @@ class ReplicaOptions:
                 conda=self.conda,
             ),
         )
+
+
+def _require_amount(amount: float, field: str) -> None:
+    _require(
+        math.isfinite(amount) and 0 <= amount <= MAX_AMOUNT,
+        f"{field} must be >= 0 and <= {MAX_AMOUNT:g}, got {amount!r}",
+    )

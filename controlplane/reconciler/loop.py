@@ -29,7 +29,14 @@ from controlplane.reconciler.desired import desire
 from controlplane.reconciler.fleet import Fleet
 from controlplane.reconciler.lifecycle import Phase, Replica
 from controlplane.reconciler.observer import Observer
-from controlplane.reconciler.plan import Action, Desired, StartReplica, StopReplica, plan
+from controlplane.reconciler.plan import (
+    Action,
+    Budget,
+    Desired,
+    StartReplica,
+    StopReplica,
+    plan,
+)
 from controlplane.reconciler.recorder import Recorder, start_key
 from controlplane.reconciler.replica_client import ReplicaClient
 from controlplane.reconciler.replica_moves import new_replica, placed, stopped
@@ -45,6 +52,9 @@ from executors.base import Executor
 log = logging.getLogger("capstan.controlplane")
 _LIVE = (ReplicaState.PENDING, ReplicaState.STARTING, ReplicaState.RUNNING)
 _STOPPED_BY_TASK = (Phase.DRAINING, Phase.STOPPING)
+# Replicas that start (or die) within this long share one route publish: a
+# scale-up to a thousand replicas must not rebuild the table a thousand times.
+_PUBLISH_COALESCE_S = 0.02
 
 
 class Reconciler:
@@ -73,18 +83,20 @@ class Reconciler:
         self._scaling = ScalingMemory()
         self._recorder = Recorder(
             store, self._fleet, self._scaling, policy, settings.health_failure_threshold,
-            self._changed,
+            self._changed_soon,
         )  # fmt: skip
         self._observer = Observer(executors, settings.observe_timeout_s)
         self._poller = ScalingPoller(
             self._scaling, self._fleet, self._actuator, lambda: self._records.values(),
             self.wake, settings.reconcile_interval_s,
         )  # fmt: skip
+        self._budget = Budget(settings.max_starts_per_pass, settings.max_stops_per_pass)
         self._records: dict[str, DeploymentRecord] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self._wake = asyncio.Event()
         self._passed = asyncio.Event()
         self._is_stopping_all = False
+        self._publish_soon: asyncio.TimerHandle | None = None
         self.control_plane_address = ""  # handed to replicas, for their handles
         # Told each pass's duration in seconds (the metrics' histogram).
         self.on_pass: Callable[[float], None] = lambda duration_s: None
@@ -120,6 +132,8 @@ class Reconciler:
                         async with asyncio.timeout(self._settings.reconcile_interval_s):
                             await self._wake.wait()
         finally:
+            if self._publish_soon is not None:
+                self._publish_soon.cancel()
             await self._client.close()
 
     async def stop_all_replicas(self, timeout_s: float) -> None:
@@ -149,7 +163,7 @@ class Reconciler:
         await self._check_health(now_mono_s)
         await self._recorder.scaling_decisions()
         desired = self._desired(now_mono_s)
-        for action in plan(desired, self._fleet.observed()):
+        for action in plan(desired, self._fleet.observed(), self._budget):
             await self._dispatch(action, capacity)
         for replica in adoption.unfinished_stops(list(self._fleet)):
             current = self._fleet.get(replica.id)  # as it is after the awaits above
@@ -286,6 +300,15 @@ class Reconciler:
     def _changed(self) -> None:
         self._publish()
         self.wake()
+
+    def _changed_soon(self) -> None:
+        if self._publish_soon is None:
+            loop = asyncio.get_running_loop()
+            self._publish_soon = loop.call_later(_PUBLISH_COALESCE_S, self._changed_now)
+
+    def _changed_now(self) -> None:
+        self._publish_soon = None
+        self._changed()
 
     def _publish(self) -> None:
         if self._routes.publish(self._fleet.endpoints(self._records)):

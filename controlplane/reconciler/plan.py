@@ -13,6 +13,10 @@ Rules (Ray Serve's, with its known problems fixed):
   old versions before the new one.
 - Unhealthy replicas are stopped and replaced; a deployment that is gone (or
   being deleted) has all its replicas stopped.
+- One pass hands out a bounded number of actions (a `Budget`): a scale-up to
+  a thousand replicas proceeds over many passes, each short, so the control
+  plane keeps answering meanwhile. The next pass plans again from what it
+  observes, so what was left out is simply planned again.
 """
 
 from __future__ import annotations
@@ -107,22 +111,59 @@ class ReconfigureReplica:
 Action = StartReplica | StopReplica | ReconfigureReplica
 
 
-def plan(desired: Sequence[Desired], observed: Sequence[Observed]) -> list[Action]:
-    """The actions that move `observed` towards `desired`, for this pass.
-    Replicas of deployments missing from `desired` are all stopped."""
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """What one pass may hand out. `starts` bounds the replicas starting at
+    once (those still STARTING count against it); `stops` bounds the stops
+    (and in-place reconfigures) of one pass."""
+
+    starts: int
+    stops: int
+
+
+def plan(
+    desired: Sequence[Desired], observed: Sequence[Observed], budget: Budget | None = None
+) -> list[Action]:
+    """The actions that move `observed` towards `desired`, for this pass,
+    within `budget` (None: no bound). Replicas of deployments missing from
+    `desired` are all stopped."""
     by_deployment: dict[str, list[Observed]] = defaultdict(list)
     for replica in observed:
         by_deployment[replica.deployment].append(replica)
+    # Never more starts than the budget, even planned: 10**5 missing replicas
+    # must not become 10**5 objects.
+    most_starts = math.inf if budget is None else budget.starts
     actions: list[Action] = []
     for want in desired:
-        actions += _plan_deployment(want, by_deployment.pop(want.name, []))
+        actions += _plan_deployment(want, by_deployment.pop(want.name, []), most_starts)
     for name, replicas in sorted(by_deployment.items()):
         live = [r for r in replicas if r.state in _LIVE and not r.is_busy]
         actions += _stop(live, len(live), f"deployment {name} is gone")
-    return actions
+    return actions if budget is None else within(actions, observed, budget)
 
 
-def _plan_deployment(want: Desired, replicas: list[Observed]) -> list[Action]:
+def within(actions: Sequence[Action], observed: Sequence[Observed], budget: Budget) -> list[Action]:
+    """The first actions that fit `budget`, in planned order (which puts the
+    urgent ones first: sick replicas, then old ones, then scaling)."""
+    starting = sum(1 for r in observed if r.state == ReplicaState.STARTING)
+    starts, stops = max(0, budget.starts - starting), budget.stops
+    kept: list[Action] = []
+    for action in actions:
+        if isinstance(action, StartReplica):
+            if starts <= 0:
+                continue
+            starts -= 1
+        else:
+            if stops <= 0:
+                continue
+            stops -= 1
+        kept.append(action)
+    return kept
+
+
+def _plan_deployment(
+    want: Desired, replicas: list[Observed], most_starts: float = math.inf
+) -> list[Action]:
     live = [r for r in replicas if r.state in _LIVE]
     sick = [r for r in live if not r.is_healthy and not r.is_busy]
     healthy = [r for r in live if r.is_healthy]
@@ -142,7 +183,7 @@ def _plan_deployment(want: Desired, replicas: list[Observed]) -> list[Action]:
     stopped = {action.replica_id for action in scale_down}
     kept = [r for r in current if r.id not in stopped]
     actions += scale_down
-    actions += _starts(want, kept, old_left)
+    actions += _starts(want, kept, old_left, most_starts)
     actions += _reconfigures(want, kept)
     return actions
 
@@ -172,7 +213,9 @@ def _old_to_stop(
     return max(0, min(stoppable, max(surplus, make_room)))
 
 
-def _starts(want: Desired, current: list[Observed], old_left: int) -> list[Action]:
+def _starts(
+    want: Desired, current: list[Observed], old_left: int, most: float = math.inf
+) -> list[Action]:
     if not want.may_start:
         return []
     reason = f"scale up to {want.target}" if not old_left else f"roll out {want.version}"
@@ -188,6 +231,7 @@ def _starts(want: Desired, current: list[Observed], old_left: int) -> list[Actio
         starting = sum(1 for r in current if r.state != ReplicaState.RUNNING)
         below_target = want.target - old_left - len(current)
         missing = min(missing, max(below_target, want.rollout_budget - starting))
+    missing = int(min(missing, most))
     actions += [
         StartReplica(want.name, want.version, want.code_hash, reason) for _ in range(missing)
     ]

@@ -36,7 +36,7 @@ INVALID = [
     ("route prefix without /", {"route_prefix": "api"}, 'route_prefix "api" must start with "/"'),
     ("route prefix ending in /", {"route_prefix": "/api/"}, 'must not end with "/" (use "/api")'),
     ("route prefix with //", {"route_prefix": "/a//b"}, "empty or invalid path segment"),
-    ("negative replicas", {"num_replicas": -1}, "num_replicas must be >= 0, got -1"),
+    ("negative replicas", {"num_replicas": -1}, "num_replicas must be >= 0 and <= 100000, got -1"),
     (
         "num_replicas and autoscaling",
         {"num_replicas": 2, "autoscaling": deployment_pb2.AutoscalingConfig(max_replicas=3)},

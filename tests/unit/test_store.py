@@ -15,8 +15,10 @@ from capstan.errors import AlreadyExists, NotFound, VersionConflict
 from controlplane.records import DeploymentState, ReplicaRecord, ReplicaState
 from controlplane.scheduler import Placement
 from controlplane.spec import DeploymentSpec
-from controlplane.store import SCHEMA_VERSION, Store
+from controlplane.store import SCHEMA_VERSION, Retention, Store
 from executors.base import ReplicaRef
+
+RETENTION = Retention(versions=20, events=1000)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -28,7 +30,7 @@ def spec(name: str = "hello", **fields: object) -> DeploymentSpec:
 
 @pytest.fixture
 async def store(tmp_path: pathlib.Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "state.db")
+    opened = await Store.open(tmp_path / "state.db", RETENTION)
     yield opened
     await opened.close()
 
@@ -112,7 +114,9 @@ async def test_delete_then_remove(store: Store) -> None:
     assert deleting.is_deleting and deleting.state == DeploymentState.DELETING
     await store.remove("hello", record.generation)
     assert await store.get("hello") is None
-    assert [h.version for h in await store.history("hello")] == ["v1"]
+    # A removed deployment takes its history and events with it.
+    assert await store.history("hello") == []
+    assert await store.events("hello") == []
 
 
 async def test_remove_spares_a_deployment_applied_again(store: Store) -> None:
@@ -149,7 +153,7 @@ async def test_replicas_round_trip(store: Store) -> None:
 
 async def test_a_reopened_store_has_everything(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "state.db"
-    first = await Store.open(path)
+    first = await Store.open(path, RETENTION)
     record = await first.apply(spec(user_config='{"x": 1}'), "v1")
     await first.mark_stable("hello", record.generation)
     await first.put_replica(
@@ -158,7 +162,7 @@ async def test_a_reopened_store_has_everything(tmp_path: pathlib.Path) -> None:
     await first.add_event("hello", "r1", "note", "hello there")
     await first.close()
 
-    again = await Store.open(path)
+    again = await Store.open(path, RETENTION)
     try:
         reread = await again.get("hello")
         assert reread is not None and reread.is_stable
@@ -178,7 +182,7 @@ async def test_an_unknown_schema_is_refused(tmp_path: pathlib.Path) -> None:
         conn.execute("PRAGMA user_version = 99")
         conn.commit()
     with pytest.raises(RuntimeError, match="schema version 99"):
-        await Store.open(path)
+        await Store.open(path, RETENTION)
 
 
 async def test_status_writes_never_hide_a_failure(store: Store) -> None:

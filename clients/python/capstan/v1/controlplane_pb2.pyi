@@ -550,7 +550,9 @@ Global___ListApplicationsResponse: _TypeAlias = ListApplicationsResponse  # noqa
 
 @_typing.final
 class ApplicationSpec(_message.Message):
-    """What a user asks for: Ray Serve 2.x's application, built with .bind()."""
+    """What a user asks for: Ray Serve 2.x's application, built with .bind().
+    At most 16 MiB in all; each deployment's spec as in DeploymentSpec.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -560,7 +562,7 @@ class ApplicationSpec(_message.Message):
     DEPLOYMENTS_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """[A-Za-z0-9_-]{1,64}; unique per control plane."""
+    """[A-Za-z0-9][A-Za-z0-9_-]{0,63}; unique per control plane."""
     route_prefix: _builtins.str
     """Where the ingress answers HTTP. Unset: "/". Empty: not on HTTP."""
     ingress: _builtins.str

@@ -157,12 +157,16 @@ class ReplicaOptions(_message.Message):
     RESOURCES_FIELD_NUMBER: _builtins.int
     RUNTIME_ENV_FIELD_NUMBER: _builtins.int
     num_cpus: _builtins.float
-    """CPUs reserved per replica; unset means 1. Fractions are allowed."""
+    """CPUs reserved per replica; unset means 1. Fractions are allowed.
+    Finite, 0 to 1024.
+    """
     num_gpus: _builtins.float
-    """GPUs reserved per replica; fractions share one device."""
+    """GPUs reserved per replica; fractions share one device. Finite, 0 to
+    1024; above 1, a whole number.
+    """
     @_builtins.property
     def resources(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
-        """Custom resources, by name."""
+        """Custom resources, by name; each amount finite, 0 to 1024."""
 
     @_builtins.property
     def runtime_env(self) -> Global___RuntimeEnv: ...
@@ -247,7 +251,9 @@ Global___RuntimeEnv: _TypeAlias = RuntimeEnv  # noqa: Y015
 
 @_typing.final
 class AutoscalingConfig(_message.Message):
-    """Demand-based autoscaling. Unset fields take Ray Serve's 1.x defaults."""
+    """Demand-based autoscaling. Unset fields take Ray Serve's 1.x defaults.
+    Every number must be finite; a duration is at most 86400 (one day).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -262,16 +268,27 @@ class AutoscalingConfig(_message.Message):
     UPSCALING_FACTOR_FIELD_NUMBER: _builtins.int
     DOWNSCALING_FACTOR_FIELD_NUMBER: _builtins.int
     min_replicas: _builtins.int
+    """0 to max_replicas."""
     max_replicas: _builtins.int
+    """1 to the control plane's max_replicas_per_deployment (default 1000)."""
     initial_replicas: _builtins.int
+    """Between min_replicas and max_replicas."""
     target_num_ongoing_requests_per_replica: _builtins.float
+    """Above 0, at most 100000."""
     upscale_delay_s: _builtins.float
+    """0 to 86400."""
     downscale_delay_s: _builtins.float
+    """0 to 86400."""
     metrics_interval_s: _builtins.float
+    """Above 0, at most 86400."""
     look_back_period_s: _builtins.float
+    """0 to 86400."""
     upscaling_factor: _builtins.float
-    """Multiplies each scaling step (Ray Serve 2.x); unset means 1."""
+    """Multiplies each scaling step (Ray Serve 2.x); unset means 1. Above 0,
+    at most 100.
+    """
     downscaling_factor: _builtins.float
+    """Above 0, at most 100."""
     def __init__(
         self,
         *,
@@ -336,7 +353,9 @@ Global___AutoscalingConfig: _TypeAlias = AutoscalingConfig  # noqa: Y015
 @_typing.final
 class DeploymentSpec(_message.Message):
     """What a user asks for. Unset optional fields take the documented defaults;
-    the control plane validates every field and names the one that is wrong.
+    the control plane validates every field and names the one that is wrong
+    (INVALID_ARGUMENT; nothing is stored). Every number must be finite and in
+    the range given below; the whole message is at most 4 MiB.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -362,31 +381,43 @@ class DeploymentSpec(_message.Message):
     LOGGING_CONFIG_FIELD_NUMBER: _builtins.int
     REQUEST_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """[A-Za-z0-9_-]{1,64}; unique per control plane."""
+    """[A-Za-z0-9][A-Za-z0-9_-]{0,63}: it becomes file and log names, so it
+    starts with a letter or digit. Unique per control plane.
+    """
     version: _builtins.str
     """Unset: every apply is a new version (rolling restart). Set and unchanged:
     code is not redeployed; replica counts and user_config apply in place.
+    At most 256 characters.
     """
     prev_version: _builtins.str
     """If set, the apply fails with FAILED_PRECONDITION unless it equals the
     stored version.
     """
     num_replicas: _builtins.int
-    """Unset means 1. Not allowed together with autoscaling_config."""
+    """Unset means 1. Not allowed together with autoscaling_config. 0 to the
+    control plane's max_replicas_per_deployment (default 1000).
+    """
     route_prefix: _builtins.str
     """Unset: "/<name>". Empty string: not exposed over HTTP."""
     user_config: _builtins.str
-    """JSON text passed to the class's reconfigure(); unset means none."""
+    """JSON text passed to the class's reconfigure(); unset means none. At
+    most 1 MiB, nested at most 100 deep. (Constructor arguments, too, are
+    JSON nested at most 100 deep.)
+    """
     max_concurrent_queries: _builtins.int
-    """Requests in flight per replica; unset means 100."""
+    """Requests in flight per replica; unset means 100. 1 to 100000."""
     max_queued_requests: _builtins.int
     """Requests a router holds waiting for a free replica before answering
-    RESOURCE_EXHAUSTED; unset means 1000.
+    RESOURCE_EXHAUSTED; unset means 1000. 0 to 1000000.
     """
     health_check_period_s: _builtins.float
+    """Above 0, at most 86400 (one day)."""
     health_check_timeout_s: _builtins.float
+    """Above 0, at most 86400."""
     graceful_shutdown_wait_loop_s: _builtins.float
+    """0 to 86400."""
     graceful_shutdown_timeout_s: _builtins.float
+    """0 to 86400."""
     executor: _builtins.str
     """The executor plugin that runs the replicas; empty means the default."""
     application: _builtins.str
@@ -395,7 +426,8 @@ class DeploymentSpec(_message.Message):
     """
     logging_config: _builtins.str
     """Ray Serve's LoggingConfig as a JSON object: encoding ("TEXT" or
-    "JSON"), log_level, enable_access_log. Unset: INFO as text.
+    "JSON"), log_level, enable_access_log. Unset: INFO as text. At most
+    64 KiB.
     """
     request_timeout_s: _builtins.float
     """How long a request may take before the caller gets 504 (HTTP) or

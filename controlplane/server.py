@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from capstan.channels import server_options
 from capstan.v1 import controlplane_pb2, controlplane_pb2_grpc
 from controlplane.auth import BearerTokenInterceptor
+from controlplane.proxy_supervisor import ProxySupervisor
 from controlplane.reconciler.loop import Reconciler
 from controlplane.reconciler.routes import RouteTable
 from controlplane.service import ControlPlaneService
@@ -56,10 +57,14 @@ def load_executors(settings: Settings) -> dict[str, Executor]:
 class ControlPlane:
     """A running control plane. `await ControlPlane.start(settings)`, then
     `await stop()`; `address` is where it listens (the real port if 0 was
-    asked for); `stopped` is set when Shutdown was called."""
+    asked for); `stopped` is set when Shutdown was called. Given a
+    `proxy`, it keeps that proxy running while it runs, and stops it last."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, proxy: ProxySupervisor | None = None) -> None:
         self.settings = settings
+        self.proxy = proxy
+        self._proxy_task: asyncio.Task[None] | None = None
+        self._service: ControlPlaneService | None = None
         self.address = ""
         self.stopped = asyncio.Event()
         self._store: Store | None = None
@@ -72,11 +77,14 @@ class ControlPlane:
 
     @classmethod
     async def start(
-        cls, settings: Settings, executors: Mapping[str, Executor] | None = None
+        cls,
+        settings: Settings,
+        executors: Mapping[str, Executor] | None = None,
+        proxy: ProxySupervisor | None = None,
     ) -> ControlPlane:
-        """Opens the store, loads executors (unless given), adopts running
-        replicas and starts serving."""
-        plane = cls(settings)
+        """Starts the proxy (if given), opens the store, loads executors
+        (unless given), adopts running replicas and starts serving."""
+        plane = cls(settings, proxy)
         try:
             await plane._start(executors)
         except BaseException:
@@ -86,6 +94,8 @@ class ControlPlane:
 
     async def _start(self, executors: Mapping[str, Executor] | None) -> None:
         settings = self.settings
+        if self.proxy is not None:  # it boots while the first pass adopts
+            self._proxy_task = asyncio.create_task(self.proxy.run(), name="capstan-proxy")
         self._store = await Store.open(settings.db_path)
         self._executors = executors if executors is not None else load_executors(settings)
         reconciler = self.reconciler = Reconciler(
@@ -93,8 +103,14 @@ class ControlPlane:
         )
         interceptors = [BearerTokenInterceptor(settings.token)] if settings.token else None
         server = self._server = grpc.aio.server(options=server_options(), interceptors=interceptors)
-        service = ControlPlaneService(
-            settings, self._store, reconciler, self._routes, self._executors, self.stopped.set
+        service = self._service = ControlPlaneService(
+            settings,
+            self._store,
+            reconciler,
+            self._routes,
+            self._executors,
+            self.stopped.set,
+            self._proxy_status,
         )
         controlplane_pb2_grpc.add_ControlPlaneServiceServicer_to_server(service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -113,8 +129,20 @@ class ControlPlane:
         await self._health.set(_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         log.info("control plane listening on %s (state in %s)", self.address, settings.state_dir)
 
+    def _proxy_status(self) -> controlplane_pb2.ProxyStatus:
+        if self.proxy is None:
+            return controlplane_pb2.ProxyStatus(state=controlplane_pb2.PROXY_STATE_UNSUPERVISED)
+        return self.proxy.status().to_proto()
+
+    async def stop_replicas(self) -> None:
+        """Drains and stops every replica, keeping the deployments stored
+        for the next start (what Ctrl-C asks for)."""
+        if self._service is not None:
+            await self._service.stop_replicas(keep_deployments=True)
+
     async def stop(self) -> None:
-        """Stops serving and releases everything; replicas keep running."""
+        """Stops serving and releases everything, the proxy last; replicas
+        keep running."""
         if self._server is not None:
             await self._health.enter_graceful_shutdown()
             self._routes.close()
@@ -134,31 +162,58 @@ class ControlPlane:
         if self._store is not None:
             await self._store.close()
             self._store = None
+        if self._proxy_task is not None:
+            self._proxy_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._proxy_task
+            self._proxy_task = None
+        if self.proxy is not None:
+            await self.proxy.stop()
 
 
 async def run_control_plane(
     settings: Settings,
     ready: asyncio.Event | None = None,
     executors: Mapping[str, Executor] | None = None,
+    proxy: ProxySupervisor | None = None,
 ) -> None:
     """Serves until Shutdown is called or the process gets SIGTERM/SIGINT.
-    Prints the listening line once ready (and sets `ready`)."""
-    plane = await ControlPlane.start(settings, executors)
+    Prints the listening line once ready (and sets `ready`). SIGINT (Ctrl-C)
+    stops the replicas too, keeping the deployments for the next start;
+    SIGTERM leaves them running, to be adopted by the next start."""
+    signals = _StopSignals()  # before start-up, which may take a while
+    plane = await ControlPlane.start(settings, executors, proxy)
     try:
-        _stop_on_signals(plane.stopped)
         print(f"capstan control plane listening on {plane.address}", flush=True)
         if ready is not None:
             ready.set()
-        await plane.stopped.wait()
+        shutdown = asyncio.create_task(plane.stopped.wait())
+        signalled = asyncio.create_task(signals.received.wait())
+        await asyncio.wait({shutdown, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        shutdown.cancel()
+        signalled.cancel()
+        if signals.last == signal.SIGINT:
+            log.info("interrupted: stopping every replica")
+            await plane.stop_replicas()
     finally:
         log.info("control plane stopping")
         await plane.stop()
         log.info("control plane stopped")
 
 
-def _stop_on_signals(stopped: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        # Only the main thread may own signals; an embedded plane skips them.
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signum, stopped.set)
+class _StopSignals:
+    """SIGTERM and SIGINT, as they arrive: `received` is set by the first,
+    `last` says which came last."""
+
+    def __init__(self) -> None:
+        self.received = asyncio.Event()
+        self.last: signal.Signals | None = None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            # Only the main thread may own signals; an embedded plane skips them.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, self._got, signum)
+
+    def _got(self, signum: signal.Signals) -> None:
+        self.last = signum
+        self.received.set()

@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--name", default="default", help="the application's name")
     run.add_argument("--route-prefix", help='where the application answers HTTP (default "/")')
     run.add_argument("--state-dir", default=".capstan")
+    run.add_argument("--http-port", type=int, default=defaults.HTTP_PORT, help="if it starts one")
+    run.add_argument("--grpc-port", type=int, default=defaults.GRPC_PORT, help="if it starts one")
     run.set_defaults(command=_run)
 
     status = commands.add_parser("status", help="show deployments and their replicas")
@@ -102,7 +104,12 @@ def _start(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> None:
     from capstan import serve
 
-    serve.start(address=args.address, state_dir=args.state_dir)
+    serve.start(
+        address=args.address,
+        state_dir=args.state_dir,
+        http_options={"port": args.http_port},
+        grpc_options={"port": args.grpc_port},
+    )
     app = load_target(args.target, parse_arguments(args.arguments))
     if app is not None:
         prefix = args.route_prefix if args.route_prefix is not None else DEFAULT
@@ -124,6 +131,8 @@ def _run(args: argparse.Namespace) -> None:
 def _status(args: argparse.Namespace) -> None:
     client = ControlPlaneClient(args.address)
     deployments = [client.get(args.name)] if args.name else client.list()
+    if not args.name:
+        print(_describe_proxy(client.proxy_status()))
     if not deployments:
         print("no deployments")
     for deployment in deployments:
@@ -150,11 +159,25 @@ def _describe(deployment: cp.Deployment) -> str:
     return "\n".join(lines)
 
 
+def _describe_proxy(proxy: cp.ProxyStatus) -> str:
+    state = cp.ProxyState.Name(proxy.state).removeprefix("PROXY_STATE_").lower()
+    line = f"proxy  {state.replace('_', ' ')}"
+    if proxy.pid:
+        line += f"  pid {proxy.pid}"
+    if proxy.state != cp.PROXY_STATE_UNSUPERVISED:
+        line += f"  restarts {proxy.restarts}"
+    return line + (f"\n  why: {proxy.message}" if proxy.message else "")
+
+
 def _delete(args: argparse.Namespace) -> None:
     ControlPlaneClient(args.address).delete(args.name)
     print(f"deleted {args.name}")
 
 
 def _shutdown(args: argparse.Namespace) -> None:
-    ControlPlaneClient(args.address).shutdown(keep_deployments=args.keep_deployments)
+    client = ControlPlaneClient(args.address)
+    if not client.is_reachable(timeout_s=2.0):
+        print(f"nothing is running at {client.address}")
+        return
+    client.shutdown(keep_deployments=args.keep_deployments)
     print("capstan is shut down")

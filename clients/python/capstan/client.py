@@ -83,6 +83,10 @@ class ControlPlaneClient:
         request = cp.ShutdownRequest(keep_deployments=keep_deployments)
         self._call(self._stub.Shutdown, request)
 
+    def proxy_status(self) -> cp.ProxyStatus:
+        """The proxy the control plane supervises: state, pid, restarts."""
+        return self._call(self._stub.GetProxyStatus, cp.GetProxyStatusRequest()).proxy
+
     def close(self) -> None:
         self._channel.close()
 

@@ -1,8 +1,9 @@
 """Runs a local Capstan: the control plane in this process and the HTTP/gRPC
-proxy as a child in its own session, so the proxy (and the replicas) keep
-serving if the control plane crashes, and a restarted control plane reuses
-them. `capstan start` runs it in the foreground; `serve.start()` spawns
-`capstan start` for a script."""
+proxy as a child in its own session, supervised by the control plane, so the
+proxy (and the replicas) keep serving if the control plane crashes, and a
+restarted control plane reuses them. One instance per state dir. `capstan
+start` runs it in the foreground; `serve.start()` spawns `capstan start` for a
+script."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import logging
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import psutil
 from capstan import defaults
 from capstan.client import ControlPlaneClient
 from capstan.errors import Unavailable
+from capstan.instance_lock import AlreadyRunning, InstanceLock
 
 
 class LocalServices:
@@ -46,7 +49,9 @@ class LocalServices:
 
     def run(self) -> None:
         """Serves until the control plane is shut down (Shutdown RPC, SIGTERM
-        or Ctrl-C), then stops the proxy."""
+        or Ctrl-C), then stops the proxy. Refuses, touching nothing, when
+        another `capstan start` holds the state dir or a port is taken."""
+        from controlplane.proxy_supervisor import ProxyLaunch, ProxySupervisor
         from controlplane.server import run_control_plane
         from controlplane.settings import Settings
 
@@ -63,43 +68,45 @@ class LocalServices:
             # The proxy and replicas inherit the same variable to send it.
             token=os.environ.get("CAPSTAN_TOKEN", ""),
         )
-        proxy = self._ensure_proxy()
-        try:
-            asyncio.run(run_control_plane(settings))
-        finally:
-            _stop_process(proxy, timeout_s=10)
-            (self.state_dir / "proxy.json").unlink(missing_ok=True)
-
-    def _ensure_proxy(self) -> psutil.Process:
-        record = self.state_dir / "proxy.json"
-        if record.exists():
-            proxy = _running_proxy(json.loads(record.read_text())["pid"])
-            if proxy is not None:
-                return proxy  # survived a control-plane crash: keep it serving
-        logs = self.state_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        with open(logs / "proxy.log", "ab") as log:
-            process = psutil.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "proxy",
-                    "--control-plane",
-                    self.address,
-                    "--http-host",
-                    self.http_host,
-                    "--http-port",
-                    str(self.http_port),
-                    "--grpc-port",
-                    str(self.grpc_port),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
+        with InstanceLock(self.state_dir):
+            self._check_ports(host, int(port))
+            launch = ProxyLaunch(
+                tuple(self._proxy_command()),
+                record=self.state_dir / "proxy.json",
+                log=self.state_dir / "logs" / "proxy.log",
             )
-        record.write_text(json.dumps({"pid": process.pid}))
-        return process
+            asyncio.run(run_control_plane(settings, proxy=ProxySupervisor(launch)))
+
+    def _check_ports(self, host: str, port: int) -> None:
+        """Every port this instance would listen on is free, except those of
+        a proxy that a crashed instance of this state dir left serving (the
+        lock says no other instance runs here, so it is ours to adopt)."""
+        ports = [(host, port, "control API")]
+        if not _is_proxy_left(self.state_dir / "proxy.json"):
+            ports += [(self.http_host, self.http_port, "HTTP")]
+            ports += [("127.0.0.1", self.grpc_port, "gRPC")]
+        for where, number, what in ports:
+            if not _is_free(where, number):
+                raise AlreadyRunning(
+                    f"port {number} on {where} (for the {what}) is in use by another "
+                    "process, perhaps another capstan start: stop it (capstan shutdown) "
+                    "or choose other ports"
+                )
+
+    def _proxy_command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "proxy",
+            "--control-plane",
+            self.address,
+            "--http-host",
+            self.http_host,
+            "--http-port",
+            str(self.http_port),
+            "--grpc-port",
+            str(self.grpc_port),
+        ]
 
     # -- from a script (serve.start) ---------------------------------------
 
@@ -117,9 +124,17 @@ class LocalServices:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # Attached, it still has a process group of its own: Ctrl-C
+                # reaches only this process, which then shuts it down (both
+                # stopping at once would race).
                 start_new_session=detached,
+                process_group=None if detached else 0,
             )
-        self._wait_ready(time.monotonic() + timeout_s, logs / "capstan.log")
+        try:
+            self._wait_ready(time.monotonic() + timeout_s, logs / "capstan.log")
+        except BaseException:  # not ready, or Ctrl-C while waiting
+            _stop_process(self._process, timeout_s=30, signum=signal.SIGINT)
+            raise
 
     def _wait_ready(self, deadline: float, log: pathlib.Path) -> None:
         client = ControlPlaneClient(self.address)
@@ -162,22 +177,33 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _running_proxy(pid: int) -> psutil.Process | None:
-    """The proxy process `pid`, if it still runs (a pid alone may have been
-    reused by now, so its command line must still say `-m proxy`)."""
-    try:
-        process = psutil.Process(pid)
-        command = process.cmdline()
-    except psutil.Error:  # gone, a zombie, or not ours to inspect
-        return None
-    return process if command[1:3] == ["-m", "proxy"] else None
+def _is_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
-def _stop_process(process: psutil.Process, timeout_s: float) -> None:
-    """SIGTERM, then SIGKILL after the timeout; waits until it has exited (and
-    is reaped, when it is our child)."""
+def _is_proxy_left(record: pathlib.Path) -> bool:
+    """Whether the proxy recorded in the state dir still runs (a pid alone
+    may have been reused by now, so its command line must still say
+    `-m proxy`)."""
     try:
-        process.terminate()
+        pid = json.loads(record.read_text())["pid"]
+        return psutil.Process(pid).cmdline()[1:3] == ["-m", "proxy"]
+    except (OSError, ValueError, KeyError, psutil.Error):
+        return False
+
+
+def _stop_process(process: psutil.Process, timeout_s: float, signum: int = signal.SIGTERM) -> None:
+    """`signum`, then SIGKILL after the timeout; waits until it has exited
+    (and is reaped, when it is our child). SIGINT asks `capstan start` to
+    stop its replicas too."""
+    try:
+        process.send_signal(signum)
     except psutil.NoSuchProcess:
         return
     _, alive = psutil.wait_procs([process], timeout=timeout_s)

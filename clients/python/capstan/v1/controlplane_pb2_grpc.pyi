@@ -70,6 +70,10 @@ class ControlPlaneServiceStub:
     deleted too (as Ray Serve's shutdown does) unless keep_deployments is set,
     in which case the next start brings them back.
     """
+    GetProxyStatus: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.GetProxyStatusRequest, _controlplane_pb2.GetProxyStatusResponse]
+    """The HTTP/gRPC proxy this control plane supervises (`capstan start`):
+    whether it runs, its pid and how often it was restarted.
+    """
 
 @_typing.type_check_only
 class ControlPlaneServiceAsyncStub(ControlPlaneServiceStub):
@@ -112,6 +116,10 @@ class ControlPlaneServiceAsyncStub(ControlPlaneServiceStub):
     """Stops every replica, then the control plane itself. Deployments are
     deleted too (as Ray Serve's shutdown does) unless keep_deployments is set,
     in which case the next start brings them back.
+    """
+    GetProxyStatus: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.GetProxyStatusRequest, _controlplane_pb2.GetProxyStatusResponse]  # type: ignore[assignment]
+    """The HTTP/gRPC proxy this control plane supervises (`capstan start`):
+    whether it runs, its pid and how often it was restarted.
     """
 
 class ControlPlaneServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -212,6 +220,16 @@ class ControlPlaneServiceServicer(metaclass=_abc_1.ABCMeta):
         """Stops every replica, then the control plane itself. Deployments are
         deleted too (as Ray Serve's shutdown does) unless keep_deployments is set,
         in which case the next start brings them back.
+        """
+
+    @_abc_1.abstractmethod
+    def GetProxyStatus(
+        self,
+        request: _controlplane_pb2.GetProxyStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_controlplane_pb2.GetProxyStatusResponse, _abc.Awaitable[_controlplane_pb2.GetProxyStatusResponse]]:
+        """The HTTP/gRPC proxy this control plane supervises (`capstan start`):
+        whether it runs, its pid and how often it was restarted.
         """
 
 def add_ControlPlaneServiceServicer_to_server(servicer: ControlPlaneServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -110,7 +111,8 @@ class ControlPlane:
             self._routes,
             self._executors,
             self.stopped.set,
-            self._proxy_status,
+            # Not a bound method: the service must not keep the plane alive.
+            functools.partial(_proxy_status, self.proxy),
         )
         controlplane_pb2_grpc.add_ControlPlaneServiceServicer_to_server(service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -128,11 +130,6 @@ class ControlPlane:
         await server.start()
         await self._health.set(_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         log.info("control plane listening on %s (state in %s)", self.address, settings.state_dir)
-
-    def _proxy_status(self) -> controlplane_pb2.ProxyStatus:
-        if self.proxy is None:
-            return controlplane_pb2.ProxyStatus(state=controlplane_pb2.PROXY_STATE_UNSUPERVISED)
-        return self.proxy.status().to_proto()
 
     async def stop_replicas(self) -> None:
         """Drains and stops every replica, keeping the deployments stored
@@ -169,6 +166,12 @@ class ControlPlane:
             self._proxy_task = None
         if self.proxy is not None:
             await self.proxy.stop()
+
+
+def _proxy_status(proxy: ProxySupervisor | None) -> controlplane_pb2.ProxyStatus:
+    if proxy is None:
+        return controlplane_pb2.ProxyStatus(state=controlplane_pb2.PROXY_STATE_UNSUPERVISED)
+    return proxy.status().to_proto()
 
 
 async def run_control_plane(

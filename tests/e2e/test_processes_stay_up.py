@@ -105,6 +105,7 @@ def test_ctrl_c_on_capstan_run_stops_everything_it_started(tmp_path: pathlib.Pat
     command[2:3] = ["run", str(tmp_path / "app.py")]
     output = _interrupt(command, state_dir, f"http://127.0.0.1:{http}/")
     assert "Traceback" not in output and "Exception ignored" not in output, output
+    assert f"hi ready at http://127.0.0.1:{http}/" in output
     shutdown = _capstan("--address", f"127.0.0.1:{control}", "shutdown")
     assert shutdown.returncode == 0
     assert shutdown.stdout == f"nothing is running at 127.0.0.1:{control}\n"

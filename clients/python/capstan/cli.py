@@ -114,9 +114,10 @@ def _run(args: argparse.Namespace) -> None:
     if app is not None:
         prefix = args.route_prefix if args.route_prefix is not None else DEFAULT
         serve.run(app, name=args.name, route_prefix=prefix)
+    base_url = os.environ.get("CAPSTAN_HTTP_URL", f"http://127.0.0.1:{args.http_port}")
     for deployment in serve.connect().list():
         route = deployment.spec.route_prefix
-        where = f"{defaults.HTTP_URL}{route}" if route else "(no HTTP route)"
+        where = f"{base_url}{route}" if route else "(no HTTP route)"
         print(f"{deployment.spec.name} ready at {where}", flush=True)
     print("Serving; press Ctrl-C to stop.", flush=True)
     stop = threading.Event()

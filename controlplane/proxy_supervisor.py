@@ -92,7 +92,9 @@ class ProxySupervisor:
 
     async def run(self) -> None:
         """Never returns by itself; cancel it (or call stop)."""
-        self._process = _adoptable(self._launch.record)
+        self._process = adoptable_proxy(self._launch.record)
+        if self._process is not None:
+            log.info("adopted the running proxy (pid %d)", self._process.pid)
         while True:
             try:
                 if self._process is None:
@@ -178,7 +180,7 @@ def _is_alive(process: psutil.Process) -> bool:
         return False
 
 
-def _adoptable(record: pathlib.Path) -> psutil.Process | None:
+def adoptable_proxy(record: pathlib.Path) -> psutil.Process | None:
     """The proxy a crashed control plane left running, if it still runs (a
     pid alone may have been reused by now, so its command line must still
     say `-m proxy`)."""
@@ -187,7 +189,6 @@ def _adoptable(record: pathlib.Path) -> psutil.Process | None:
         try:
             process = psutil.Process(pid)
             if process.cmdline()[1:3] == ["-m", "proxy"] and _is_alive(process):
-                log.info("adopted the running proxy (pid %d)", pid)
                 return process
         except psutil.Error:  # gone, or not ours to inspect
             pass

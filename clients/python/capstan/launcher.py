@@ -8,7 +8,6 @@ script."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import pathlib
@@ -51,7 +50,7 @@ class LocalServices:
         """Serves until the control plane is shut down (Shutdown RPC, SIGTERM
         or Ctrl-C), then stops the proxy. Refuses, touching nothing, when
         another `capstan start` holds the state dir or a port is taken."""
-        from controlplane.proxy_supervisor import ProxyLaunch, ProxySupervisor
+        from controlplane.proxy_supervisor import ProxyLaunch, ProxySupervisor, adoptable_proxy
         from controlplane.server import run_control_plane
         from controlplane.settings import Settings
 
@@ -69,7 +68,11 @@ class LocalServices:
             token=os.environ.get("CAPSTAN_TOKEN", ""),
         )
         with InstanceLock(self.state_dir):
-            self._check_ports(host, int(port))
+            self._check_ports((host, int(port), "control API"))
+            if adoptable_proxy(self.state_dir / "proxy.json") is None:
+                self._check_ports(
+                    (self.http_host, self.http_port, "HTTP"), ("127.0.0.1", self.grpc_port, "gRPC")
+                )
             launch = ProxyLaunch(
                 tuple(self._proxy_command()),
                 record=self.state_dir / "proxy.json",
@@ -77,14 +80,11 @@ class LocalServices:
             )
             asyncio.run(run_control_plane(settings, proxy=ProxySupervisor(launch)))
 
-    def _check_ports(self, host: str, port: int) -> None:
-        """Every port this instance would listen on is free, except those of
-        a proxy that a crashed instance of this state dir left serving (the
-        lock says no other instance runs here, so it is ours to adopt)."""
-        ports = [(host, port, "control API")]
-        if not _is_proxy_left(self.state_dir / "proxy.json"):
-            ports += [(self.http_host, self.http_port, "HTTP")]
-            ports += [("127.0.0.1", self.grpc_port, "gRPC")]
+    def _check_ports(self, *ports: tuple[str, int, str]) -> None:
+        """The ports this instance would listen on are free. (Those of a proxy
+        that a crashed instance of this state dir left serving are not
+        checked: the lock says no other instance runs here, so that proxy is
+        ours to adopt.)"""
         for where, number, what in ports:
             if not _is_free(where, number):
                 raise AlreadyRunning(
@@ -185,17 +185,6 @@ def _is_free(host: str, port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def _is_proxy_left(record: pathlib.Path) -> bool:
-    """Whether the proxy recorded in the state dir still runs (a pid alone
-    may have been reused by now, so its command line must still say
-    `-m proxy`)."""
-    try:
-        pid = json.loads(record.read_text())["pid"]
-        return psutil.Process(pid).cmdline()[1:3] == ["-m", "proxy"]
-    except (OSError, ValueError, KeyError, psutil.Error):
-        return False
 
 
 def _stop_process(process: psutil.Process, timeout_s: float, signum: int = signal.SIGTERM) -> None:

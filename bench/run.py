@@ -1,6 +1,6 @@
 """Capstan's request path and start-up against a bare app, and on each executor.
 
-    python bench/run.py [--duration 10] [--connections 32] [--no-executors]
+    python bench/run.py [--duration 10] [--connections 32] [--no-executors] [--no-faults]
 
 Installs wrk if missing, then prints two tables. The first: requests/s,
 p50/p99 latency and CPU per request for the bare app and for Capstan with 1
@@ -10,7 +10,9 @@ second (skipped with --no-executors): a row per executor (local, ssh on two
 loopback sshd hosts, ray on a local Ray head) with seconds to deploy one
 replica, seconds to scale it 1 -> 4, and wrk through the proxy to one replica.
 Between them, a batching table: a handler that costs 10 ms per call, batched
-with `@serve.batch` and not (bench/batching_table.py).
+with `@serve.batch` and not (bench/batching_table.py). Last (skipped with
+--no-faults), the fault table: kill -9 of a replica, the proxy and the
+control plane under load (bench/faults.py).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def main() -> None:
     parser.add_argument(
         "--no-executors", action="store_true", help="skip the per-executor table (quick runs)"
     )
+    parser.add_argument("--no-faults", action="store_true", help="skip the fault table")
     args = parser.parse_args()
     # A SIGTERM unwinds like Ctrl-C, so every server this run started is stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -76,6 +79,10 @@ def main() -> None:
         print_executor_table(executor_rows)
         if any("error" in row for row in executor_rows):
             sys.exit(1)
+    if not args.no_faults:
+        from faults import measure_faults, print_fault_table
+
+        print_fault_table(measure_faults(8, args.connections), args.connections)
 
 
 def wait_for_200(url: str, timeout_s: float) -> float:

@@ -47,13 +47,20 @@ def wrk(
         for role, pids in roles.items()
     }
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
     return {
+        "requests": requests,
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
         "p50_ms": latency_ms(output, "50%"),
         "p99_ms": latency_ms(output, "99%"),
         "cpu_ms": sum(cpu_ms.values()),
         "cpu_by_role": cpu_ms,
         "errors": int(errors.group(1)) if errors else 0,
+        # Refused connects, then requests cut off or past wrk's 2 s timeout.
+        "connect_errors": int(sockets.group(1)) if sockets else 0,
+        "socket_errors": sum(map(int, sockets.groups()[1:])) if sockets else 0,
     }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -35,6 +36,7 @@ from controlplane.limits import MAX_APPLICATION_BYTES
 from controlplane.packages.collector import run_collector
 from controlplane.packages.service import PackageService
 from controlplane.packages.store import PackageStore
+from controlplane.proxy_supervisor import ProxySupervisor
 from controlplane.reconciler.loop import Reconciler
 from controlplane.reconciler.routes import RouteTable
 from controlplane.service import ControlPlaneService
@@ -73,10 +75,14 @@ def load_executors(settings: Settings) -> dict[str, Executor]:
 class ControlPlane:
     """A running control plane. `await ControlPlane.start(settings)`, then
     `await stop()`; `address` is where it listens (the real port if 0 was
-    asked for); `stopped` is set when Shutdown was called."""
+    asked for); `stopped` is set when Shutdown was called. Given a
+    `proxy`, it keeps that proxy running while it runs, and stops it last."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, proxy: ProxySupervisor | None = None) -> None:
         self.settings = settings
+        self.proxy = proxy
+        self._proxy_task: asyncio.Task[None] | None = None
+        self._service: ControlPlaneService | None = None
         self.address = ""
         self.stopped = asyncio.Event()
         self._store: Store | None = None
@@ -93,11 +99,14 @@ class ControlPlane:
 
     @classmethod
     async def start(
-        cls, settings: Settings, executors: Mapping[str, Executor] | None = None
+        cls,
+        settings: Settings,
+        executors: Mapping[str, Executor] | None = None,
+        proxy: ProxySupervisor | None = None,
     ) -> ControlPlane:
-        """Opens the store, loads executors (unless given), adopts running
-        replicas and starts serving."""
-        plane = cls(settings)
+        """Starts the proxy (if given), opens the store, loads executors
+        (unless given), adopts running replicas and starts serving."""
+        plane = cls(settings, proxy)
         try:
             await plane._start(executors)
         except BaseException:
@@ -107,6 +116,8 @@ class ControlPlane:
 
     async def _start(self, executors: Mapping[str, Executor] | None) -> None:
         settings = self.settings
+        if self.proxy is not None:  # it boots while the first pass adopts
+            self._proxy_task = asyncio.create_task(self.proxy.run(), name="capstan-proxy")
         keys = ClusterKeys.load_or_create(settings.state_dir)
         self._routes = RouteTable(time.time_ns() // 1_000_000, keys.links)
         retention = Retention(settings.versions_kept, settings.events_kept)
@@ -124,9 +135,11 @@ class ControlPlane:
         packages = reconciler.packages = PackageStore(
             settings.packages_dir, settings.max_package_bytes
         )
-        service = ControlPlaneService(
+        service = self._service = ControlPlaneService(
             settings, self._store, reconciler, self._routes, self._executors, self.stopped.set,
             packages,
+            # Not a bound method: the service must not keep the plane alive.
+            functools.partial(_proxy_status, self.proxy),
         )  # fmt: skip
         controlplane_pb2_grpc.add_ControlPlaneServiceServicer_to_server(service, server)
         packages_pb2_grpc.add_PackageServiceServicer_to_server(PackageService(packages), server)
@@ -166,8 +179,15 @@ class ControlPlane:
         self.metrics_url = self._http.url
         log.info("metrics and dashboard at %s", self.metrics_url)
 
+    async def stop_replicas(self) -> None:
+        """Drains and stops every replica, keeping the deployments stored
+        for the next start (what Ctrl-C asks for)."""
+        if self._service is not None:
+            await self._service.stop_replicas(keep_deployments=True)
+
     async def stop(self) -> None:
-        """Stops serving and releases everything; replicas keep running."""
+        """Stops serving and releases everything, the proxy last; replicas
+        keep running."""
         if self._http is not None:
             await self._http.stop()
             self._http = None
@@ -191,33 +211,66 @@ class ControlPlane:
         if self._store is not None:
             await self._store.close()
             self._store = None
+        if self._proxy_task is not None:
+            self._proxy_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._proxy_task
+            self._proxy_task = None
+        if self.proxy is not None:
+            await self.proxy.stop()
+
+
+def _proxy_status(proxy: ProxySupervisor | None) -> controlplane_pb2.ProxyStatus:
+    if proxy is None:
+        return controlplane_pb2.ProxyStatus(state=controlplane_pb2.PROXY_STATE_UNSUPERVISED)
+    return proxy.status().to_proto()
 
 
 async def run_control_plane(
     settings: Settings,
     ready: asyncio.Event | None = None,
     executors: Mapping[str, Executor] | None = None,
+    proxy: ProxySupervisor | None = None,
 ) -> None:
     """Serves until Shutdown is called or the process gets SIGTERM/SIGINT.
-    Prints the listening line once ready (and sets `ready`)."""
-    plane = await ControlPlane.start(settings, executors)
+    Prints the listening line once ready (and sets `ready`). SIGINT (Ctrl-C)
+    stops the replicas too, keeping the deployments for the next start;
+    SIGTERM leaves them running, to be adopted by the next start."""
+    signals = _StopSignals()  # before start-up, which may take a while
+    plane = await ControlPlane.start(settings, executors, proxy)
     try:
-        _stop_on_signals(plane.stopped)
         print(f"capstan control plane listening on {plane.address}", flush=True)
         if plane.metrics_url:
             print(f"capstan dashboard and metrics at {plane.metrics_url}", flush=True)
         if ready is not None:
             ready.set()
-        await plane.stopped.wait()
+        shutdown = asyncio.create_task(plane.stopped.wait())
+        signalled = asyncio.create_task(signals.received.wait())
+        await asyncio.wait({shutdown, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        shutdown.cancel()
+        signalled.cancel()
+        if signals.last == signal.SIGINT:
+            log.info("interrupted: stopping every replica")
+            await plane.stop_replicas()
     finally:
         log.info("control plane stopping")
         await plane.stop()
         log.info("control plane stopped")
 
 
-def _stop_on_signals(stopped: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        # Only the main thread may own signals; an embedded plane skips them.
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signum, stopped.set)
+class _StopSignals:
+    """SIGTERM and SIGINT, as they arrive: `received` is set by the first,
+    `last` says which came last."""
+
+    def __init__(self) -> None:
+        self.received = asyncio.Event()
+        self.last: signal.Signals | None = None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            # Only the main thread may own signals; an embedded plane skips them.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, self._got, signum)
+
+    def _got(self, signum: signal.Signals) -> None:
+        self.last = signum
+        self.received.set()

@@ -50,6 +50,7 @@ class ControlPlaneService(ChangeRpcs, Observing, controlplane_pb2_grpc.ControlPl
         executors: Mapping[str, Executor],
         on_shutdown: Callable[[], None],
         packages: PackageStore,
+        proxy_status: Callable[[], cp.ProxyStatus],
     ) -> None:
         self._settings = settings
         self._store = store
@@ -59,6 +60,7 @@ class ControlPlaneService(ChangeRpcs, Observing, controlplane_pb2_grpc.ControlPl
         self._on_shutdown = on_shutdown
         self._packages = packages
         self._planner = Planner(store, executors, settings.observe_timeout_s)
+        self._proxy_status = proxy_status
 
     @answers_errors
     async def ApplyDeployment(
@@ -278,8 +280,15 @@ class ControlPlaneService(ChangeRpcs, Observing, controlplane_pb2_grpc.ControlPl
         """Drains and stops every replica (deleting the deployments unless
         asked to keep them), then asks the server to stop; the answer comes
         once the replicas are gone."""
+        await self.stop_replicas(keep_deployments=request.keep_deployments)
+        self._on_shutdown()
+        return cp.ShutdownResponse()
+
+    async def stop_replicas(self, *, keep_deployments: bool) -> None:
+        """Drains and stops every replica (Shutdown, and Ctrl-C on the
+        control plane), deleting the deployments unless they are kept."""
         records = await self._store.deployments()
-        if not request.keep_deployments:
+        if not keep_deployments:
             for app in await self._store.applications():
                 await self._store.delete_application(app.name)
             records = [await self._store.mark_deleting(r.name) for r in records]
@@ -293,8 +302,13 @@ class ControlPlaneService(ChangeRpcs, Observing, controlplane_pb2_grpc.ControlPl
             await self._reconciler.stop_all_replicas(timeout_s)
         except TimeoutError:
             log.warning("some replicas were still stopping after %.0f s", timeout_s)
-        self._on_shutdown()
-        return cp.ShutdownResponse()
+
+    @answers_errors
+    async def GetProxyStatus(
+        self, request: cp.GetProxyStatusRequest, context: grpc.aio.ServicerContext
+    ) -> cp.GetProxyStatusResponse:
+        """The supervised proxy's state, pid and restarts."""
+        return cp.GetProxyStatusResponse(proxy=self._proxy_status())
 
     async def _deployment(self, name: str) -> cp.Deployment:
         record = await self._store.get(name)

@@ -9,6 +9,13 @@ Ray's driver ends its whole process when the cluster's GCS has been
 unreachable for 60 s (gcs_rpc_server_reconnect_timeout_s). Here the driver
 is the control plane, which must outlive any cluster, so that timeout is
 raised to a day: while Ray is away, calls fail at their deadlines instead.
+
+Ray 2.60 turns token auth on by default and reads the token from
+RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token, in that order, in
+this process and every Ray process it starts (they inherit the
+environment). A Ray the executor starts is isolated from any other on the
+machine: a fresh token in RAY_AUTH_TOKEN and a temp dir of its own, so a
+~/.ray/auth_token that another Ray left is never read, nor written.
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ import asyncio
 import dataclasses
 import logging
 import os
+import secrets
+import shutil
+import tempfile
 import threading
 from typing import Any
 
@@ -40,6 +50,8 @@ class _Shared:
     users: int = 0
     # We called ray.init, so the last user calls ray.shutdown.
     is_ours: bool = False
+    # The temp dir of a Ray we started, removed after it.
+    temp_dir: str | None = None
 
 
 _CLIENT_SERVER_FAILED = "Starting Ray client server failed"
@@ -114,9 +126,36 @@ def _open(settings: RaySettings) -> None:
     else:
         for name, value in _GCS_PATIENCE.items():
             os.environ.setdefault(name, value)
-        ray.init(**_init_arguments(settings))
-        _shared.is_ours = True
+        _use_auth(_auth_environment(settings))
+        arguments = _init_arguments(settings)
+        ray.init(**arguments)
+        _shared.is_ours, _shared.temp_dir = True, arguments.get("_temp_dir")
     _shared.address, _shared.namespace = settings.address, settings.namespace
+
+
+def _auth_environment(settings: RaySettings) -> dict[str, str]:
+    """RAY_AUTH_* for this process and the Ray processes it starts: our own
+    token for our own Ray; the configured file's token for a cluster; Ray's
+    own variables and defaults otherwise."""
+    if settings.is_local:
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    if settings.auth_token_file is not None:
+        token = settings.auth_token_file.read_text().strip()
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    return {}
+
+
+def _use_auth(environment: dict[str, str]) -> None:
+    """Sets RAY_AUTH_*, then makes Ray read them again: it caches the mode
+    and the token once read (`import ray` reads the mode)."""
+    if not environment:
+        return
+    os.environ.update(environment)
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _init_arguments(settings: RaySettings) -> dict[str, Any]:
@@ -129,6 +168,8 @@ def _init_arguments(settings: RaySettings) -> dict[str, Any]:
     }
     if settings.is_local:
         arguments["include_dashboard"] = False
+        # Short: Ray puts socket paths under it.
+        arguments["_temp_dir"] = tempfile.mkdtemp(prefix="capstan-ray-", dir="/tmp")
         if settings.num_cpus is not None:
             arguments["num_cpus"] = settings.num_cpus
     return arguments
@@ -144,4 +185,7 @@ def _leave() -> None:
         if _shared.is_ours:
             # Also ends a local Ray the executor started, and its replicas.
             ray.shutdown()
+        if _shared.temp_dir is not None:
+            shutil.rmtree(_shared.temp_dir, ignore_errors=True)
         _shared.address, _shared.namespace, _shared.is_ours = None, "", False
+        _shared.temp_dir = None

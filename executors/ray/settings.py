@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, StringConstraints, model_validator
+from pydantic import AfterValidator, FilePath, Strict, StringConstraints, model_validator
 
 from capstan.sections import PositiveNumber, Section
 
@@ -33,9 +33,16 @@ class RaySettings(Section):
     plane's process (`ray.init()`); that Ray, and every replica on it, ends
     with the process, so adoption after a restart needs a cluster started
     outside the control plane (`ray start --head`) and its `address`.
+
+    Ray's token auth: a Ray the executor starts gets a token of its own (and
+    a temp dir of its own), never ~/.ray's. For a cluster at `address`,
+    `auth_token_file` names the cluster's token; without it Ray's own
+    RAY_AUTH_* variables and ~/.ray/auth_token apply, as for any driver.
     """
 
     address: Address | None = None
+    # The token of a cluster at `address` that has token auth on.
+    auth_token_file: Annotated[FilePath, Strict(False)] | None = None
     # Replicas are named actors in this namespace; observe() lists it.
     namespace: Namespace = "capstan"
     # CPUs of a Ray the executor starts itself (no address); None: all.
@@ -51,13 +58,23 @@ class RaySettings(Section):
     @property
     def is_local(self) -> bool:
         """Whether the executor starts (and owns) the Ray it uses."""
+        if self.auth_token_file is not None and self.address is None:
+            raise ValueError(
+                "auth_token_file applies only to a cluster at address; a Ray the "
+                "executor starts itself gets a token of its own"
+            )
         return self.address is None
 
     @model_validator(mode="after")
-    def _num_cpus_only_for_own_ray(self) -> RaySettings:
+    def _only_for_own_ray(self) -> RaySettings:
         if self.num_cpus is not None and self.address is not None:
             raise ValueError(
                 "num_cpus applies only to a Ray the executor starts itself; "
                 "remove it or remove address"
+            )
+        if self.auth_token_file is not None and self.address is None:
+            raise ValueError(
+                "auth_token_file applies only to a cluster at address; a Ray the "
+                "executor starts itself gets a token of its own"
             )
         return self

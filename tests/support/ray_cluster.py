@@ -15,6 +15,13 @@ rather than `ray stop`, which would end every Ray on the machine.
 Ray workers import user code from the repository (tests.apps.*): the head
 is started with PYTHONPATH set to the repository's root, and workers
 inherit it.
+
+Isolated from any other Ray on the machine: its own temp dir, every port it
+listens on picked at once (so no two of its components get the same one),
+and token auth with a token of its own (RAY_AUTH_MODE/RAY_AUTH_TOKEN in its
+environment, so a ~/.ray/auth_token left by another Ray is never read). The
+executor gets that token through its `auth_token_file` setting, as a user's
+executor would.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import contextlib
 import dataclasses
 import os
 import pathlib
+import secrets
 import shutil
 import signal
 import subprocess
@@ -57,12 +65,13 @@ class RayCluster:
     client_address: str
     temp_dir: pathlib.Path
     process: subprocess.Popen
+    auth_token_file: pathlib.Path
     num_cpus: int
     started_in_s: float
 
     def executor_config(self, **overrides: Any) -> dict[str, Any]:
         """A `ray` executor config section that connects to this cluster."""
-        return {"address": self.address, **overrides}
+        return {"address": self.address, "auth_token_file": str(self.auth_token_file), **overrides}
 
     def processes(self) -> list[int]:
         """Live (non-zombie) processes in the head's session."""
@@ -101,18 +110,27 @@ def start_ray_cluster(num_cpus: int = NUM_CPUS) -> RayCluster:
     use_loopback()
     # Ray puts socket paths under its temp dir; keep it short.
     temp_dir = pathlib.Path(tempfile.mkdtemp(prefix="capstan-ray-", dir="/tmp"))
-    port, client_port, agent_port, metrics_port = free_ports(4)
+    token_file = temp_dir / "auth_token"
+    token_file.write_text(secrets.token_hex(32))
+    token_file.chmod(0o600)
+    ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
     began = time.monotonic()
     with open(temp_dir / "ray-start.log", "wb") as log:
         process = subprocess.Popen(
-            _start_command(temp_dir, num_cpus, port, client_port, agent_port, metrics_port),
+            _start_command(temp_dir, num_cpus, ports),
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=_start_env(),
+            env=_start_env(token_file.read_text()),
             start_new_session=True,
         )
     cluster = RayCluster(
-        f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}", temp_dir, process, num_cpus, 0.0
+        f"127.0.0.1:{ports['--port']}",
+        f"ray://127.0.0.1:{ports['--ray-client-server-port']}",
+        temp_dir,
+        process,
+        token_file,
+        num_cpus,
+        0.0,
     )
     try:
         _wait_ready(cluster)
@@ -122,32 +140,37 @@ def start_ray_cluster(num_cpus: int = NUM_CPUS) -> RayCluster:
     return dataclasses.replace(cluster, started_in_s=time.monotonic() - began)
 
 
-def _start_command(
-    temp_dir: pathlib.Path,
-    num_cpus: int,
-    port: int,
-    client_port: int,
-    agent_port: int,
-    metrics_port: int,
-) -> list[str]:
+# Every port the head listens on; the ones left out would be Ray's fixed
+# defaults (52365 for the agent), shared with any other Ray on the machine.
+_PORT_FLAGS = (
+    "--port",
+    "--ray-client-server-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--metrics-export-port",
+    "--node-manager-port",
+    "--object-manager-port",
+    "--runtime-env-agent-port",
+)
+
+
+def _start_command(temp_dir: pathlib.Path, num_cpus: int, ports: dict[str, int]) -> list[str]:
     ray = pathlib.Path(sys.executable).with_name("ray")
     return [
         str(ray), "start", "--head", "--block",
         "--node-ip-address", "127.0.0.1",
-        "--port", str(port),
         "--num-cpus", str(num_cpus),
         "--num-gpus", "0",
         "--include-dashboard=false",
         "--disable-usage-stats",
         "--temp-dir", str(temp_dir),
-        "--ray-client-server-port", str(client_port),
-        "--dashboard-agent-listen-port", str(agent_port),
-        "--metrics-export-port", str(metrics_port),
+        *(f"{flag}={port}" for flag, port in ports.items()),
     ]  # fmt: skip
 
 
-def _start_env() -> dict[str, str]:
-    env = dict(os.environ, **LOOPBACK_ENV)
+def _start_env(token: str) -> dict[str, str]:
+    env = dict(os.environ, **LOOPBACK_ENV, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     # SIGTERM ends the node at once instead of draining it for 30 s.
     env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"

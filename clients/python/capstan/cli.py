@@ -114,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
         "--state-dir", default=".capstan",
         help="where a Capstan started here keeps its state and logs (default %(default)s)",
     )  # fmt: skip
+    run.add_argument("--http-port", type=int, default=defaults.HTTP_PORT, help="if it starts one")
+    run.add_argument("--grpc-port", type=int, default=defaults.GRPC_PORT, help="if it starts one")
     run.set_defaults(command=_run)
 
     status_command.add_parser(commands)
@@ -186,7 +188,12 @@ def _start(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> None:
     from capstan import serve
 
-    serve.start(address=args.address, state_dir=args.state_dir)
+    serve.start(
+        address=args.address,
+        state_dir=args.state_dir,
+        http_options={"port": args.http_port},
+        grpc_options={"port": args.grpc_port},
+    )
     app = load_target(args.target, parse_arguments(args.arguments))
     if app is not None:
         prefix = args.route_prefix if args.route_prefix is not None else DEFAULT
@@ -232,5 +239,9 @@ def _version() -> str:
 
 
 def _shutdown(args: argparse.Namespace) -> None:
-    ControlPlaneClient(args.address).shutdown(keep_deployments=args.keep_deployments)
+    client = ControlPlaneClient(args.address)
+    if not client.is_reachable(timeout_s=2.0):
+        print(f"nothing is running at {client.address}")
+        return
+    client.shutdown(keep_deployments=args.keep_deployments)
     print("capstan is shut down")

@@ -165,6 +165,10 @@ class ControlPlaneClient:
         call = self._stub.StreamLogs(request, metadata=self._metadata)
         return Stream(call, lambda reply: reply, self._error)
 
+    def proxy_status(self) -> cp.ProxyStatus:
+        """The proxy the control plane supervises: state, pid, restarts."""
+        return self._call(self._stub.GetProxyStatus, cp.GetProxyStatusRequest()).proxy
+
     def close(self) -> None:
         self._channel.close()
 

@@ -1,16 +1,17 @@
 """Runs a local Capstan: the control plane in this process and the HTTP/gRPC
-proxy as a child in its own session, so the proxy (and the replicas) keep
-serving if the control plane crashes, and a restarted control plane reuses
-them. `capstan start` runs it in the foreground; `serve.start()` spawns
-`capstan start` for a script."""
+proxy as a child in its own session, supervised by the control plane, so the
+proxy (and the replicas) keep serving if the control plane crashes, and a
+restarted control plane reuses them. One instance per state dir. `capstan
+start` runs it in the foreground; `serve.start()` spawns `capstan start` for a
+script."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import psutil
 from capstan import defaults
 from capstan.client import ControlPlaneClient
 from capstan.errors import Unavailable
+from capstan.instance_lock import AlreadyRunning, InstanceLock
 from capstan.tls import TlsFiles
 
 
@@ -53,7 +55,9 @@ class LocalServices:
 
     def run(self) -> None:
         """Serves until the control plane is shut down (Shutdown RPC, SIGTERM
-        or Ctrl-C), then stops the proxy."""
+        or Ctrl-C), then stops the proxy. Refuses, touching nothing, when
+        another `capstan start` holds the state dir or a port is taken."""
+        from controlplane.proxy_supervisor import ProxyLaunch, ProxySupervisor, adoptable_proxy
         from controlplane.server import run_control_plane
         from controlplane.settings import Settings
 
@@ -73,46 +77,49 @@ class LocalServices:
             proxy_url=f"{'https' if self.tls else 'http'}://{self.http_host}:{self.http_port}",
             **_tls_settings(self.tls),
         )
-        proxy = self._ensure_proxy()
-        try:
-            asyncio.run(run_control_plane(settings))
-        finally:
-            _stop_process(proxy, timeout_s=10)
-            (self.state_dir / "proxy.json").unlink(missing_ok=True)
-
-    def _ensure_proxy(self) -> psutil.Process:
-        record = self.state_dir / "proxy.json"
-        if record.exists():
-            proxy = _running_proxy(json.loads(record.read_text())["pid"])
-            if proxy is not None:
-                return proxy  # survived a control-plane crash: keep it serving
-        logs = self.state_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        with open(logs / "proxy.log", "ab") as log:
-            process = psutil.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "proxy",
-                    "--control-plane",
-                    self.address,
-                    "--http-host",
-                    self.http_host,
-                    "--http-port",
-                    str(self.http_port),
-                    "--grpc-port",
-                    str(self.grpc_port),
-                    "--access-log",
-                    str(logs / "access.log") if self.access_log else "",
-                    *(self.tls.flags() if self.tls else []),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
+        with InstanceLock(self.state_dir):
+            self._check_ports((host, int(port), "control API"))
+            if adoptable_proxy(self.state_dir / "proxy.json") is None:
+                self._check_ports(
+                    (self.http_host, self.http_port, "HTTP"), ("127.0.0.1", self.grpc_port, "gRPC")
+                )
+            launch = ProxyLaunch(
+                tuple(self._proxy_command()),
+                record=self.state_dir / "proxy.json",
+                log=self.state_dir / "logs" / "proxy.log",
             )
-        record.write_text(json.dumps({"pid": process.pid}))
-        return process
+            asyncio.run(run_control_plane(settings, proxy=ProxySupervisor(launch)))
+
+    def _check_ports(self, *ports: tuple[str, int, str]) -> None:
+        """The ports this instance would listen on are free. (Those of a proxy
+        that a crashed instance of this state dir left serving are not
+        checked: the lock says no other instance runs here, so that proxy is
+        ours to adopt.)"""
+        for where, number, what in ports:
+            if not _is_free(where, number):
+                raise AlreadyRunning(
+                    f"port {number} on {where} (for the {what}) is in use by another "
+                    "process, perhaps another capstan start: stop it (capstan shutdown) "
+                    "or choose other ports"
+                )
+
+    def _proxy_command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "proxy",
+            "--control-plane",
+            self.address,
+            "--http-host",
+            self.http_host,
+            "--http-port",
+            str(self.http_port),
+            "--grpc-port",
+            str(self.grpc_port),
+            "--access-log",
+            str(self.state_dir / "logs" / "access.log") if self.access_log else "",
+            *(self.tls.flags() if self.tls else []),
+        ]
 
     # -- from a script (serve.start) ---------------------------------------
 
@@ -131,9 +138,17 @@ class LocalServices:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # Attached, it still has a process group of its own: Ctrl-C
+                # reaches only this process, which then shuts it down (both
+                # stopping at once would race).
                 start_new_session=detached,
+                process_group=None if detached else 0,
             )
-        self._wait_ready(time.monotonic() + timeout_s, logs / "capstan.log")
+        try:
+            self._wait_ready(time.monotonic() + timeout_s, logs / "capstan.log")
+        except BaseException:  # not ready, or Ctrl-C while waiting
+            _stop_process(self._process, timeout_s=30, signum=signal.SIGINT)
+            raise
 
     def _wait_ready(self, deadline: float, log: pathlib.Path) -> None:
         client = ControlPlaneClient(self.address)
@@ -170,6 +185,36 @@ def read_config(path: str | os.PathLike) -> dict:
     return config
 
 
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _is_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _stop_process(process: psutil.Process, timeout_s: float, signum: int = signal.SIGTERM) -> None:
+    """`signum`, then SIGKILL after the timeout; waits until it has exited
+    (and is reaped, when it is our child). SIGINT asks `capstan start` to
+    stop its replicas too."""
+    try:
+        process.send_signal(signum)
+    except psutil.NoSuchProcess:
+        return
+    _, alive = psutil.wait_procs([process], timeout=timeout_s)
+    for survivor in alive:
+        survivor.kill()
+    psutil.wait_procs(alive, timeout=timeout_s)
+
+
 def _tls_settings(tls: TlsFiles | None) -> dict[str, str]:
     """The control plane's TLS settings. Its own proxy checks the control
     API's certificate against $CAPSTAN_TLS_CA, or the certificate itself
@@ -182,33 +227,3 @@ def _tls_settings(tls: TlsFiles | None) -> dict[str, str]:
         os.environ.setdefault("CAPSTAN_TLS_CERT", tls.cert)
         os.environ.setdefault("CAPSTAN_TLS_KEY", tls.key)
     return {"tls_cert": tls.cert, "tls_key": tls.key, "tls_client_ca": tls.client_ca or None}
-
-
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
-
-
-def _running_proxy(pid: int) -> psutil.Process | None:
-    """The proxy process `pid`, if it still runs (a pid alone may have been
-    reused by now, so its command line must still say `-m proxy`)."""
-    try:
-        process = psutil.Process(pid)
-        command = process.cmdline()
-    except psutil.Error:  # gone, a zombie, or not ours to inspect
-        return None
-    return process if command[1:3] == ["-m", "proxy"] else None
-
-
-def _stop_process(process: psutil.Process, timeout_s: float) -> None:
-    """SIGTERM, then SIGKILL after the timeout; waits until it has exited (and
-    is reaped, when it is our child)."""
-    try:
-        process.terminate()
-    except psutil.NoSuchProcess:
-        return
-    _, alive = psutil.wait_procs([process], timeout=timeout_s)
-    for survivor in alive:
-        survivor.kill()
-    psutil.wait_procs(alive, timeout=timeout_s)

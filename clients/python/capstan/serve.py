@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import signal
 import threading
 from typing import Any
 
@@ -17,7 +18,7 @@ from capstan.build import build
 from capstan.client import ControlPlaneClient, default_address
 from capstan.context import ReplicaContext, current_replica_context, get_multiplexed_model_id
 from capstan.deployment import Application, Deployment, deployment, from_stored
-from capstan.errors import NotFound, Unavailable
+from capstan.errors import CapstanError, NotFound, Unavailable
 from capstan.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from capstan.ingress import ingress
 from capstan.multiplex import multiplexed
@@ -62,14 +63,16 @@ _lock = threading.Lock()
 def start(
     detached: bool = False,
     http_options: dict | None = None,
+    grpc_options: dict | None = None,
     *,
     address: str | None = None,
     state_dir: str = ".capstan",
 ) -> ControlPlaneClient:
     """Connects to the control plane at `address` ($CAPSTAN_ADDRESS, else
     127.0.0.1:8765), or starts one here with its HTTP proxy (port 8000 unless
-    `http_options={"port": ...}`). An embedded control plane is shut down when
-    the script exits unless `detached=True`."""
+    `http_options={"port": ...}`; gRPC 9000 unless `grpc_options`). An
+    embedded control plane is shut down when the script exits unless
+    `detached=True`."""
     global _client, _embedded
     with _lock:
         if _client is not None:
@@ -87,11 +90,12 @@ def start(
                 # A script's own Capstan takes any free metrics port (its log
                 # says which) rather than fail when the default one is taken.
                 metrics_port=int(http.get("metrics_port", 0)),
+                grpc_port=int((grpc_options or {}).get("port", defaults.GRPC_PORT)),
             )
             services.spawn(detached=detached)
             if not detached:
                 _embedded = services
-                atexit.register(shutdown)
+                atexit.register(_shutdown_at_exit)
         _client = client
         return client
 
@@ -209,6 +213,18 @@ def delete(name: str, _blocking: bool = True) -> None:
         client.delete_application(name, wait=_blocking)
     except NotFound:
         client.delete(name, wait=_blocking)
+
+
+def _shutdown_at_exit() -> None:
+    """The embedded control plane goes with the script, however the script
+    ends (Ctrl-C included), without a traceback: a second Ctrl-C while the
+    replicas drain is ignored rather than leaving them behind."""
+    with contextlib.suppress(ValueError):  # signals belong to the main thread
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        shutdown()
+    except CapstanError as error:
+        log.warning("capstan did not shut down cleanly: %s", error)
 
 
 def shutdown() -> None:

@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> None:
         return
     if args.output == "text" and not args.name:
         print(where(client))
+        print(describe_proxy(client.proxy_status()))
     print(render(_deployments(client, args.name), args.output))
 
 
@@ -55,6 +56,17 @@ def where(client: ControlPlaneClient) -> str:
     if info.metrics_url:
         line += f"  ·  dashboard {info.metrics_url}/"
     return line + "\n"
+
+
+def describe_proxy(proxy: cp.ProxyStatus) -> str:
+    """The supervised proxy's state, pid and restarts, and why it waits."""
+    state = cp.ProxyState.Name(proxy.state).removeprefix("PROXY_STATE_").lower()
+    line = f"proxy  {state.replace('_', ' ')}"
+    if proxy.pid:
+        line += f"  pid {proxy.pid}"
+    if proxy.state != cp.PROXY_STATE_UNSUPERVISED:
+        line += f"  restarts {proxy.restarts}"
+    return line + (f"\n  why: {proxy.message}" if proxy.message else "")
 
 
 def render(deployments: list[cp.Deployment], output: str) -> str:

@@ -43,6 +43,35 @@ APPLICATION_STATE_DEPLOY_FAILED: ApplicationState.ValueType  # 4
 APPLICATION_STATE_DELETING: ApplicationState.ValueType  # 5
 Global___ApplicationState: _TypeAlias = ApplicationState  # noqa: Y015
 
+class _ProxyState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ProxyStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ProxyState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PROXY_STATE_UNSPECIFIED: _ProxyState.ValueType  # 0
+    PROXY_STATE_UNSUPERVISED: _ProxyState.ValueType  # 1
+    """This control plane runs no proxy of its own (`python -m controlplane`)."""
+    PROXY_STATE_RUNNING: _ProxyState.ValueType  # 2
+    PROXY_STATE_BACKING_OFF: _ProxyState.ValueType  # 3
+    """It exited and is restarted after a backoff that grows while it keeps
+    exiting; `message` says how it exited.
+    """
+    PROXY_STATE_STOPPED: _ProxyState.ValueType  # 4
+
+class ProxyState(_ProxyState, metaclass=_ProxyStateEnumTypeWrapper): ...
+
+PROXY_STATE_UNSPECIFIED: ProxyState.ValueType  # 0
+PROXY_STATE_UNSUPERVISED: ProxyState.ValueType  # 1
+"""This control plane runs no proxy of its own (`python -m controlplane`)."""
+PROXY_STATE_RUNNING: ProxyState.ValueType  # 2
+PROXY_STATE_BACKING_OFF: ProxyState.ValueType  # 3
+"""It exited and is restarted after a backoff that grows while it keeps
+exiting; `message` says how it exited.
+"""
+PROXY_STATE_STOPPED: ProxyState.ValueType  # 4
+Global___ProxyState: _TypeAlias = ProxyState  # noqa: Y015
+
 class _DeploymentState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -865,6 +894,71 @@ class ShutdownResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ShutdownResponse: _TypeAlias = ShutdownResponse  # noqa: Y015
+
+@_typing.final
+class GetProxyStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProxyStatusRequest: _TypeAlias = GetProxyStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetProxyStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROXY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def proxy(self) -> Global___ProxyStatus: ...
+    def __init__(
+        self,
+        *,
+        proxy: Global___ProxyStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["proxy", b"proxy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["proxy", b"proxy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProxyStatusResponse: _TypeAlias = GetProxyStatusResponse  # noqa: Y015
+
+@_typing.final
+class ProxyStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    RESTARTS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    state: Global___ProxyState.ValueType
+    pid: _builtins.int
+    restarts: _builtins.int
+    """Restarts since this control plane started."""
+    message: _builtins.str
+    """Why it is not running, when it is not; else empty."""
+    def __init__(
+        self,
+        *,
+        state: Global___ProxyState.ValueType = ...,
+        pid: _builtins.int = ...,
+        restarts: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "pid", b"pid", "restarts", b"restarts", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProxyStatus: _TypeAlias = ProxyStatus  # noqa: Y015
 
 @_typing.final
 class Deployment(_message.Message):

@@ -121,6 +121,11 @@ class ControlPlaneServiceStub:
                 request_serializer=capstan_dot_v1_dot_controlplane__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=capstan_dot_v1_dot_controlplane__pb2.GetServerInfoResponse.FromString,
                 _registered_method=True)
+        self.GetProxyStatus = channel.unary_unary(
+                '/capstan.v1.ControlPlaneService/GetProxyStatus',
+                request_serializer=capstan_dot_v1_dot_controlplane__pb2.GetProxyStatusRequest.SerializeToString,
+                response_deserializer=capstan_dot_v1_dot_controlplane__pb2.GetProxyStatusResponse.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServiceServicer:
@@ -274,6 +279,14 @@ class ControlPlaneServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProxyStatus(self, request, context):
+        """The HTTP/gRPC proxy this control plane supervises (`capstan start`):
+        whether it runs, its pid and how often it was restarted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -361,6 +374,11 @@ def add_ControlPlaneServiceServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=capstan_dot_v1_dot_controlplane__pb2.GetServerInfoRequest.FromString,
                     response_serializer=capstan_dot_v1_dot_controlplane__pb2.GetServerInfoResponse.SerializeToString,
+            ),
+            'GetProxyStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProxyStatus,
+                    request_deserializer=capstan_dot_v1_dot_controlplane__pb2.GetProxyStatusRequest.FromString,
+                    response_serializer=capstan_dot_v1_dot_controlplane__pb2.GetProxyStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -824,6 +842,33 @@ class ControlPlaneService:
             '/capstan.v1.ControlPlaneService/GetServerInfo',
             capstan_dot_v1_dot_controlplane__pb2.GetServerInfoRequest.SerializeToString,
             capstan_dot_v1_dot_controlplane__pb2.GetServerInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProxyStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlPlaneService/GetProxyStatus',
+            capstan_dot_v1_dot_controlplane__pb2.GetProxyStatusRequest.SerializeToString,
+            capstan_dot_v1_dot_controlplane__pb2.GetProxyStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -106,6 +106,10 @@ class ControlPlaneServiceStub:
     """Where this Capstan serves: the proxy's HTTP URL, the metrics and
     dashboard URL, the state folder; for clients that print them.
     """
+    GetProxyStatus: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.GetProxyStatusRequest, _controlplane_pb2.GetProxyStatusResponse]
+    """The HTTP/gRPC proxy this control plane supervises (`capstan start`):
+    whether it runs, its pid and how often it was restarted.
+    """
 
 @_typing.type_check_only
 class ControlPlaneServiceAsyncStub(ControlPlaneServiceStub):
@@ -184,6 +188,10 @@ class ControlPlaneServiceAsyncStub(ControlPlaneServiceStub):
     GetServerInfo: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.GetServerInfoRequest, _controlplane_pb2.GetServerInfoResponse]  # type: ignore[assignment]
     """Where this Capstan serves: the proxy's HTTP URL, the metrics and
     dashboard URL, the state folder; for clients that print them.
+    """
+    GetProxyStatus: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.GetProxyStatusRequest, _controlplane_pb2.GetProxyStatusResponse]  # type: ignore[assignment]
+    """The HTTP/gRPC proxy this control plane supervises (`capstan start`):
+    whether it runs, its pid and how often it was restarted.
     """
 
 class ControlPlaneServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -362,6 +370,16 @@ class ControlPlaneServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_controlplane_pb2.GetServerInfoResponse, _abc.Awaitable[_controlplane_pb2.GetServerInfoResponse]]:
         """Where this Capstan serves: the proxy's HTTP URL, the metrics and
         dashboard URL, the state folder; for clients that print them.
+        """
+
+    @_abc_1.abstractmethod
+    def GetProxyStatus(
+        self,
+        request: _controlplane_pb2.GetProxyStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_controlplane_pb2.GetProxyStatusResponse, _abc.Awaitable[_controlplane_pb2.GetProxyStatusResponse]]:
+        """The HTTP/gRPC proxy this control plane supervises (`capstan start`):
+        whether it runs, its pid and how often it was restarted.
         """
 
 def add_ControlPlaneServiceServicer_to_server(servicer: ControlPlaneServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -40,7 +40,7 @@ _SCRIPT = textwrap.dedent("""
         try:
             [node] = await executor.capacity()
             ref = await executor.launch(launch_spec("tests.apps.ray_echo:Echo", "> "))
-            answer = await call_once(ref.address, "echo", "hi")
+            answer = await call_once(ref, "echo", "hi")
             await executor.stop(ref, 5.0)
             return node.num_cpus, answer
         finally:
@@ -95,7 +95,7 @@ async def test_a_second_ray_beside_the_test_cluster_changes_nothing(
             [node] = await executor.capacity()
             assert node.num_cpus == ray_cluster.num_cpus
             ref = await executor.launch(launch_spec("tests.apps.ray_echo:Echo", "beside "))
-            assert await call(ref.address, "echo", "hi") == "beside hi"
+            assert await call(ref, "echo", "hi") == "beside hi"
             await executor.stop(ref, timeout_s=5)
     finally:
         stop_ray_cluster(other)

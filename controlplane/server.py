@@ -116,13 +116,15 @@ class ControlPlane:
 
     async def _start(self, executors: Mapping[str, Executor] | None) -> None:
         settings = self.settings
-        if self.proxy is not None:  # it boots while the first pass adopts
-            self._proxy_task = asyncio.create_task(self.proxy.run(), name="capstan-proxy")
         keys = ClusterKeys.load_or_create(settings.state_dir)
         self._routes = RouteTable(time.time_ns() // 1_000_000, keys.links)
         retention = Retention(settings.versions_kept, settings.events_kept)
         self._store = await Store.open(settings.db_path, retention)
         self._executors = executors if executors is not None else load_executors(settings)
+        # After the executors' settings are checked (a bad one stops start-up
+        # with one line), and so that it boots while the first pass adopts.
+        if self.proxy is not None:
+            self._proxy_task = asyncio.create_task(self.proxy.run(), name="capstan-proxy")
         reconciler = self.reconciler = Reconciler(
             settings, self._store, self._executors, self._routes,
             Credentials(keys, settings.token),

@@ -48,25 +48,26 @@ async def test_user_config_applies_at_start_and_later(launch: Launch) -> None:
             await client.stub.Reconfigure(replica_pb2.ReconfigureRequest(user_config="{"))
 
 
-async def test_failing_check_health_is_unavailable(launch: Launch) -> None:
+# A check_health that raises, or that hangs past the caller's deadline:
+# either way the replica answers UNAVAILABLE, before the deadline, saying why.
+@pytest.mark.parametrize(
+    ("method", "value", "timeout_s", "message"),
+    [
+        pytest.param("set_healthy", False, 5, "model weights are gone", id="raising"),
+        pytest.param("set_hanging", True, 0.5, "check_health did not return within", id="hanging"),
+    ],
+)
+async def test_failing_check_health_is_unavailable(
+    launch: Launch, method: str, value: bool, timeout_s: float, message: str
+) -> None:
     ref = await launch("tests.apps.configured:Threshold")
     async with ExchangeClient(ref) as client:
         await client.stub.CheckHealth(replica_pb2.CheckHealthRequest(), timeout=5)
-        await client.call("set_healthy", False)
+        await client.call(method, value)
         with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await client.stub.CheckHealth(replica_pb2.CheckHealthRequest(), timeout=5)
+            await client.stub.CheckHealth(replica_pb2.CheckHealthRequest(), timeout=timeout_s)
     assert failure.value.code() == Code.UNAVAILABLE
-    assert "model weights are gone" in failure.value.details()
-
-
-async def test_check_health_answers_before_the_callers_deadline(launch: Launch) -> None:
-    ref = await launch("tests.apps.configured:Threshold")
-    async with ExchangeClient(ref) as client:
-        await client.call("set_hanging", True)
-        with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await client.stub.CheckHealth(replica_pb2.CheckHealthRequest(), timeout=0.5)
-    assert failure.value.code() == Code.UNAVAILABLE
-    assert "check_health did not return within" in failure.value.details()
+    assert message in failure.value.details()
 
 
 async def test_deployment_wrapper_stands_for_its_class(launch: Launch) -> None:

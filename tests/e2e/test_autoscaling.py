@@ -3,13 +3,11 @@ max_replicas, and quiet scales it back down to min_replicas."""
 
 from __future__ import annotations
 
-import threading
-
-import httpx
 import pytest
 
 from capstan.v1 import controlplane_pb2 as cp
 from tests.support.cluster import Cluster
+from tests.support.load import HttpLoad
 from tests.support.waiting import eventually_sync
 
 AUTOSCALING = {
@@ -54,29 +52,9 @@ def test_load_scales_up_and_quiet_scales_down(serve, cluster: Cluster) -> None:
     Slow.deploy()
     counts = ReplicaCounts(serve, "autoscaled")
     assert counts.read() == 1
-    stop = threading.Event()
-    failures: list[str] = []
-
-    def load() -> None:
-        with httpx.Client(timeout=30) as http:
-            while not stop.is_set():
-                try:
-                    response = http.get(cluster.http_url + "/autoscaled")
-                    if response.status_code != 200:
-                        failures.append(str(response.status_code))
-                except httpx.HTTPError as error:
-                    failures.append(repr(error))
-
-    workers = [threading.Thread(target=load) for _ in range(6)]
-    for worker in workers:
-        worker.start()
-    try:
+    with HttpLoad(cluster.http_url + "/autoscaled", threads=6) as load:
         counts.reach(3, "under load")
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join(timeout=30)
-    assert not failures, f"{len(failures)} requests failed: {failures[:5]}"
+    load.assert_no_failure({"done"})
     counts.reach(1, "when quiet")
     deployment = eventually_sync(
         lambda: _healthy(serve, "autoscaled"), "HEALTHY at 1 replica", timeout_s=10

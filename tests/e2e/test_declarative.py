@@ -16,6 +16,7 @@ import yaml
 
 import capstan
 from tests.support.cluster import Cluster
+from tests.support.load import HttpLoad
 from tests.support.waiting import eventually_sync
 
 APP_MODULE = """
@@ -281,7 +282,10 @@ def test_surge_rollout_keeps_two_routable_replicas(serve, cluster: Cluster) -> N
             return self.tag
 
     Surge.deploy("v1")
-    with _RouteWatch(cluster, "surge") as routes, _Load(cluster, "/surge") as load:
+    with (
+        _RouteWatch(cluster, "surge") as routes,
+        HttpLoad(cluster.http_url + "/surge", threads=2) as load,
+    ):
         eventually_sync(lambda: routes.counts and load.results, what="load and routes")
         Surge.options(version="2").deploy("v2")
         eventually_sync(lambda: load.results[-1] == "v2", what="v2 answering")
@@ -300,7 +304,7 @@ def test_rollback_after_a_bad_rollout_under_load(serve, cluster: Cluster, projec
 
     Answer.deploy("right")
     Answer.options(version="bad").deploy("wrong")
-    with _Load(cluster, "/answer") as load:
+    with HttpLoad(cluster.http_url + "/answer", threads=2) as load:
         eventually_sync(lambda: load.results, what="load")
         done = capstan_cli(cluster, "rollback", "answer", cwd=project)
         assert done.returncode == 0, done.stderr
@@ -309,42 +313,6 @@ def test_rollback_after_a_bad_rollout_under_load(serve, cluster: Cluster, projec
     load.assert_no_failure({"right", "wrong"})
     assert cluster.client().get("answer").version == "good"
     assert httpx.get(cluster.http_url + "/answer").text == "right"
-
-
-class _Load:
-    """Two threads sending requests to `path` until the block ends."""
-
-    def __init__(self, cluster: Cluster, path: str) -> None:
-        import threading
-
-        self._url = cluster.http_url + path
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._send) for _ in range(2)]
-        self.results: list[str] = []
-
-    def _send(self) -> None:
-        with httpx.Client(timeout=30) as http:
-            while not self._stop.is_set():
-                try:
-                    response = http.get(self._url)
-                    ok = response.status_code == 200
-                    self.results.append(response.text if ok else str(response.status_code))
-                except httpx.HTTPError as error:
-                    self.results.append(repr(error))
-
-    def __enter__(self) -> _Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-
-    def assert_no_failure(self, answers: set[str]) -> None:
-        failures = [r for r in self.results if r not in answers]
-        assert not failures, f"{len(failures)} of {len(self.results)} failed: {failures[:5]}"
 
 
 class _RouteWatch:

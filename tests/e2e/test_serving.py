@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
 
 import httpx
@@ -15,6 +14,7 @@ import capstan
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import deployment_pb2 as pb
 from tests.support.cluster import Cluster
+from tests.support.load import HttpLoad
 
 
 def test_rolling_update_under_load_fails_no_request(serve, cluster: Cluster) -> None:
@@ -27,32 +27,10 @@ def test_rolling_update_under_load_fails_no_request(serve, cluster: Cluster) -> 
             return self.tag
 
     Rolling.deploy("v1")
-    results: list[int | str] = []
-    stop = threading.Event()
-
-    def load() -> None:
-        with httpx.Client(timeout=30) as http:
-            while not stop.is_set():
-                try:
-                    response = http.get(cluster.http_url + "/rolling")
-                    results.append(
-                        response.status_code if response.status_code != 200 else response.text
-                    )
-                except httpx.HTTPError as error:
-                    results.append(repr(error))
-
-    workers = [threading.Thread(target=load) for _ in range(4)]
-    for worker in workers:
-        worker.start()
-    try:
+    with HttpLoad(cluster.http_url + "/rolling", threads=4) as load:
         Rolling.options(version="2").deploy("v2")
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join(timeout=30)
-    failures = [r for r in results if r not in ("v1", "v2")]
-    assert not failures, f"{len(failures)} of {len(results)} requests failed: {failures[:5]}"
-    assert results.count("v1") > 0 and results.count("v2") > 0
+    load.assert_no_failure({"v1", "v2"})
+    assert load.results.count("v1") > 0 and load.results.count("v2") > 0
     assert httpx.get(cluster.http_url + "/rolling").text == "v2"
 
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 
 from capstan.v1 import controlplane_pb2, controlplane_pb2_grpc
+from tests.proxy_support import loopback
 
 
 def endpoint(
@@ -63,8 +64,5 @@ class FakeControlPlane(controlplane_pb2_grpc.ControlPlaneServiceServicer):
 
 async def serve(control_plane: FakeControlPlane, port: int = 0) -> tuple[grpc.aio.Server, int]:
     """A started grpc.aio server for `control_plane` on 127.0.0.1 and its port."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    controlplane_pb2_grpc.add_ControlPlaneServiceServicer_to_server(control_plane, server)
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    return server, bound
+    add = controlplane_pb2_grpc.add_ControlPlaneServiceServicer_to_server
+    return await loopback.serve(add, control_plane, port)

@@ -6,7 +6,7 @@ Invocation methods: "" / "echo" (returns the args JSON), "sleep" ([seconds]),
 NOT_FOUND. HTTP paths (after the route prefix): "/sleep?s=SECONDS",
 "/stream?n=N", "/fail"; anything else echoes the request as JSON.
 
-Run as a script (`python fake_replica.py --port 0`) it serves until killed and
+Run as a script (`python -m tests.proxy_support.fake_replica --port 0`) it serves until killed and
 prints "fake replica listening PORT".
 """
 
@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from capstan.v1 import deployment_pb2, replica_pb2, replica_pb2_grpc
+from tests.proxy_support import loopback
 
 Reply = replica_pb2.ResponseFrame
 
@@ -202,11 +203,8 @@ def _user_error() -> replica_pb2.Error:
 
 async def serve(replica: FakeReplica, port: int = 0) -> tuple[grpc.aio.Server, int]:
     """A started grpc.aio server for `replica` on 127.0.0.1 and its port."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    replica_pb2_grpc.add_ReplicaServiceServicer_to_server(replica, server)
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    return server, bound
+    add = replica_pb2_grpc.add_ReplicaServiceServicer_to_server
+    return await loopback.serve(add, replica, port)
 
 
 async def _main() -> None:

@@ -1,51 +1,28 @@
-"""The replica worker, driven as callers drive it: real worker processes
-(started by the local executor, or `python -m executors.replica` directly),
-real gRPC on 127.0.0.1, user code from tests/apps."""
+"""The replica worker, driven as callers drive it (real worker processes, real
+gRPC on 127.0.0.1, user code from tests/apps): calls to classes and functions,
+sync and async, results and errors, and HTTP requests."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import pathlib
 import pickle
-import signal
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from capstan.v1 import replica_pb2
-from executors.base import ReplicaRef, ReplicaStartError
-from executors.local import LocalExecutor
+from executors.base import ReplicaRef
 from tests.contract.exchange_client import CallFailed, ExchangeClient, invocation, result_of
-from tests.contract.specs import REPO_ROOT, launch_spec, replica_config
+from tests.integration.replica_worker.conftest import Launch
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
-Launch = Callable[..., Awaitable[ReplicaRef]]
 Code = grpc.StatusCode
-
-
-@pytest.fixture(scope="module")
-async def executor(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalExecutor]:
-    executor = LocalExecutor({"num_cpus": 8}, tmp_path_factory.mktemp("replicas"))
-    yield executor
-    for ref in await executor.observe():
-        await executor.stop(ref, 5.0)
-    await executor.close()
-
-
-@pytest.fixture(scope="module")
-def launch(executor: LocalExecutor) -> Launch:
-    async def launch(import_path: str, **options: Any) -> ReplicaRef:
-        return await executor.launch(launch_spec(import_path, **options))
-
-    return launch
 
 
 @pytest.fixture(scope="module")
@@ -279,156 +256,3 @@ async def test_fastapi_class_ingress_binds_self_and_runs_lifespan(launch: Launch
     assert item.json() == {"greeting": "Howdy", "name": "pen", "count": 2}
     assert state.json() == {"started": True}
     assert missing.status == 404
-
-
-# Reconfigure, health, admission, drain.
-
-
-async def test_user_config_applies_at_start_and_later(launch: Launch) -> None:
-    ref = await launch("tests.apps.configured:Threshold", user_config={"threshold": 1})
-    async with ExchangeClient(ref) as client:
-        assert await client.call("get") == 1
-        await client.stub.Reconfigure(
-            replica_pb2.ReconfigureRequest(user_config='{"threshold": 5}')
-        )
-        assert await client.call("get") == 5
-        with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await client.stub.Reconfigure(
-                replica_pb2.ReconfigureRequest(user_config='{"threshold": -1}')
-            )
-        assert failure.value.code() == Code.INVALID_ARGUMENT
-        assert failure.value.details() == "reconfigure raised ValueError: threshold must be >= 0"
-        assert await client.call("get") == 5  # the old config is back in force
-        with pytest.raises(grpc.aio.AioRpcError, match="not valid JSON"):
-            await client.stub.Reconfigure(replica_pb2.ReconfigureRequest(user_config="{"))
-
-
-async def test_failing_check_health_is_unavailable(launch: Launch) -> None:
-    ref = await launch("tests.apps.configured:Threshold")
-    async with ExchangeClient(ref) as client:
-        await client.stub.CheckHealth(replica_pb2.CheckHealthRequest(), timeout=5)
-        await client.call("set_healthy", False)
-        with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await client.stub.CheckHealth(replica_pb2.CheckHealthRequest(), timeout=5)
-    assert failure.value.code() == Code.UNAVAILABLE
-    assert "model weights are gone" in failure.value.details()
-
-
-async def test_check_health_answers_before_the_callers_deadline(launch: Launch) -> None:
-    ref = await launch("tests.apps.configured:Threshold")
-    async with ExchangeClient(ref) as client:
-        await client.call("set_hanging", True)
-        with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await client.stub.CheckHealth(replica_pb2.CheckHealthRequest(), timeout=0.5)
-    assert failure.value.code() == Code.UNAVAILABLE
-    assert "check_health did not return within" in failure.value.details()
-
-
-async def test_deployment_wrapper_stands_for_its_class(launch: Launch) -> None:
-    ref = await launch("tests.apps.echo:wrapped")
-    async with ExchangeClient(ref) as client:
-        assert await client.call("hello", "wrapped") == "hello wrapped"
-
-
-async def test_admission_rejects_above_max_concurrent_queries(launch: Launch) -> None:
-    ref = await launch("tests.apps.echo:Echo", max_concurrent_queries=2)
-    async with ExchangeClient(ref) as client:
-        slow = [await client.start("sleep", 1.0) for _ in range(2)]
-        [rejected] = await client.invoke("hello", "x")
-        assert rejected.error.rejected and rejected.error.code == Code.RESOURCE_EXHAUSTED.value[0]
-        assert rejected.ongoing_requests == 2
-        await client.stub.Reconfigure(replica_pb2.ReconfigureRequest(max_concurrent_queries=3))
-        assert await client.call("hello", "x") == "hello x"
-        for request_id in slow:
-            assert (await client.responses(request_id))[-1].HasField("result")
-
-
-async def test_drain_waits_for_in_flight_then_rejects(launch: Launch) -> None:
-    ref = await launch("tests.apps.echo:Echo")
-    async with ExchangeClient(ref) as client:
-        slow = await client.start("sleep", 0.5)
-        await eventually(client.ongoing_requests, "the request to be in flight")
-        drained = await client.stub.Drain(replica_pb2.DrainRequest(timeout_s=10))
-        assert drained.ongoing_requests == 0
-        assert (await client.responses(slow))[-1].HasField("result")
-        [rejected] = await client.invoke("hello", "late")
-        assert rejected.error.rejected and rejected.error.code == Code.UNAVAILABLE.value[0]
-        again = await client.stub.Drain(replica_pb2.DrainRequest(timeout_s=0))
-        assert again.ongoing_requests == 0
-        assert (await _stats(client)).draining
-
-
-# Start-up failures and shutdown.
-
-
-@pytest.mark.parametrize(
-    ("import_path", "message"),
-    [
-        ("tests.apps.configured:Broken", "constructor of Broken raised ValueError: boom"),
-        ("tests.apps.nope:Thing", "cannot import 'tests.apps.nope:Thing': ModuleNotFoundError"),
-        ("tests.apps.echo:Missing", "cannot import 'tests.apps.echo:Missing': AttributeError"),
-    ],
-)
-async def test_start_failure_names_the_cause(
-    executor: LocalExecutor, import_path: str, message: str
-) -> None:
-    spec = launch_spec(import_path)
-    with pytest.raises(ReplicaStartError, match=message):
-        await executor.launch(spec)
-    assert spec.replica_id not in {r.replica_id for r in await executor.observe()}
-
-
-async def test_pickled_code_is_loaded_by_value(executor: LocalExecutor) -> None:
-    import cloudpickle
-
-    class Local:  # defined here, so cloudpickle ships it by value
-        def __init__(self, base: int) -> None:
-            self.base = base
-
-        def add(self, n: int) -> int:
-            return self.base + n
-
-    spec = launch_spec("tests.apps.echo:Echo", init_args=[40])
-    spec.config.deployment.code.pickled = cloudpickle.dumps(Local)
-    ref = await executor.launch(spec)
-    async with ExchangeClient(ref) as client:
-        assert await client.call("add", 2) == 42
-
-
-async def test_code_that_does_not_unpickle_fails_the_start(executor: LocalExecutor) -> None:
-    spec = launch_spec("tests.apps.echo:Echo")
-    spec.config.deployment.code.pickled = b"not a pickle"
-    with pytest.raises(ReplicaStartError, match="cannot unpickle the deployment's code"):
-        await executor.launch(spec)
-
-
-async def test_reconfigure_raising_at_start_fails_the_start(executor: LocalExecutor) -> None:
-    spec = launch_spec("tests.apps.configured:Threshold", user_config={"threshold": -3})
-    with pytest.raises(ReplicaStartError, match="reconfigure raised ValueError"):
-        await executor.launch(spec)
-
-
-async def test_sigterm_finishes_in_flight_requests_and_exits_0(tmp_path: pathlib.Path) -> None:
-    config = replica_config("tests.apps.echo:Echo")
-    config_path, ready = tmp_path / "config.pb", tmp_path / "ready.json"
-    config_path.write_bytes(config.SerializeToString())
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "executors.replica", "--config", str(config_path),
-        "--ready-file", str(ready), cwd=REPO_ROOT, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        await eventually(ready.exists, "the ready file")
-        record = json.loads(ready.read_text())
-        assert (record["pid"], record["nonce"]) == (process.pid, config.nonce)
-        async with ExchangeClient(record["address"]) as client:
-            slow = await client.start("sleep", 0.5)
-            await eventually(client.ongoing_requests, "the request to be in flight")
-            process.send_signal(signal.SIGTERM)
-            assert (await client.responses(slow))[-1].HasField("result")
-            async with asyncio.timeout(10):
-                assert await process.wait() == 0
-            await asyncio.wait_for(client.ended.wait(), 5)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()

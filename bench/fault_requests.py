@@ -28,12 +28,12 @@ UPLOAD_BYTES = 64 << 20  # the proxy's limit
 UPLOADS = 3
 TIMEOUT_S = 1.0
 HUNG_REQUESTS = 4
+# Two copies of one deployment: the timeout would cut a slow upload short too.
 APP = f"""
 import asyncio
 {{connect}}
 
-@serve.deployment(num_replicas=2, request_timeout_s={TIMEOUT_S},
-                  ray_actor_options={{"num_cpus": 0}})
+@serve.deployment(num_replicas=2, ray_actor_options={{"num_cpus": 0}})
 class Sink:
     async def __call__(self, request):
         if request.url.path.endswith("/hang"):
@@ -41,16 +41,18 @@ class Sink:
         return str(len(await request.body()))
 
 serve.run(Sink.bind(), name="sink", route_prefix="/sink")
+serve.run(Sink.options(request_timeout_s={TIMEOUT_S}).bind(), name="slow", route_prefix="/slow")
 """
 
 
 def measure_request_faults(cluster: Cluster, duration_s: int, connections: int) -> list[dict]:
     """The upload row and the hung-handler row, on one running cluster."""
     run_driver(APP, dict(os.environ, CAPSTAN_ADDRESS=cluster.address))
-    url = cluster.http_url + "/sink"
+    sink, slow = cluster.http_url + "/sink", cluster.http_url + "/slow"
+    load = (duration_s, connections)
     return [
-        _under_load(url, duration_s, connections, "64 MiB upload", lambda: _uploads(url, cluster)),
-        _under_load(url, duration_s, connections, "hung handler", lambda: _hung(url)),
+        _under_load(sink, *load, "64 MiB upload", lambda: _uploads(sink, cluster)),
+        _under_load(slow, *load, "hung handler", lambda: _hung(slow)),
     ]
 
 
@@ -70,8 +72,9 @@ def _uploads(url: str, cluster: Cluster) -> dict:
     body = b"x" * UPLOAD_BYTES
     answers = [httpx.post(url, content=body, timeout=60) for _ in range(UPLOADS)]
     ok = sum(a.status_code == 200 and a.text == str(UPLOAD_BYTES) for a in answers)
+    codes = sorted({a.status_code for a in answers})
     del body
-    return {"outcome": f"{ok}/{UPLOADS} uploads answered in full",
+    return {"outcome": f"{ok}/{UPLOADS} uploads answered in full (HTTP {codes})",
             "rss": f"proxy RSS {before:.0f} -> {_rss_mib(proxy_pid):.0f} MiB"}  # fmt: skip
 
 

@@ -5,7 +5,8 @@ table of both with their ratios.
 Ray runs as the tests run it (tests/support/ray_cluster.py): a head of its
 own, with its own temp dir, ports and auth token, stopped (with Serve and
 every worker in its session) on the way out, error or not. Serve's HTTP
-proxy listens on a free loopback port.
+proxy listens on a free loopback port. Deployments set max_ongoing_requests
+to Capstan's default (100; Ray's is 5), so both run the same deployment.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import sys
 
 serve.start(http_options={"host": "127.0.0.1", "port": int(sys.argv[1])})
 
-@serve.deployment(ray_actor_options={"num_cpus": 0})
+@serve.deployment(max_ongoing_requests=100, ray_actor_options={"num_cpus": 0})
 class Hello:
     def __call__(self, request):
         return "Hello from Capstan!\\n"
@@ -48,6 +49,7 @@ def measure_ray(duration_s: int, connections: int) -> dict[str, dict]:
         (port,) = free_ports(1)
         run_driver(HELLO, env, "ray", str(port))
         url = f"http://127.0.0.1:{port}"
+        wrk(url + "/", 1, connections)  # warm-up: Ray's proxy starts lazily
         figures = {"hello": wrk(url + "/", duration_s, connections)}
         for row in measure_handle(env, duration_s, "ray"):
             figures[f"handle {row['name']}"] = row

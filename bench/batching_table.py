@@ -11,11 +11,13 @@ from wrk import wrk
 COST_S = 0.01
 MAX_BATCH_SIZE = 32
 # No CPUs reserved: the hello replicas of run.py already hold this machine's two.
+# max_ongoing_requests is Capstan's default, set for Ray Serve, whose default (5)
+# would cap a batch at 5.
 APPS = f"""
 import asyncio
 {{connect}}
 
-@serve.deployment(ray_actor_options={{"num_cpus": 0}})
+@serve.deployment(max_ongoing_requests=100, ray_actor_options={{"num_cpus": 0}})
 class Unbatched:
     def __init__(self):
         self.device = asyncio.Lock()
@@ -25,7 +27,7 @@ class Unbatched:
             await asyncio.sleep({COST_S})
         return "ok"
 
-@serve.deployment(ray_actor_options={{"num_cpus": 0}})
+@serve.deployment(max_ongoing_requests=100, ray_actor_options={{"num_cpus": 0}})
 class Batched:
     def __init__(self):
         self.device = asyncio.Lock()

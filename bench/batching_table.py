@@ -1,22 +1,23 @@
 """Batched against unbatched: one handler whose cost is per call, not per
 item (a model on one device, held 10 ms by each call whatever its size),
-served as it is and behind `@serve.batch`. Shared by run.py."""
+served as it is and behind `@serve.batch`. Shared by run.py; `APPS` runs
+unchanged on Ray Serve (drivers.py)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
+from drivers import run_driver
 from wrk import wrk
 
 COST_S = 0.01
 MAX_BATCH_SIZE = 32
 # No CPUs reserved: the hello replicas of run.py already hold this machine's two.
+# max_ongoing_requests is Capstan's default, set for Ray Serve, whose default (5)
+# would cap a batch at 5.
 APPS = f"""
 import asyncio
-from capstan import serve
+{{connect}}
 
-@serve.deployment(route_prefix="/unbatched", version="bench", ray_actor_options={{"num_cpus": 0}})
+@serve.deployment(max_ongoing_requests=100, ray_actor_options={{"num_cpus": 0}})
 class Unbatched:
     def __init__(self):
         self.device = asyncio.Lock()
@@ -26,7 +27,7 @@ class Unbatched:
             await asyncio.sleep({COST_S})
         return "ok"
 
-@serve.deployment(route_prefix="/batched", version="bench", ray_actor_options={{"num_cpus": 0}})
+@serve.deployment(max_ongoing_requests=100, ray_actor_options={{"num_cpus": 0}})
 class Batched:
     def __init__(self):
         self.device = asyncio.Lock()
@@ -37,15 +38,16 @@ class Batched:
             await asyncio.sleep({COST_S})
         return ["ok"] * len(requests)
 
-serve.start()
-Unbatched.deploy()
-Batched.deploy()
+serve.run(Unbatched.bind(), name="unbatched", route_prefix="/unbatched")
+serve.run(Batched.bind(), name="batched", route_prefix="/batched")
 """
 
 
-def measure_batching(base_url: str, env: dict, duration_s: int, connections: int) -> list[dict]:
-    """wrk against both handlers on a running Capstan at `base_url`."""
-    subprocess.run([sys.executable, "-c", APPS], env=env, check=True)
+def measure_batching(
+    base_url: str, env: dict, duration_s: int, connections: int, system: str = "capstan"
+) -> list[dict]:
+    """wrk against both handlers on a running cluster serving HTTP at `base_url`."""
+    run_driver(APPS, env, system)
     rows = []
     for name in ("unbatched", "batched"):
         row = wrk(f"{base_url}/{name}", duration_s, connections)

@@ -120,7 +120,7 @@ def timed_apply(
 ) -> tuple[float, controlplane_pb2.Deployment]:
     """Seconds a blocking apply takes (it returns once the rollout serves)."""
     began = time.monotonic()
-    deployment = client.apply(app.to_spec(), wait=True, timeout_s=APPLY_TIMEOUT_S)
+    deployment = client.apply(app.to_spec(), wait=True, timeout_s=APPLY_TIMEOUT_S).deployment
     return time.monotonic() - began, deployment
 
 

@@ -13,7 +13,8 @@ the kill until: a replacement replica answers (its pid is new), the proxy
 answers /-/healthz again, or a restarted control plane answers (it adopts
 the running replicas). Targets: only requests in flight on a killed replica
 fail and its replacement serves within 2 s; HTTP is back within 2 s of a
-proxy kill; a control-plane kill fails nothing.
+proxy kill; a control-plane kill fails nothing. Then, on one more fresh
+Capstan, a 64 MiB upload and a hung handler under load (fault_requests.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from wrk import ensure_wrk, wrk
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.support and tests.apps, as run.py does
 
+from fault_requests import measure_request_faults, print_request_fault_table  # noqa: E402
+
 from capstan.v1 import deployment_pb2 as pb  # noqa: E402
 from tests.support.cluster import Cluster, restart_cluster, start_cluster, stop_cluster  # noqa: E402
 from tests.support.waiting import eventually_sync  # noqa: E402
@@ -42,8 +45,8 @@ _KILL_AFTER_S = 1.0
 _RECOVERY_TIMEOUT_S = 30.0
 
 
-def measure_faults(duration_s: int, connections: int) -> list[dict]:
-    """One row per part killed."""
+def measure_faults(duration_s: int, connections: int) -> tuple[list[dict], list[dict]]:
+    """One row per part killed, then the request-fault rows."""
     os.chdir(ROOT)  # replicas import tests.apps.pid from the working directory
     rows = []
     for part, kill in [
@@ -57,7 +60,12 @@ def measure_faults(duration_s: int, connections: int) -> list[dict]:
                 rows.append({"part": part, **_under_load(cluster, kill, duration_s, connections)})
             finally:
                 stop_cluster(cluster)
-    return rows
+    with tempfile.TemporaryDirectory(prefix="capstan-faults-") as state:
+        cluster = start_cluster(pathlib.Path(state) / "capstan")
+        try:
+            return rows, measure_request_faults(cluster, duration_s, connections)
+        finally:
+            stop_cluster(cluster)
 
 
 def _under_load(cluster: Cluster, kill: Callable, duration_s: int, connections: int) -> dict:
@@ -115,6 +123,12 @@ def _get(url: str) -> str | None:
         return None
 
 
+def print_fault_tables(rows: tuple[list[dict], list[dict]], connections: int) -> None:
+    kills, requests = rows
+    print_fault_table(kills, connections)
+    print_request_fault_table(requests, connections)
+
+
 def print_fault_table(rows: list[dict], connections: int) -> None:
     print()
     print(f"kill -9 under HTTP load (wrk, {connections} connections, 2 replicas):")
@@ -138,7 +152,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
     ensure_wrk()
-    print_fault_table(measure_faults(args.duration, args.connections), args.connections)
+    print_fault_tables(measure_faults(args.duration, args.connections), args.connections)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Capstan's request path and start-up against a bare app, and on each executor.
 
     python bench/run.py [--duration 10] [--connections 32] [--no-executors] [--no-faults]
+                        [--against ray]
 
 Installs wrk if missing, then prints two tables. The first: requests/s,
 p50/p99 latency and CPU per request for the bare app and for Capstan with 1
@@ -10,7 +11,11 @@ second (skipped with --no-executors): a row per executor (local, ssh on two
 loopback sshd hosts, ray on a local Ray head) with seconds to deploy one
 replica, seconds to scale it 1 -> 4, and wrk through the proxy to one replica.
 Between them, a batching table: a handler that costs 10 ms per call, batched
-with `@serve.batch` and not (bench/batching_table.py). Last (skipped with
+with `@serve.batch` and not (bench/batching_table.py), sequential handle
+calls/s (bench/handle_table.py) and multiplexed models under load
+(bench/multiplex_table.py). With --against ray, the hello, handle and batched
+workloads also run on Ray Serve 2.60, side by side (bench/against_ray.py).
+Last (skipped with
 --no-faults), the fault table: kill -9 of a replica, the proxy and the
 control plane under load (bench/faults.py).
 """
@@ -30,6 +35,7 @@ import time
 import urllib.request
 
 from batching_table import measure_batching, print_batching_table
+from handle_table import measure_handle, print_handle_table
 from wrk import ensure_wrk, wrk
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -37,6 +43,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 # and a real Ray head; see README.md); `python bench/run.py` puts only
 # bench/ on sys.path, so the repository root is added for `tests.support`.
 sys.path.insert(0, str(ROOT))
+
+from multiplex_table import measure_multiplexing, print_multiplex_table  # noqa: E402
 
 from tests.support.ports import free_ports  # noqa: E402
 from tests.support.waiting import eventually_sync  # noqa: E402
@@ -62,15 +70,23 @@ def main() -> None:
         "--no-executors", action="store_true", help="skip the per-executor table (quick runs)"
     )
     parser.add_argument("--no-faults", action="store_true", help="skip the fault table")
+    parser.add_argument("--against", choices=["ray"], help="also run the workloads on Ray Serve")
     args = parser.parse_args()
     # A SIGTERM unwinds like Ctrl-C, so every server this run started is stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     ensure_wrk()
     rows = [measure_baseline(args)]
     with tempfile.TemporaryDirectory(prefix="capstan-bench-") as state:
-        capstan_rows, batching_rows = measure_capstan(args, pathlib.Path(state))
-    print_table(rows + capstan_rows)
-    print_batching_table(batching_rows, args.connections)
+        capstan = measure_capstan(args, pathlib.Path(state))
+    print_table(rows + capstan["hello"])
+    print_batching_table(capstan["batching"], args.connections)
+    print_handle_table(capstan["handle"])
+    print_multiplex_table(capstan["multiplexing"], args.connections)
+    if args.against == "ray":
+        from against_ray import capstan_figures, measure_ray, print_comparison
+
+        ours = capstan_figures(capstan["hello"][0], capstan["handle"], capstan["batching"])
+        print_comparison(ours, measure_ray(args.duration, args.connections), args.connections)
     if not args.no_executors:
         # Imported only when used: it loads the sshd and Ray helpers from tests/.
         from executor_table import measure_executors, print_executor_table
@@ -80,9 +96,9 @@ def main() -> None:
         if any("error" in row for row in executor_rows):
             sys.exit(1)
     if not args.no_faults:
-        from faults import measure_faults, print_fault_table
+        from faults import measure_faults, print_fault_tables
 
-        print_fault_table(measure_faults(8, args.connections), args.connections)
+        print_fault_tables(measure_faults(8, args.connections), args.connections)
 
 
 def wait_for_200(url: str, timeout_s: float) -> float:
@@ -127,8 +143,8 @@ def measure_baseline(args: argparse.Namespace) -> dict:
         server.wait()
 
 
-def measure_capstan(args: argparse.Namespace, state: pathlib.Path) -> tuple[list[dict], list[dict]]:
-    """The hello rows (1 and 2 replicas), then the batching rows."""
+def measure_capstan(args: argparse.Namespace, state: pathlib.Path) -> dict:
+    """The hello rows (1 and 2 replicas), the batching, handle and multiplexing rows."""
     control_port, http_port, grpc_port = free_ports(3)
     address = f"127.0.0.1:{control_port}"
     env = {**os.environ, "CAPSTAN_ADDRESS": address}
@@ -155,7 +171,12 @@ def measure_capstan(args: argparse.Namespace, state: pathlib.Path) -> tuple[list
                 row.update(cold_start_s=cold_start_s, rss_mib=peak_rss_mib(pids), processes=pids)
             rows.append(row)
         base_url = url.rstrip("/")
-        return rows, measure_batching(base_url, env, args.duration, args.connections)
+        return {
+            "hello": rows,
+            "batching": measure_batching(base_url, env, args.duration, args.connections),
+            "handle": measure_handle(env, args.duration),
+            "multiplexing": measure_multiplexing(base_url, env, args.duration, args.connections),
+        }
     finally:
         subprocess.run([sys.executable, "-m", "capstan", "--address", address, "shutdown"], env=env,
                        capture_output=True)  # fmt: skip

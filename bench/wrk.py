@@ -30,13 +30,19 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def wrk(
-    url: str, duration_s: int, connections: int, roles: Mapping[str, list[int]] | None = None
+    url: str,
+    duration_s: int,
+    connections: int,
+    roles: Mapping[str, list[int]] | None = None,
+    script: str | None = None,
 ) -> dict:
-    """One wrk run; CPU per request is reported for each role's processes."""
+    """One wrk run (with a Lua `script`, if given); CPU per request is
+    reported for each role's processes."""
     roles = roles or {}
     before = {role: cpu_seconds(pids) for role, pids in roles.items()}
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", url]
     output = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", url],
+        command + (["-s", script] if script else []),
         capture_output=True,
         text=True,
         check=True,

@@ -97,10 +97,11 @@ class ControlPlaneService(ChangeRpcs, Observing, controlplane_pb2_grpc.ControlPl
             spec,
             import_path=stored.spec.import_path,
             pickled_code=stored.spec.pickled_code,
+            code_fingerprint=stored.spec.code_fingerprint,
             init_arguments=stored.spec.init_arguments,
         )
-        if kept.code_hash() == spec.code_hash():
-            return spec, []
+        if _same_code(stored.spec, spec):
+            return kept, []
         warning = (
             f'deployment "{spec.id}": version "{spec.version}" is unchanged but the code or '
             "constructor arguments differ from the running ones; the running code is kept. "
@@ -315,6 +316,17 @@ class ControlPlaneService(ChangeRpcs, Observing, controlplane_pb2_grpc.ControlPl
         if record is None:
             raise NotFound(f'deployment "{name}" not found')
         return _deployment_proto(record, await self._store.replicas(name))
+
+
+def _same_code(running: DeploymentSpec, sent: DeploymentSpec) -> bool:
+    """Whether `sent` carries the code and constructor arguments that run:
+    by source fingerprint when both have one (pickles of the same class
+    differ from process to process), else byte for byte."""
+    if running.init_arguments != sent.init_arguments:
+        return False
+    if running.code_fingerprint and sent.code_fingerprint:
+        return running.code_fingerprint == sent.code_fingerprint
+    return (running.import_path, running.pickled_code) == (sent.import_path, sent.pickled_code)
 
 
 def _deployment_proto(record: DeploymentRecord, replicas: list[ReplicaRecord]) -> cp.Deployment:

@@ -94,6 +94,7 @@ class DeploymentSpec:
     name: str
     import_path: str = ""
     pickled_code: bytes = b""
+    code_fingerprint: str = ""
     version: str | None = None
     prev_version: str | None = None
     num_replicas: int = 1
@@ -259,6 +260,7 @@ class DeploymentSpec:
             name=msg.name,
             import_path=msg.code.import_path,
             pickled_code=msg.code.pickled,
+            code_fingerprint=msg.code.fingerprint,
             autoscaling=(
                 Autoscaling.from_proto(msg.autoscaling_config)
                 if has("autoscaling_config")
@@ -290,6 +292,7 @@ class DeploymentSpec:
             msg.code.import_path = self.import_path
         else:
             msg.code.pickled = self.pickled_code
+        msg.code.fingerprint = self.code_fingerprint
         for name in (
             "version",
             "prev_version",

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -107,3 +109,32 @@ def test_unchanged_version_keeps_the_running_code(serve) -> None:
     assert 'version "1" is unchanged' in warning and "running code is kept" in warning
     assert second.get_handle().remote().result() == "first"
     assert {r.id for r in serve.connect().get("versioned").replicas} == before
+
+
+_STABLE_SCRIPT = """
+import sys
+from capstan import serve
+
+@serve.deployment(name="stable", version="1")
+class Stable:
+    def __call__(self, request):
+        return "same code"
+
+serve.start(address=sys.argv[1])
+print(len(serve.connect().apply(Stable.to_spec()).warnings))
+"""
+
+
+def test_rerunning_a_script_with_the_same_version_is_quiet(serve, cluster: Cluster, tmp_path):
+    """Pickles of one class differ from process to process; an unchanged
+    script with an unchanged version must neither warn nor restart."""
+    script = tmp_path / "stable.py"
+    script.write_text(_STABLE_SCRIPT)
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, str(script), cluster.address],
+                              capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+        runs.append(
+            (done.stdout.split()[-1], {r.id for r in serve.connect().get("stable").replicas})
+        )
+    assert runs[0] == ("0", runs[1][1]) and runs[1][0] == "0"

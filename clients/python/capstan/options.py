@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import collections
 import difflib
+import hashlib
+import inspect
 import io
 import json
 import types
@@ -164,10 +166,21 @@ def code_of(func_or_class: Any) -> pb.Code:
     if isinstance(func_or_class, str):
         return pb.Code(import_path=func_or_class)
     try:
-        return pb.Code(pickled=_dumps(func_or_class))
+        return pb.Code(pickled=_dumps(func_or_class), fingerprint=_fingerprint(func_or_class))
     except Exception as error:
         name = getattr(func_or_class, "__name__", repr(func_or_class))
         raise InvalidSpec(f"cannot pickle {name} to ship it to replicas: {error}") from None
+
+
+def _fingerprint(func_or_class: Any) -> str:
+    """A digest of the code's source, stable across processes ("" when the
+    source cannot be read, e.g. code typed at a prompt)."""
+    try:
+        source = inspect.getsource(func_or_class)
+    except (OSError, TypeError):
+        return ""
+    name = f"{func_or_class.__module__}.{func_or_class.__qualname__}\0"
+    return hashlib.sha256((name + source).encode()).hexdigest()
 
 
 def _code_keeping_filename(code: types.CodeType) -> tuple:

@@ -104,19 +104,27 @@ class Code(_message.Message):
 
     IMPORT_PATH_FIELD_NUMBER: _builtins.int
     PICKLED_FIELD_NUMBER: _builtins.int
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
     import_path: _builtins.str
     """"package.module:attribute", importable where the replica runs."""
     pickled: _builtins.bytes
     """A cloudpickled class or function (Python SDK only)."""
+    fingerprint: _builtins.str
+    """A digest of the code's source text, the same in every process that
+    sends the same code (pickled bytes differ between processes: cloudpickle
+    tags classes with a random id). Lets an apply with an unchanged version
+    tell same code from changed code. Empty when unknown.
+    """
     def __init__(
         self,
         *,
         import_path: _builtins.str = ...,
         pickled: _builtins.bytes = ...,
+        fingerprint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["import_path", b"import_path", "pickled", b"pickled", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_path", b"import_path", "pickled", b"pickled", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fingerprint", b"fingerprint", "import_path", b"import_path", "pickled", b"pickled", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["import_path", "pickled"]  # noqa: Y015
     _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015

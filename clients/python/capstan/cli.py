@@ -25,9 +25,9 @@ import signal
 import sys
 import threading
 
-from capstan import defaults, logs_command, status_command
+from capstan import defaults
 from capstan.client import ControlPlaneClient, default_address
-from capstan.commands import declarative, versions
+from capstan.commands import declarative, logs, status, versions
 from capstan.errors import CapstanError
 from capstan.options import DEFAULT
 from capstan.targets import load_target, parse_arguments
@@ -118,8 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--grpc-port", type=int, default=defaults.GRPC_PORT, help="if it starts one")
     run.set_defaults(command=_run)
 
-    status_command.add_parser(commands)
-    logs_command.add_parser(commands)
+    status.register(commands)
+    logs.register(commands)
 
     declarative.register(commands)
     versions.register(commands)

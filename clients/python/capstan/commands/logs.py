@@ -12,7 +12,7 @@ from capstan.client import ControlPlaneClient
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     logs = commands.add_parser("logs", help="show a deployment's replicas' output")
     logs.add_argument("name", help="the deployment (application.deployment for an application's)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")

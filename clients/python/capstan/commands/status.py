@@ -22,7 +22,7 @@ _REDRAW_PERIOD_S = 1.0
 _CLEAR = "\x1b[H\x1b[2J"
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     status = commands.add_parser("status", help="show deployments and their replicas")
     status.add_argument("name", nargs="?", help="one deployment (default: all)")
     status.add_argument(

@@ -9,7 +9,7 @@ import dataclasses
 import secrets
 from collections.abc import Mapping, Sequence
 
-from capstan.v1 import replica_pb2
+from capstan.internal.v1 import replica_pb2
 from controlplane.cluster_keys import ClusterKeys
 from controlplane.packages.store import PackageStore
 from controlplane.records import ReplicaRecord

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import grpc
 
 from capstan.errors import CapstanError
-from capstan.v1 import replica_pb2
+from capstan.internal.v1 import replica_pb2
 from executors.options import ReplicaOptions
 
 _REPLICA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

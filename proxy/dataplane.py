@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 import grpc
 
 from capstan.errors import InvalidSpec, answers_errors
-from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc, deployment_pb2, replica_pb2
+from capstan.internal.v1 import replica_pb2
+from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc, deployment_pb2
 from proxy.observer import RequestObserver
 from proxy.router import Router, within
 

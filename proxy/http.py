@@ -20,7 +20,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from capstan import errors
-from capstan.v1 import replica_pb2
+from capstan.internal.v1 import replica_pb2
 from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from proxy.metrics import ProxyMetrics
 from proxy.observer import RequestObserver

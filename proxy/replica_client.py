@@ -25,8 +25,9 @@ import grpc
 from capstan import errors
 from capstan.channels import KEEPALIVE, Keepalive, channel_options
 from capstan.framing import BATCH_BYTES, MAX_FRAME_BYTES
+from capstan.internal.v1 import replica_pb2, replica_pb2_grpc
 from capstan.links import ClusterLinks
-from capstan.v1 import deployment_pb2, replica_pb2, replica_pb2_grpc
+from capstan.v1 import deployment_pb2
 from proxy.replies import Inbox, Rejected, Replies
 
 __all__ = ["Rejected", "ReplicaClient", "Replies"]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from capstan import errors
-from capstan.v1 import replica_pb2
+from capstan.internal.v1 import replica_pb2
 
 
 class Stream(Protocol):

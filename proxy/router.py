@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from capstan import defaults, errors
+from capstan.internal.v1 import replica_pb2
 from capstan.links import ClusterLinks
-from capstan.v1 import controlplane_pb2, deployment_pb2, replica_pb2
+from capstan.v1 import controlplane_pb2, deployment_pb2
 from proxy.replica_client import NO_LINKS, Rejected, ReplicaClient, Replies
 
 # Past this many replicas, sampling two beats scanning all (power of two choices).

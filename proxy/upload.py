@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from capstan.framing import CHUNK_BYTES
-from capstan.v1 import replica_pb2
+from capstan.internal.v1 import replica_pb2
 from proxy.replica_client import Replies
 
 Receive = Any

@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from capstan import errors
-from capstan.v1 import replica_pb2
+from capstan.internal.v1 import replica_pb2
 from proxy.replica_client import Replies
 from proxy.router import Router
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import grpc
 
 from capstan.channels import channel_options
+from capstan.internal.v1 import replica_pb2, replica_pb2_grpc
 from capstan.links import ClusterLinks
-from capstan.v1 import replica_pb2, replica_pb2_grpc
 from executors.base import ReplicaRef
 
 

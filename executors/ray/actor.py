@@ -15,7 +15,7 @@ import sys
 
 import ray
 
-from capstan.v1 import replica_pb2
+from capstan.internal.v1 import replica_pb2
 from executors.replica import LoadError, RunningReplica, start_replica
 
 log = logging.getLogger("capstan.replica")

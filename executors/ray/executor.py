@@ -24,7 +24,7 @@ import ray
 from ray.exceptions import RayError
 
 from capstan.errors import NotFound
-from capstan.v1 import replica_pb2
+from capstan.internal.v1 import replica_pb2
 from executors.base import (
     Capabilities,
     Executor,

@@ -21,7 +21,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from capstan.v1 import replica_pb2
+from capstan.internal.v1 import replica_pb2
 from executors.replica.loader import LoadError
 from executors.replica.server import start_replica
 from executors.worker_process import Ready, write_ready

@@ -26,7 +26,7 @@ import grpc
 from capstan.context import set_multiplexed_model_id
 from capstan.errors import CapstanError
 from capstan.framing import CHUNK_BYTES, split_http
-from capstan.v1 import replica_pb2
+from capstan.internal.v1 import replica_pb2
 from executors.replica import http, websocket
 from executors.replica.invoker import Target, is_stream
 from executors.replica.payload import decode_arguments, encode_result

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from capstan.v1 import replica_pb2
+from capstan.internal.v1 import replica_pb2
 from executors.replica.invoker import Invoker, Target, is_stream
 from executors.replica.payload import jsonable
 

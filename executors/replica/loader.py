@@ -29,7 +29,8 @@ import inspect
 from typing import Any
 
 from capstan.errors import CapstanError
-from capstan.v1 import deployment_pb2, replica_pb2
+from capstan.internal.v1 import replica_pb2
+from capstan.v1 import deployment_pb2
 from executors.replica.payload import decode_arguments
 
 ASGI_APP_ATTRIBUTE = "__capstan_asgi_app__"

@@ -8,7 +8,7 @@ import json
 import logging
 import time
 
-from capstan.v1 import replica_pb2
+from capstan.internal.v1 import replica_pb2
 
 
 class JsonFormatter(logging.Formatter):

@@ -21,10 +21,10 @@ from capstan.channels import KEEPALIVE, Keepalive, server_options
 from capstan.context import ReplicaID, loaded_models, set_replica_context, set_servable_object
 from capstan.errors import CapstanError, answers_errors
 from capstan.framing import BATCH_BYTES, MAX_FRAME_BYTES, too_large
+from capstan.internal.v1 import replica_pb2, replica_pb2_grpc
 from capstan.links import SECRET_KEY
 from capstan.reflection import enable_reflection
 from capstan.tls import ServerTls, listen
-from capstan.v1 import replica_pb2, replica_pb2_grpc
 from executors.replica.exchange import ExchangeStream
 from executors.replica.ingress import Lifespan, bind_methods
 from executors.replica.loader import LoadError, load

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from capstan.v1 import replica_pb2
+from capstan.internal.v1 import replica_pb2
 from executors.replica.http import Emit, Inbound, scope_for
 
 log = logging.getLogger("capstan.replica")

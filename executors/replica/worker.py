@@ -15,7 +15,7 @@ from typing import Any
 
 from capstan import defaults
 from capstan.errors import InvalidSpec, NotFound, Unavailable
-from capstan.v1 import replica_pb2
+from capstan.internal.v1 import replica_pb2
 from executors.replica.invoker import Invoker, Target
 from executors.replica.loader import UserCode
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import grpc
 
-from capstan.v1 import deployment_pb2, replica_pb2, replica_pb2_grpc
+from capstan.internal.v1 import replica_pb2, replica_pb2_grpc
+from capstan.v1 import deployment_pb2
 from executors.base import ReplicaRef
 from tests.contract.specs import LINKS
 

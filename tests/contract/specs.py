@@ -8,7 +8,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from capstan.v1 import deployment_pb2, replica_pb2
+from capstan.internal.v1 import replica_pb2
+from capstan.v1 import deployment_pb2
 from controlplane.cluster_keys import ClusterKeys
 from executors.base import LaunchSpec
 from executors.options import ReplicaOptions

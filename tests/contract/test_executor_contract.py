@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from capstan.v1 import replica_pb2
+from capstan.internal.v1 import replica_pb2
 from executors.base import Executor, ExecutorError, LaunchSpec, ReplicaRef, ReplicaStartError
 from tests.contract.exchange_client import ExchangeClient
 from tests.contract.specs import REPO_ROOT, launch_spec, launch_spec_of, replica_config

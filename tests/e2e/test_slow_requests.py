@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 import capstan
-from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc, replica_pb2, replica_pb2_grpc
+from capstan.internal.v1 import replica_pb2, replica_pb2_grpc
+from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc
 from tests.support.cluster import Cluster
 from tests.support.waiting import eventually_sync
 

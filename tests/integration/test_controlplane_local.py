@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from capstan.internal.v1 import replica_pb2, replica_pb2_grpc
 from capstan.links import SECRET_KEY
 from capstan.v1 import controlplane_pb2 as cp
-from capstan.v1 import controlplane_pb2_grpc, deployment_pb2, replica_pb2, replica_pb2_grpc
+from capstan.v1 import controlplane_pb2_grpc, deployment_pb2
 from controlplane.server import ControlPlane, load_executors
 from controlplane.settings import Settings
 from tests.support.waiting import eventually

@@ -24,13 +24,8 @@ import pytest
 
 from capstan.client import ControlPlaneClient
 from capstan.errors import Unavailable
-from capstan.v1 import (
-    dataplane_pb2,
-    dataplane_pb2_grpc,
-    deployment_pb2,
-    replica_pb2,
-    replica_pb2_grpc,
-)
+from capstan.internal.v1 import replica_pb2, replica_pb2_grpc
+from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc, deployment_pb2
 from controlplane.cluster_keys import ClusterKeys
 from executors.base import ReplicaRef
 from executors.local import LocalExecutor

@@ -19,7 +19,8 @@ import grpc
 import pytest
 
 from capstan.channels import Keepalive, channel_options
-from capstan.v1 import deployment_pb2, replica_pb2, replica_pb2_grpc
+from capstan.internal.v1 import replica_pb2, replica_pb2_grpc
+from capstan.v1 import deployment_pb2
 from executors.replica import RunningReplica, start_replica
 from proxy.replica_client import ReplicaClient
 from tests.contract.specs import LINKS, replica_config

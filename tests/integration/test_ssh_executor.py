@@ -18,7 +18,8 @@ from typing import Any
 import grpc
 import pytest
 
-from capstan.v1 import deployment_pb2, replica_pb2
+from capstan.internal.v1 import replica_pb2
+from capstan.v1 import deployment_pb2
 from executors.base import (
     ExecutorError,
     LaunchSpec,

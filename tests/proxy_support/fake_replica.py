@@ -21,7 +21,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from capstan.v1 import deployment_pb2, replica_pb2, replica_pb2_grpc
+from capstan.internal.v1 import replica_pb2, replica_pb2_grpc
+from capstan.v1 import deployment_pb2
 from tests.proxy_support import loopback
 
 Reply = replica_pb2.ResponseFrame

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from capstan.framing import CHUNK_BYTES, MAX_FRAME_BYTES, pieces, split_http, too_large
-from capstan.v1 import replica_pb2
+from capstan.internal.v1 import replica_pb2
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ import re
 import pytest
 
 from capstan.errors import InvalidSpec
-from capstan.v1 import deployment_pb2, replica_pb2
+from capstan.internal.v1 import replica_pb2
+from capstan.v1 import deployment_pb2
 from controlplane.cluster_keys import ClusterKeys
 from controlplane.launch import Credentials, launch_spec
 from controlplane.records import ReplicaRecord, ReplicaState

@@ -10,7 +10,8 @@ from collections import Counter
 import pytest
 
 from capstan import errors
-from capstan.v1 import controlplane_pb2, replica_pb2
+from capstan.internal.v1 import replica_pb2
+from capstan.v1 import controlplane_pb2
 from proxy.replica_client import ReplicaClient
 from proxy.router import Pool, Router, Slot, pick
 

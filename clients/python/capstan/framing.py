@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from capstan.channels import MAX_MESSAGE_BYTES
-from capstan.v1 import replica_pb2
+from capstan.internal.v1 import replica_pb2
 
 CHUNK_BYTES = 256 << 10
 BATCH_BYTES = 1 << 20

@@ -169,7 +169,7 @@ async def _resolved_invocation(handle: DeploymentHandle, args: tuple, kwargs: di
 
 
 def _invocation(method: str, args: tuple, kwargs: dict, model_id: str = "") -> Any:
-    from capstan.v1 import replica_pb2
+    from capstan.internal.v1 import replica_pb2
 
     return replica_pb2.Invocation(
         method=method,

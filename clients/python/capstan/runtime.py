@@ -21,8 +21,9 @@ import cloudpickle
 
 from capstan.client import default_address
 from capstan.errors import NotFound
+from capstan.internal.v1 import replica_pb2
 from capstan.links import ClusterLinks
-from capstan.v1 import controlplane_pb2, deployment_pb2, replica_pb2
+from capstan.v1 import controlplane_pb2, deployment_pb2
 
 # How long a call waits for a deployment it has not heard of to appear in
 # the route table: a handle used right after deploy() may be a table behind.

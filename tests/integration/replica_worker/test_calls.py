@@ -14,7 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from capstan.v1 import replica_pb2
+from capstan.internal.v1 import replica_pb2
 from executors.base import ReplicaRef
 from tests.contract.exchange_client import CallFailed, ExchangeClient, invocation, result_of
 from tests.integration.replica_worker.conftest import Launch

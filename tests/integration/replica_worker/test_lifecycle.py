@@ -13,7 +13,7 @@ import sys
 import grpc
 import pytest
 
-from capstan.v1 import replica_pb2
+from capstan.internal.v1 import replica_pb2
 from executors.base import ReplicaStartError
 from executors.local import LocalExecutor
 from tests.contract.exchange_client import ExchangeClient

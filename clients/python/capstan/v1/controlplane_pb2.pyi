@@ -7,6 +7,7 @@ from capstan.v1 import deployment_pb2 as _deployment_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -160,6 +161,62 @@ PLAN_CHANGE_DELETE: PlanChange.ValueType  # 5
 PLAN_CHANGE_UPDATE_SETTINGS: PlanChange.ValueType  # 6
 """Settings routers or health checks read; no replica is touched."""
 Global___PlanChange: _TypeAlias = PlanChange  # noqa: Y015
+
+@_typing.final
+class DescribeDeploymentRequest(_message.Message):
+    """Which deployment DescribeDeployment describes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The deployment's id ("<application>.<name>", or a plain name)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeDeploymentRequest: _TypeAlias = DescribeDeploymentRequest  # noqa: Y015
+
+@_typing.final
+class DescribeDeploymentResponse(_message.Message):
+    """What a deployment answers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    METHODS_FIELD_NUMBER: _builtins.int
+    SERVES_HTTP_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The deployment's id."""
+    serves_http: _builtins.bool
+    """The deployment is an ASGI app (FastAPI, Starlette): it answers HTTP at
+    its route prefix rather than by method.
+    """
+    @_builtins.property
+    def methods(self) -> _containers.RepeatedCompositeFieldContainer[_deployment_pb2.MethodDescription]:
+        """Its public methods (not starting with "_", plus "__call__"), by name."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        methods: _abc.Iterable[_deployment_pb2.MethodDescription] | None = ...,
+        serves_http: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "methods", b"methods", "serves_http", b"serves_http"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeDeploymentResponse: _TypeAlias = DescribeDeploymentResponse  # noqa: Y015
 
 @_typing.final
 class GetServerInfoRequest(_message.Message):
@@ -598,15 +655,17 @@ class ApplicationSpec(_message.Message):
     """The name of the deployment that takes HTTP requests; one of
     `deployments`. Empty means the first one.
     """
-    source: _builtins.str
-    """How a config file built this application, as a JSON object of Ray
-    Serve's config format (import_path, args, runtime_env), kept so that
-    `capstan config` prints it back; empty when built from code.
-    """
     @_builtins.property
     def deployments(self) -> _containers.RepeatedCompositeFieldContainer[_deployment_pb2.DeploymentSpec]:
         """Names are unique within the application; each deployment's own
         route_prefix is ignored (only the ingress is on HTTP).
+        """
+
+    @_builtins.property
+    def source(self) -> _struct_pb2.Struct:
+        """How a config file built this application: its entry in Ray Serve's
+        config format (import_path, args, runtime_env), kept so that
+        `capstan config` prints it back; unset when built from code.
         """
 
     def __init__(
@@ -616,9 +675,9 @@ class ApplicationSpec(_message.Message):
         route_prefix: _builtins.str | None = ...,
         ingress: _builtins.str = ...,
         deployments: _abc.Iterable[_deployment_pb2.DeploymentSpec] | None = ...,
-        source: _builtins.str = ...,
+        source: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_route_prefix", b"_route_prefix", "route_prefix", b"route_prefix"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_route_prefix", b"_route_prefix", "route_prefix", b"route_prefix", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["_route_prefix", b"_route_prefix", "deployments", b"deployments", "ingress", b"ingress", "name", b"name", "route_prefix", b"route_prefix", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
@@ -648,11 +707,13 @@ class Application(_message.Message):
     state: Global___ApplicationState.ValueType
     message: _builtins.str
     """Why the application is not RUNNING, in words a person can act on."""
-    source: _builtins.str
-    """As in ApplicationSpec."""
     @_builtins.property
     def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Deployment]:
         """Its deployments; each spec carries `application` and its short name."""
+
+    @_builtins.property
+    def source(self) -> _struct_pb2.Struct:
+        """As in ApplicationSpec."""
 
     def __init__(
         self,
@@ -663,9 +724,9 @@ class Application(_message.Message):
         state: Global___ApplicationState.ValueType = ...,
         message: _builtins.str = ...,
         deployments: _abc.Iterable[Global___Deployment] | None = ...,
-        source: _builtins.str = ...,
+        source: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["deployments", b"deployments", "ingress", b"ingress", "message", b"message", "name", b"name", "route_prefix", b"route_prefix", "source", b"source", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...

@@ -126,6 +126,11 @@ class ControlPlaneServiceStub:
                 request_serializer=capstan_dot_v1_dot_controlplane__pb2.GetProxyStatusRequest.SerializeToString,
                 response_deserializer=capstan_dot_v1_dot_controlplane__pb2.GetProxyStatusResponse.FromString,
                 _registered_method=True)
+        self.DescribeDeployment = channel.unary_unary(
+                '/capstan.v1.ControlPlaneService/DescribeDeployment',
+                request_serializer=capstan_dot_v1_dot_controlplane__pb2.DescribeDeploymentRequest.SerializeToString,
+                response_deserializer=capstan_dot_v1_dot_controlplane__pb2.DescribeDeploymentResponse.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServiceServicer:
@@ -287,6 +292,15 @@ class ControlPlaneServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeDeployment(self, request, context):
+        """The methods a deployment answers and whether each streams, read from
+        one of its running replicas. NOT_FOUND if unknown; UNAVAILABLE when no
+        replica runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -379,6 +393,11 @@ def add_ControlPlaneServiceServicer_to_server(servicer, server):
                     servicer.GetProxyStatus,
                     request_deserializer=capstan_dot_v1_dot_controlplane__pb2.GetProxyStatusRequest.FromString,
                     response_serializer=capstan_dot_v1_dot_controlplane__pb2.GetProxyStatusResponse.SerializeToString,
+            ),
+            'DescribeDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeDeployment,
+                    request_deserializer=capstan_dot_v1_dot_controlplane__pb2.DescribeDeploymentRequest.FromString,
+                    response_serializer=capstan_dot_v1_dot_controlplane__pb2.DescribeDeploymentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -869,6 +888,33 @@ class ControlPlaneService:
             '/capstan.v1.ControlPlaneService/GetProxyStatus',
             capstan_dot_v1_dot_controlplane__pb2.GetProxyStatusRequest.SerializeToString,
             capstan_dot_v1_dot_controlplane__pb2.GetProxyStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/capstan.v1.ControlPlaneService/DescribeDeployment',
+            capstan_dot_v1_dot_controlplane__pb2.DescribeDeploymentRequest.SerializeToString,
+            capstan_dot_v1_dot_controlplane__pb2.DescribeDeploymentResponse.FromString,
             options,
             channel_credentials,
             insecure,

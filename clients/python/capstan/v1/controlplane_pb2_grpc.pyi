@@ -110,6 +110,11 @@ class ControlPlaneServiceStub:
     """The HTTP/gRPC proxy this control plane supervises (`capstan start`):
     whether it runs, its pid and how often it was restarted.
     """
+    DescribeDeployment: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.DescribeDeploymentRequest, _controlplane_pb2.DescribeDeploymentResponse]
+    """The methods a deployment answers and whether each streams, read from
+    one of its running replicas. NOT_FOUND if unknown; UNAVAILABLE when no
+    replica runs.
+    """
 
 @_typing.type_check_only
 class ControlPlaneServiceAsyncStub(ControlPlaneServiceStub):
@@ -192,6 +197,11 @@ class ControlPlaneServiceAsyncStub(ControlPlaneServiceStub):
     GetProxyStatus: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.GetProxyStatusRequest, _controlplane_pb2.GetProxyStatusResponse]  # type: ignore[assignment]
     """The HTTP/gRPC proxy this control plane supervises (`capstan start`):
     whether it runs, its pid and how often it was restarted.
+    """
+    DescribeDeployment: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.DescribeDeploymentRequest, _controlplane_pb2.DescribeDeploymentResponse]  # type: ignore[assignment]
+    """The methods a deployment answers and whether each streams, read from
+    one of its running replicas. NOT_FOUND if unknown; UNAVAILABLE when no
+    replica runs.
     """
 
 class ControlPlaneServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -380,6 +390,17 @@ class ControlPlaneServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_controlplane_pb2.GetProxyStatusResponse, _abc.Awaitable[_controlplane_pb2.GetProxyStatusResponse]]:
         """The HTTP/gRPC proxy this control plane supervises (`capstan start`):
         whether it runs, its pid and how often it was restarted.
+        """
+
+    @_abc_1.abstractmethod
+    def DescribeDeployment(
+        self,
+        request: _controlplane_pb2.DescribeDeploymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_controlplane_pb2.DescribeDeploymentResponse, _abc.Awaitable[_controlplane_pb2.DescribeDeploymentResponse]]:
+        """The methods a deployment answers and whether each streams, read from
+        one of its running replicas. NOT_FOUND if unknown; UNAVAILABLE when no
+        replica runs.
         """
 
 def add_ControlPlaneServiceServicer_to_server(servicer: ControlPlaneServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

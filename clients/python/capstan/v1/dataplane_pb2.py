@@ -22,23 +22,25 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from capstan.v1 import deployment_pb2 as capstan_dot_v1_dot_deployment__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63\x61pstan/v1/dataplane.proto\x12\ncapstan.v1\"Y\n\x0b\x43\x61llRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x11\n\targs_json\x18\x03 \x01(\x0c\x12\x13\n\x0bkwargs_json\x18\x04 \x01(\x0c\"#\n\x0c\x43\x61llResponse\x12\x13\n\x0bresult_json\x18\x01 \x01(\x0c\"_\n\x11\x43\x61llStreamRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x11\n\targs_json\x18\x03 \x01(\x0c\x12\x13\n\x0bkwargs_json\x18\x04 \x01(\x0c\"\'\n\x12\x43\x61llStreamResponse\x12\x11\n\titem_json\x18\x01 \x01(\x0c\x32\x9c\x01\n\x10\x44\x61taPlaneService\x12\x39\n\x04\x43\x61ll\x12\x17.capstan.v1.CallRequest\x1a\x18.capstan.v1.CallResponse\x12M\n\nCallStream\x12\x1d.capstan.v1.CallStreamRequest\x1a\x1e.capstan.v1.CallStreamResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63\x61pstan/v1/dataplane.proto\x12\ncapstan.v1\x1a\x1b\x63\x61pstan/v1/deployment.proto\x1a\x1cgoogle/protobuf/struct.proto\"~\n\x0b\x43\x61llRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x13\n\x0bmethod_name\x18\x02 \x01(\t\x12(\n\targuments\x18\x03 \x01(\x0b\x32\x15.capstan.v1.Arguments\x12\x1c\n\x14multiplexed_model_id\x18\x04 \x01(\t\"6\n\x0c\x43\x61llResponse\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\"\x84\x01\n\x11\x43\x61llStreamRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x13\n\x0bmethod_name\x18\x02 \x01(\t\x12(\n\targuments\x18\x03 \x01(\x0b\x32\x15.capstan.v1.Arguments\x12\x1c\n\x14multiplexed_model_id\x18\x04 \x01(\t\":\n\x12\x43\x61llStreamResponse\x12$\n\x04item\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value2\x9c\x01\n\x10\x44\x61taPlaneService\x12\x39\n\x04\x43\x61ll\x12\x17.capstan.v1.CallRequest\x1a\x18.capstan.v1.CallResponse\x12M\n\nCallStream\x12\x1d.capstan.v1.CallStreamRequest\x1a\x1e.capstan.v1.CallStreamResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'capstan.v1.dataplane_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CALLREQUEST']._serialized_start=42
-  _globals['_CALLREQUEST']._serialized_end=131
-  _globals['_CALLRESPONSE']._serialized_start=133
-  _globals['_CALLRESPONSE']._serialized_end=168
-  _globals['_CALLSTREAMREQUEST']._serialized_start=170
-  _globals['_CALLSTREAMREQUEST']._serialized_end=265
-  _globals['_CALLSTREAMRESPONSE']._serialized_start=267
-  _globals['_CALLSTREAMRESPONSE']._serialized_end=306
-  _globals['_DATAPLANESERVICE']._serialized_start=309
-  _globals['_DATAPLANESERVICE']._serialized_end=465
+  _globals['_CALLREQUEST']._serialized_start=101
+  _globals['_CALLREQUEST']._serialized_end=227
+  _globals['_CALLRESPONSE']._serialized_start=229
+  _globals['_CALLRESPONSE']._serialized_end=283
+  _globals['_CALLSTREAMREQUEST']._serialized_start=286
+  _globals['_CALLSTREAMREQUEST']._serialized_end=418
+  _globals['_CALLSTREAMRESPONSE']._serialized_start=420
+  _globals['_CALLSTREAMRESPONSE']._serialized_end=478
+  _globals['_DATAPLANESERVICE']._serialized_start=481
+  _globals['_DATAPLANESERVICE']._serialized_end=637
 # @@protoc_insertion_point(module_scope)

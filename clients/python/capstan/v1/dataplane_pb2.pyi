@@ -3,8 +3,10 @@
 isort:skip_file
 """
 
+from capstan.v1 import deployment_pb2 as _deployment_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,30 +20,39 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class CallRequest(_message.Message):
+    """One call of a deployment's method."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
-    METHOD_FIELD_NUMBER: _builtins.int
-    ARGS_JSON_FIELD_NUMBER: _builtins.int
-    KWARGS_JSON_FIELD_NUMBER: _builtins.int
+    METHOD_NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_FIELD_NUMBER: _builtins.int
+    MULTIPLEXED_MODEL_ID_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
-    method: _builtins.str
-    """Empty means "__call__"."""
-    args_json: _builtins.bytes
-    """A JSON array of positional arguments; empty means none."""
-    kwargs_json: _builtins.bytes
-    """A JSON object of keyword arguments; empty means none."""
+    """The deployment's id as ListDeployments shows it: "<application>.<name>"
+    for a deployment of an application, else its name.
+    """
+    method_name: _builtins.str
+    """The method to call; empty means "__call__"."""
+    multiplexed_model_id: _builtins.str
+    """The model this call is for (Ray Serve's model multiplexing): routers
+    prefer a replica that has it loaded. Empty means none.
+    """
+    @_builtins.property
+    def arguments(self) -> _deployment_pb2.Arguments:
+        """Its arguments; unset means none."""
+
     def __init__(
         self,
         *,
         deployment: _builtins.str = ...,
-        method: _builtins.str = ...,
-        args_json: _builtins.bytes = ...,
-        kwargs_json: _builtins.bytes = ...,
+        method_name: _builtins.str = ...,
+        arguments: _deployment_pb2.Arguments | None = ...,
+        multiplexed_model_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args_json", b"args_json", "deployment", b"deployment", "kwargs_json", b"kwargs_json", "method", b"method"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "deployment", b"deployment", "method_name", b"method_name", "multiplexed_model_id", b"multiplexed_model_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -49,18 +60,23 @@ Global___CallRequest: _TypeAlias = CallRequest  # noqa: Y015
 
 @_typing.final
 class CallResponse(_message.Message):
+    """What a called method returned."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    RESULT_JSON_FIELD_NUMBER: _builtins.int
-    result_json: _builtins.bytes
+    RESULT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def result(self) -> _struct_pb2.Value:
+        """The return value as JSON (null for None)."""
+
     def __init__(
         self,
         *,
-        result_json: _builtins.bytes = ...,
+        result: _struct_pb2.Value | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["result_json", b"result_json"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -68,27 +84,35 @@ Global___CallResponse: _TypeAlias = CallResponse  # noqa: Y015
 
 @_typing.final
 class CallStreamRequest(_message.Message):
+    """One call of a deployment's streaming method."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
-    METHOD_FIELD_NUMBER: _builtins.int
-    ARGS_JSON_FIELD_NUMBER: _builtins.int
-    KWARGS_JSON_FIELD_NUMBER: _builtins.int
+    METHOD_NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_FIELD_NUMBER: _builtins.int
+    MULTIPLEXED_MODEL_ID_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
-    method: _builtins.str
-    args_json: _builtins.bytes
-    kwargs_json: _builtins.bytes
+    """As CallRequest.deployment."""
+    method_name: _builtins.str
+    """As CallRequest.method_name."""
+    multiplexed_model_id: _builtins.str
+    """As CallRequest.multiplexed_model_id."""
+    @_builtins.property
+    def arguments(self) -> _deployment_pb2.Arguments:
+        """As CallRequest.arguments."""
+
     def __init__(
         self,
         *,
         deployment: _builtins.str = ...,
-        method: _builtins.str = ...,
-        args_json: _builtins.bytes = ...,
-        kwargs_json: _builtins.bytes = ...,
+        method_name: _builtins.str = ...,
+        arguments: _deployment_pb2.Arguments | None = ...,
+        multiplexed_model_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args_json", b"args_json", "deployment", b"deployment", "kwargs_json", b"kwargs_json", "method", b"method"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "deployment", b"deployment", "method_name", b"method_name", "multiplexed_model_id", b"multiplexed_model_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -96,18 +120,23 @@ Global___CallStreamRequest: _TypeAlias = CallStreamRequest  # noqa: Y015
 
 @_typing.final
 class CallStreamResponse(_message.Message):
+    """One item a streaming method yielded."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    ITEM_JSON_FIELD_NUMBER: _builtins.int
-    item_json: _builtins.bytes
+    ITEM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def item(self) -> _struct_pb2.Value:
+        """The item as JSON."""
+
     def __init__(
         self,
         *,
-        item_json: _builtins.bytes = ...,
+        item: _struct_pb2.Value | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_json", b"item_json"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

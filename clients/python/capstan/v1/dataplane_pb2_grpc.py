@@ -26,8 +26,18 @@ if _version_not_supported:
 
 
 class DataPlaneServiceStub:
-    """Calls a deployment's methods from any language. The server routes each
-    call to the least-loaded replica, as the HTTP proxy does.
+    """Calls a deployment's methods from any language, with JSON values for
+    arguments and results. The server routes each call to the least-loaded
+    replica, as the HTTP proxy does. ControlPlaneService.DescribeDeployment
+    lists the methods a deployment answers.
+
+    Errors (each with a google.rpc.ErrorInfo detail, domain "capstan.v1"):
+    NOT_FOUND for an unknown deployment or method; INVALID_ARGUMENT for
+    arguments the method cannot take; UNAVAILABLE when no replica is live;
+    RESOURCE_EXHAUSTED when every replica is full and the queue is too;
+    DEADLINE_EXCEEDED past the deployment's request_timeout_s; UNKNOWN when
+    the user's code raised, with ErrorInfo reason USER_CODE_ERROR and
+    metadata `exception_type` (the exception's class) and `deployment`.
     """
 
     def __init__(self, channel):
@@ -49,22 +59,30 @@ class DataPlaneServiceStub:
 
 
 class DataPlaneServiceServicer:
-    """Calls a deployment's methods from any language. The server routes each
-    call to the least-loaded replica, as the HTTP proxy does.
+    """Calls a deployment's methods from any language, with JSON values for
+    arguments and results. The server routes each call to the least-loaded
+    replica, as the HTTP proxy does. ControlPlaneService.DescribeDeployment
+    lists the methods a deployment answers.
+
+    Errors (each with a google.rpc.ErrorInfo detail, domain "capstan.v1"):
+    NOT_FOUND for an unknown deployment or method; INVALID_ARGUMENT for
+    arguments the method cannot take; UNAVAILABLE when no replica is live;
+    RESOURCE_EXHAUSTED when every replica is full and the queue is too;
+    DEADLINE_EXCEEDED past the deployment's request_timeout_s; UNKNOWN when
+    the user's code raised, with ErrorInfo reason USER_CODE_ERROR and
+    metadata `exception_type` (the exception's class) and `deployment`.
     """
 
     def Call(self, request, context):
-        """Calls `method` with JSON arguments and returns its JSON result.
-        NOT_FOUND for an unknown deployment or method, INVALID_ARGUMENT for
-        malformed JSON, UNAVAILABLE when no replica is live, RESOURCE_EXHAUSTED
-        when every replica is full and the queue is too.
+        """Calls one method and returns its result.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CallStream(self, request, context):
-        """As Call, for methods that return a generator: one message per item.
+        """As Call, for methods that return a stream (a generator): one message per
+        item, in order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -92,8 +110,18 @@ def add_DataPlaneServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class DataPlaneService:
-    """Calls a deployment's methods from any language. The server routes each
-    call to the least-loaded replica, as the HTTP proxy does.
+    """Calls a deployment's methods from any language, with JSON values for
+    arguments and results. The server routes each call to the least-loaded
+    replica, as the HTTP proxy does. ControlPlaneService.DescribeDeployment
+    lists the methods a deployment answers.
+
+    Errors (each with a google.rpc.ErrorInfo detail, domain "capstan.v1"):
+    NOT_FOUND for an unknown deployment or method; INVALID_ARGUMENT for
+    arguments the method cannot take; UNAVAILABLE when no replica is live;
+    RESOURCE_EXHAUSTED when every replica is full and the queue is too;
+    DEADLINE_EXCEEDED past the deployment's request_timeout_s; UNKNOWN when
+    the user's code raised, with ErrorInfo reason USER_CODE_ERROR and
+    metadata `exception_type` (the exception's class) and `deployment`.
     """
 
     @staticmethod

@@ -27,8 +27,18 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class DataPlaneServiceStub:
-    """Calls a deployment's methods from any language. The server routes each
-    call to the least-loaded replica, as the HTTP proxy does.
+    """Calls a deployment's methods from any language, with JSON values for
+    arguments and results. The server routes each call to the least-loaded
+    replica, as the HTTP proxy does. ControlPlaneService.DescribeDeployment
+    lists the methods a deployment answers.
+
+    Errors (each with a google.rpc.ErrorInfo detail, domain "capstan.v1"):
+    NOT_FOUND for an unknown deployment or method; INVALID_ARGUMENT for
+    arguments the method cannot take; UNAVAILABLE when no replica is live;
+    RESOURCE_EXHAUSTED when every replica is full and the queue is too;
+    DEADLINE_EXCEEDED past the deployment's request_timeout_s; UNKNOWN when
+    the user's code raised, with ErrorInfo reason USER_CODE_ERROR and
+    metadata `exception_type` (the exception's class) and `deployment`.
     """
 
     @_typing.overload
@@ -36,33 +46,49 @@ class DataPlaneServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> DataPlaneServiceAsyncStub: ...
     Call: _grpc.UnaryUnaryMultiCallable[_dataplane_pb2.CallRequest, _dataplane_pb2.CallResponse]
-    """Calls `method` with JSON arguments and returns its JSON result.
-    NOT_FOUND for an unknown deployment or method, INVALID_ARGUMENT for
-    malformed JSON, UNAVAILABLE when no replica is live, RESOURCE_EXHAUSTED
-    when every replica is full and the queue is too.
-    """
+    """Calls one method and returns its result."""
     CallStream: _grpc.UnaryStreamMultiCallable[_dataplane_pb2.CallStreamRequest, _dataplane_pb2.CallStreamResponse]
-    """As Call, for methods that return a generator: one message per item."""
+    """As Call, for methods that return a stream (a generator): one message per
+    item, in order.
+    """
 
 @_typing.type_check_only
 class DataPlaneServiceAsyncStub(DataPlaneServiceStub):
-    """Calls a deployment's methods from any language. The server routes each
-    call to the least-loaded replica, as the HTTP proxy does.
+    """Calls a deployment's methods from any language, with JSON values for
+    arguments and results. The server routes each call to the least-loaded
+    replica, as the HTTP proxy does. ControlPlaneService.DescribeDeployment
+    lists the methods a deployment answers.
+
+    Errors (each with a google.rpc.ErrorInfo detail, domain "capstan.v1"):
+    NOT_FOUND for an unknown deployment or method; INVALID_ARGUMENT for
+    arguments the method cannot take; UNAVAILABLE when no replica is live;
+    RESOURCE_EXHAUSTED when every replica is full and the queue is too;
+    DEADLINE_EXCEEDED past the deployment's request_timeout_s; UNKNOWN when
+    the user's code raised, with ErrorInfo reason USER_CODE_ERROR and
+    metadata `exception_type` (the exception's class) and `deployment`.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Call: _aio.UnaryUnaryMultiCallable[_dataplane_pb2.CallRequest, _dataplane_pb2.CallResponse]  # type: ignore[assignment]
-    """Calls `method` with JSON arguments and returns its JSON result.
-    NOT_FOUND for an unknown deployment or method, INVALID_ARGUMENT for
-    malformed JSON, UNAVAILABLE when no replica is live, RESOURCE_EXHAUSTED
-    when every replica is full and the queue is too.
-    """
+    """Calls one method and returns its result."""
     CallStream: _aio.UnaryStreamMultiCallable[_dataplane_pb2.CallStreamRequest, _dataplane_pb2.CallStreamResponse]  # type: ignore[assignment]
-    """As Call, for methods that return a generator: one message per item."""
+    """As Call, for methods that return a stream (a generator): one message per
+    item, in order.
+    """
 
 class DataPlaneServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Calls a deployment's methods from any language. The server routes each
-    call to the least-loaded replica, as the HTTP proxy does.
+    """Calls a deployment's methods from any language, with JSON values for
+    arguments and results. The server routes each call to the least-loaded
+    replica, as the HTTP proxy does. ControlPlaneService.DescribeDeployment
+    lists the methods a deployment answers.
+
+    Errors (each with a google.rpc.ErrorInfo detail, domain "capstan.v1"):
+    NOT_FOUND for an unknown deployment or method; INVALID_ARGUMENT for
+    arguments the method cannot take; UNAVAILABLE when no replica is live;
+    RESOURCE_EXHAUSTED when every replica is full and the queue is too;
+    DEADLINE_EXCEEDED past the deployment's request_timeout_s; UNKNOWN when
+    the user's code raised, with ErrorInfo reason USER_CODE_ERROR and
+    metadata `exception_type` (the exception's class) and `deployment`.
     """
 
     @_abc_1.abstractmethod
@@ -71,11 +97,7 @@ class DataPlaneServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _dataplane_pb2.CallRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_dataplane_pb2.CallResponse, _abc.Awaitable[_dataplane_pb2.CallResponse]]:
-        """Calls `method` with JSON arguments and returns its JSON result.
-        NOT_FOUND for an unknown deployment or method, INVALID_ARGUMENT for
-        malformed JSON, UNAVAILABLE when no replica is live, RESOURCE_EXHAUSTED
-        when every replica is full and the queue is too.
-        """
+        """Calls one method and returns its result."""
 
     @_abc_1.abstractmethod
     def CallStream(
@@ -83,6 +105,8 @@ class DataPlaneServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _dataplane_pb2.CallStreamRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_dataplane_pb2.CallStreamResponse], _abc.AsyncIterator[_dataplane_pb2.CallStreamResponse]]:
-        """As Call, for methods that return a generator: one message per item."""
+        """As Call, for methods that return a stream (a generator): one message per
+        item, in order.
+        """
 
 def add_DataPlaneServiceServicer_to_server(servicer: DataPlaneServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -22,9 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63\x61pstan/v1/deployment.proto\x12\ncapstan.v1\"?\n\x07Payload\x12&\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x14.capstan.v1.Encoding\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"Q\n\tArguments\x12&\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x14.capstan.v1.Encoding\x12\x0c\n\x04\x61rgs\x18\x02 \x01(\x0c\x12\x0e\n\x06kwargs\x18\x03 \x01(\x0c\"O\n\x04\x43ode\x12\x15\n\x0bimport_path\x18\x01 \x01(\tH\x00\x12\x11\n\x07pickled\x18\x02 \x01(\x0cH\x00\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\tB\x08\n\x06source\"\xe3\x01\n\x0eReplicaOptions\x12\x15\n\x08num_cpus\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x08num_gpus\x18\x02 \x01(\x01\x12<\n\tresources\x18\x03 \x03(\x0b\x32).capstan.v1.ReplicaOptions.ResourcesEntry\x12+\n\x0bruntime_env\x18\x04 \x01(\x0b\x32\x16.capstan.v1.RuntimeEnv\x1a\x30\n\x0eResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x0b\n\t_num_cpus\"\xa4\x01\n\nRuntimeEnv\x12\x35\n\x08\x65nv_vars\x18\x01 \x03(\x0b\x32#.capstan.v1.RuntimeEnv.EnvVarsEntry\x12\x13\n\x0bworking_dir\x18\x02 \x01(\t\x12\x0b\n\x03pip\x18\x03 \x03(\t\x12\r\n\x05\x63onda\x18\x04 \x01(\t\x1a.\n\x0c\x45nvVarsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc5\x04\n\x11\x41utoscalingConfig\x12\x19\n\x0cmin_replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x19\n\x0cmax_replicas\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x1d\n\x10initial_replicas\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x34\n\'target_num_ongoing_requests_per_replica\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x1c\n\x0fupscale_delay_s\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x64ownscale_delay_s\x18\x06 \x01(\x01H\x05\x88\x01\x01\x12\x1f\n\x12metrics_interval_s\x18\x07 \x01(\x01H\x06\x88\x01\x01\x12\x1f\n\x12look_back_period_s\x18\x08 \x01(\x01H\x07\x88\x01\x01\x12\x1d\n\x10upscaling_factor\x18\t \x01(\x01H\x08\x88\x01\x01\x12\x1f\n\x12\x64ownscaling_factor\x18\n \x01(\x01H\t\x88\x01\x01\x42\x0f\n\r_min_replicasB\x0f\n\r_max_replicasB\x13\n\x11_initial_replicasB*\n(_target_num_ongoing_requests_per_replicaB\x12\n\x10_upscale_delay_sB\x14\n\x12_downscale_delay_sB\x15\n\x13_metrics_interval_sB\x15\n\x13_look_back_period_sB\x13\n\x11_upscaling_factorB\x15\n\x13_downscaling_factor\"\xca\x07\n\x0e\x44\x65ploymentSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x07version\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x19\n\x0cprev_version\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x19\n\x0cnum_replicas\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x39\n\x12\x61utoscaling_config\x18\x05 \x01(\x0b\x32\x1d.capstan.v1.AutoscalingConfig\x12\x19\n\x0croute_prefix\x18\x06 \x01(\tH\x03\x88\x01\x01\x12\x1e\n\x04\x63ode\x18\x07 \x01(\x0b\x32\x10.capstan.v1.Code\x12-\n\x0einit_arguments\x18\x08 \x01(\x0b\x32\x15.capstan.v1.Arguments\x12\x18\n\x0buser_config\x18\t \x01(\tH\x04\x88\x01\x01\x12#\n\x16max_concurrent_queries\x18\n \x01(\x05H\x05\x88\x01\x01\x12 \n\x13max_queued_requests\x18\x0b \x01(\x05H\x06\x88\x01\x01\x12\"\n\x15health_check_period_s\x18\x0c \x01(\x01H\x07\x88\x01\x01\x12#\n\x16health_check_timeout_s\x18\r \x01(\x01H\x08\x88\x01\x01\x12*\n\x1dgraceful_shutdown_wait_loop_s\x18\x0e \x01(\x01H\t\x88\x01\x01\x12(\n\x1bgraceful_shutdown_timeout_s\x18\x0f \x01(\x01H\n\x88\x01\x01\x12\x33\n\x0freplica_options\x18\x10 \x01(\x0b\x32\x1a.capstan.v1.ReplicaOptions\x12\x10\n\x08\x65xecutor\x18\x11 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x12 \x01(\t\x12\x1b\n\x0elogging_config\x18\x13 \x01(\tH\x0b\x88\x01\x01\x12\x1e\n\x11request_timeout_s\x18\x14 \x01(\x01H\x0c\x88\x01\x01\x42\n\n\x08_versionB\x0f\n\r_prev_versionB\x0f\n\r_num_replicasB\x0f\n\r_route_prefixB\x0e\n\x0c_user_configB\x19\n\x17_max_concurrent_queriesB\x16\n\x14_max_queued_requestsB\x18\n\x16_health_check_period_sB\x19\n\x17_health_check_timeout_sB \n\x1e_graceful_shutdown_wait_loop_sB\x1e\n\x1c_graceful_shutdown_timeout_sB\x11\n\x0f_logging_configB\x14\n\x12_request_timeout_s*L\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x11\n\rENCODING_JSON\x10\x01\x12\x13\n\x0f\x45NCODING_PICKLE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63\x61pstan/v1/deployment.proto\x12\ncapstan.v1\x1a\x19google/protobuf/any.proto\x1a\x1cgoogle/protobuf/struct.proto\"z\n\tArguments\x12(\n\x04\x61rgs\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12\'\n\x06kwargs\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04R\x08\x65ncoding\"w\n\x04\x43ode\x12\x15\n\x0bimport_path\x18\x01 \x01(\tH\x00\x12*\n\nsdk_object\x18\x04 \x01(\x0b\x32\x14.google.protobuf.AnyH\x00\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\tB\x08\n\x06sourceJ\x04\x08\x02\x10\x03R\x07pickled\"\\\n\x11MethodDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cis_streaming\x18\x02 \x01(\x08\x12\x12\n\nparameters\x18\x03 \x03(\t\x12\x0f\n\x07summary\x18\x04 \x01(\t\"\xa3\x01\n\rLoggingConfig\x12\x10\n\x08\x65ncoding\x18\x01 \x01(\t\x12\x11\n\tlog_level\x18\x02 \x01(\t\x12\x1e\n\x11\x65nable_access_log\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x10\n\x08logs_dir\x18\x04 \x01(\t\x12%\n\x1d\x61\x64\x64itional_log_standard_attrs\x18\x05 \x03(\tB\x14\n\x12_enable_access_log\"\xe3\x01\n\x0eReplicaOptions\x12\x15\n\x08num_cpus\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x08num_gpus\x18\x02 \x01(\x01\x12<\n\tresources\x18\x03 \x03(\x0b\x32).capstan.v1.ReplicaOptions.ResourcesEntry\x12+\n\x0bruntime_env\x18\x04 \x01(\x0b\x32\x16.capstan.v1.RuntimeEnv\x1a\x30\n\x0eResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x0b\n\t_num_cpus\"\xa4\x01\n\nRuntimeEnv\x12\x35\n\x08\x65nv_vars\x18\x01 \x03(\x0b\x32#.capstan.v1.RuntimeEnv.EnvVarsEntry\x12\x13\n\x0bworking_dir\x18\x02 \x01(\t\x12\x0b\n\x03pip\x18\x03 \x03(\t\x12\r\n\x05\x63onda\x18\x04 \x01(\t\x1a.\n\x0c\x45nvVarsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc5\x04\n\x11\x41utoscalingConfig\x12\x19\n\x0cmin_replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x19\n\x0cmax_replicas\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x1d\n\x10initial_replicas\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x34\n\'target_num_ongoing_requests_per_replica\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x1c\n\x0fupscale_delay_s\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x64ownscale_delay_s\x18\x06 \x01(\x01H\x05\x88\x01\x01\x12\x1f\n\x12metrics_interval_s\x18\x07 \x01(\x01H\x06\x88\x01\x01\x12\x1f\n\x12look_back_period_s\x18\x08 \x01(\x01H\x07\x88\x01\x01\x12\x1d\n\x10upscaling_factor\x18\t \x01(\x01H\x08\x88\x01\x01\x12\x1f\n\x12\x64ownscaling_factor\x18\n \x01(\x01H\t\x88\x01\x01\x42\x0f\n\r_min_replicasB\x0f\n\r_max_replicasB\x13\n\x11_initial_replicasB*\n(_target_num_ongoing_requests_per_replicaB\x12\n\x10_upscale_delay_sB\x14\n\x12_downscale_delay_sB\x15\n\x13_metrics_interval_sB\x15\n\x13_look_back_period_sB\x13\n\x11_upscaling_factorB\x15\n\x13_downscaling_factor\"\x8e\x08\n\x0e\x44\x65ploymentSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x07version\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x19\n\x0cprev_version\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x19\n\x0cnum_replicas\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x39\n\x12\x61utoscaling_config\x18\x05 \x01(\x0b\x32\x1d.capstan.v1.AutoscalingConfig\x12\x19\n\x0croute_prefix\x18\x06 \x01(\tH\x03\x88\x01\x01\x12\x1e\n\x04\x63ode\x18\x07 \x01(\x0b\x32\x10.capstan.v1.Code\x12-\n\x0einit_arguments\x18\x08 \x01(\x0b\x32\x15.capstan.v1.Arguments\x12\x30\n\x12sdk_init_arguments\x18\x16 \x01(\x0b\x32\x14.google.protobuf.Any\x12+\n\x0buser_config\x18\x15 \x01(\x0b\x32\x16.google.protobuf.Value\x12#\n\x16max_concurrent_queries\x18\n \x01(\x05H\x04\x88\x01\x01\x12 \n\x13max_queued_requests\x18\x0b \x01(\x05H\x05\x88\x01\x01\x12\"\n\x15health_check_period_s\x18\x0c \x01(\x01H\x06\x88\x01\x01\x12#\n\x16health_check_timeout_s\x18\r \x01(\x01H\x07\x88\x01\x01\x12*\n\x1dgraceful_shutdown_wait_loop_s\x18\x0e \x01(\x01H\x08\x88\x01\x01\x12(\n\x1bgraceful_shutdown_timeout_s\x18\x0f \x01(\x01H\t\x88\x01\x01\x12\x33\n\x0freplica_options\x18\x10 \x01(\x0b\x32\x1a.capstan.v1.ReplicaOptions\x12\x10\n\x08\x65xecutor\x18\x11 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x12 \x01(\t\x12\x31\n\x0elogging_config\x18\x17 \x01(\x0b\x32\x19.capstan.v1.LoggingConfig\x12\x1e\n\x11request_timeout_s\x18\x14 \x01(\x01H\n\x88\x01\x01\x42\n\n\x08_versionB\x0f\n\r_prev_versionB\x0f\n\r_num_replicasB\x0f\n\r_route_prefixB\x19\n\x17_max_concurrent_queriesB\x16\n\x14_max_queued_requestsB\x18\n\x16_health_check_period_sB\x19\n\x17_health_check_timeout_sB \n\x1e_graceful_shutdown_wait_loop_sB\x1e\n\x1c_graceful_shutdown_timeout_sB\x14\n\x12_request_timeout_sJ\x04\x08\t\x10\nJ\x04\x08\x13\x10\x14\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,24 +37,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPLICAOPTIONS_RESOURCESENTRY']._serialized_options = b'8\001'
   _globals['_RUNTIMEENV_ENVVARSENTRY']._loaded_options = None
   _globals['_RUNTIMEENV_ENVVARSENTRY']._serialized_options = b'8\001'
-  _globals['_ENCODING']._serialized_start=2226
-  _globals['_ENCODING']._serialized_end=2302
-  _globals['_PAYLOAD']._serialized_start=43
-  _globals['_PAYLOAD']._serialized_end=106
-  _globals['_ARGUMENTS']._serialized_start=108
-  _globals['_ARGUMENTS']._serialized_end=189
-  _globals['_CODE']._serialized_start=191
-  _globals['_CODE']._serialized_end=270
-  _globals['_REPLICAOPTIONS']._serialized_start=273
-  _globals['_REPLICAOPTIONS']._serialized_end=500
-  _globals['_REPLICAOPTIONS_RESOURCESENTRY']._serialized_start=439
-  _globals['_REPLICAOPTIONS_RESOURCESENTRY']._serialized_end=487
-  _globals['_RUNTIMEENV']._serialized_start=503
-  _globals['_RUNTIMEENV']._serialized_end=667
-  _globals['_RUNTIMEENV_ENVVARSENTRY']._serialized_start=621
-  _globals['_RUNTIMEENV_ENVVARSENTRY']._serialized_end=667
-  _globals['_AUTOSCALINGCONFIG']._serialized_start=670
-  _globals['_AUTOSCALINGCONFIG']._serialized_end=1251
-  _globals['_DEPLOYMENTSPEC']._serialized_start=1254
-  _globals['_DEPLOYMENTSPEC']._serialized_end=2224
+  _globals['_ARGUMENTS']._serialized_start=100
+  _globals['_ARGUMENTS']._serialized_end=222
+  _globals['_CODE']._serialized_start=224
+  _globals['_CODE']._serialized_end=343
+  _globals['_METHODDESCRIPTION']._serialized_start=345
+  _globals['_METHODDESCRIPTION']._serialized_end=437
+  _globals['_LOGGINGCONFIG']._serialized_start=440
+  _globals['_LOGGINGCONFIG']._serialized_end=603
+  _globals['_REPLICAOPTIONS']._serialized_start=606
+  _globals['_REPLICAOPTIONS']._serialized_end=833
+  _globals['_REPLICAOPTIONS_RESOURCESENTRY']._serialized_start=772
+  _globals['_REPLICAOPTIONS_RESOURCESENTRY']._serialized_end=820
+  _globals['_RUNTIMEENV']._serialized_start=836
+  _globals['_RUNTIMEENV']._serialized_end=1000
+  _globals['_RUNTIMEENV_ENVVARSENTRY']._serialized_start=954
+  _globals['_RUNTIMEENV_ENVVARSENTRY']._serialized_end=1000
+  _globals['_AUTOSCALINGCONFIG']._serialized_start=1003
+  _globals['_AUTOSCALINGCONFIG']._serialized_end=1584
+  _globals['_DEPLOYMENTSPEC']._serialized_start=1587
+  _globals['_DEPLOYMENTSPEC']._serialized_end=2625
 # @@protoc_insertion_point(module_scope)

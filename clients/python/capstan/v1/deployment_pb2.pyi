@@ -4,10 +4,11 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
-from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,78 +20,33 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class _Encoding:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _EncodingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Encoding.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    ENCODING_UNSPECIFIED: _Encoding.ValueType  # 0
-    """Treated as JSON, so that clients in any language may leave it unset."""
-    ENCODING_JSON: _Encoding.ValueType  # 1
-    ENCODING_PICKLE: _Encoding.ValueType  # 2
-
-class Encoding(_Encoding, metaclass=_EncodingEnumTypeWrapper):
-    """How a payload's bytes are encoded. Payloads that cross languages are JSON;
-    Python-to-Python calls may carry cloudpickle.
-    """
-
-ENCODING_UNSPECIFIED: Encoding.ValueType  # 0
-"""Treated as JSON, so that clients in any language may leave it unset."""
-ENCODING_JSON: Encoding.ValueType  # 1
-ENCODING_PICKLE: Encoding.ValueType  # 2
-Global___Encoding: _TypeAlias = Encoding  # noqa: Y015
-
-@_typing.final
-class Payload(_message.Message):
-    """A value: a call's result, or one item of a streamed result."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    ENCODING_FIELD_NUMBER: _builtins.int
-    DATA_FIELD_NUMBER: _builtins.int
-    encoding: Global___Encoding.ValueType
-    data: _builtins.bytes
-    def __init__(
-        self,
-        *,
-        encoding: Global___Encoding.ValueType = ...,
-        data: _builtins.bytes = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "encoding", b"encoding"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___Payload: _TypeAlias = Payload  # noqa: Y015
-
 @_typing.final
 class Arguments(_message.Message):
-    """Positional and keyword arguments, each encoded on its own so a JSON client
-    sends `["hi"]` and `{"n": 1}` rather than a wrapper. Empty bytes mean none.
+    """Positional and keyword arguments as JSON values: a client in any language
+    sends `{"args": ["hi"], "kwargs": {"n": 1}}` in proto JSON.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    ENCODING_FIELD_NUMBER: _builtins.int
     ARGS_FIELD_NUMBER: _builtins.int
     KWARGS_FIELD_NUMBER: _builtins.int
-    encoding: Global___Encoding.ValueType
-    args: _builtins.bytes
-    """A list (JSON array, or a pickled tuple or list)."""
-    kwargs: _builtins.bytes
-    """A mapping of names to values (JSON object, or a pickled dict)."""
+    @_builtins.property
+    def args(self) -> _struct_pb2.ListValue:
+        """Positional arguments, in order; unset means none."""
+
+    @_builtins.property
+    def kwargs(self) -> _struct_pb2.Struct:
+        """Keyword arguments by name; unset means none."""
+
     def __init__(
         self,
         *,
-        encoding: Global___Encoding.ValueType = ...,
-        args: _builtins.bytes = ...,
-        kwargs: _builtins.bytes = ...,
+        args: _struct_pb2.ListValue | None = ...,
+        kwargs: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "kwargs", b"kwargs"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "encoding", b"encoding", "kwargs", b"kwargs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "kwargs", b"kwargs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -103,34 +59,123 @@ class Code(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     IMPORT_PATH_FIELD_NUMBER: _builtins.int
-    PICKLED_FIELD_NUMBER: _builtins.int
+    SDK_OBJECT_FIELD_NUMBER: _builtins.int
     FINGERPRINT_FIELD_NUMBER: _builtins.int
     import_path: _builtins.str
-    """"package.module:attribute", importable where the replica runs."""
-    pickled: _builtins.bytes
-    """A cloudpickled class or function (Python SDK only)."""
+    """"package.module:attribute", importable where the replica runs: from
+    the deployment's working_dir (an uploaded package) or from what is
+    installed on the replica's node.
+    """
     fingerprint: _builtins.str
     """A digest of the code's source text, the same in every process that
-    sends the same code (pickled bytes differ between processes: cloudpickle
-    tags classes with a random id). Lets an apply with an unchanged version
-    tell same code from changed code. Empty when unknown.
+    sends the same code. Lets an apply with an unchanged version tell same
+    code from changed code. Empty when unknown.
     """
+    @_builtins.property
+    def sdk_object(self) -> _any_pb2.Any:
+        """Code in a form only one SDK produces and only its replicas load; the
+        Python SDK sends a capstan.internal.v1.PythonObject here (a pickled
+        class or function). Clients in other languages use import_path.
+        """
+
     def __init__(
         self,
         *,
         import_path: _builtins.str = ...,
-        pickled: _builtins.bytes = ...,
+        sdk_object: _any_pb2.Any | None = ...,
         fingerprint: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["import_path", b"import_path", "pickled", b"pickled", "source", b"source"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["import_path", b"import_path", "sdk_object", b"sdk_object", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fingerprint", b"fingerprint", "import_path", b"import_path", "pickled", b"pickled", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fingerprint", b"fingerprint", "import_path", b"import_path", "sdk_object", b"sdk_object", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["import_path", "pickled"]  # noqa: Y015
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["import_path", "sdk_object"]  # noqa: Y015
     _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
 
 Global___Code: _TypeAlias = Code  # noqa: Y015
+
+@_typing.final
+class MethodDescription(_message.Message):
+    """What a deployment answers: one of its methods, for DescribeDeployment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    IS_STREAMING_FIELD_NUMBER: _builtins.int
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The name to pass as CallRequest.method_name ("__call__" for a function
+    deployment or a callable class).
+    """
+    is_streaming: _builtins.bool
+    """The method returns a stream of values (a generator): use
+    DataPlaneService.CallStream.
+    """
+    summary: _builtins.str
+    """The first line of its documentation, or empty."""
+    @_builtins.property
+    def parameters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its parameters' names in order, without `self`."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        is_streaming: _builtins.bool = ...,
+        parameters: _abc.Iterable[_builtins.str] | None = ...,
+        summary: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_streaming", b"is_streaming", "name", b"name", "parameters", b"parameters", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MethodDescription: _TypeAlias = MethodDescription  # noqa: Y015
+
+@_typing.final
+class LoggingConfig(_message.Message):
+    """How a deployment's replicas log (Ray Serve's LoggingConfig)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENCODING_FIELD_NUMBER: _builtins.int
+    LOG_LEVEL_FIELD_NUMBER: _builtins.int
+    ENABLE_ACCESS_LOG_FIELD_NUMBER: _builtins.int
+    LOGS_DIR_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_LOG_STANDARD_ATTRS_FIELD_NUMBER: _builtins.int
+    encoding: _builtins.str
+    """"TEXT" or "JSON"; empty means "TEXT"."""
+    log_level: _builtins.str
+    """DEBUG, INFO, WARNING, ERROR or CRITICAL; empty means INFO."""
+    enable_access_log: _builtins.bool
+    """Log one line per request; unset means true."""
+    logs_dir: _builtins.str
+    """The folder replicas write their logs in; empty: the executor's default."""
+    @_builtins.property
+    def additional_log_standard_attrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Extra standard LogRecord attributes to add to each line (JSON only)."""
+
+    def __init__(
+        self,
+        *,
+        encoding: _builtins.str = ...,
+        log_level: _builtins.str = ...,
+        enable_access_log: _builtins.bool | None = ...,
+        logs_dir: _builtins.str = ...,
+        additional_log_standard_attrs: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enable_access_log", b"_enable_access_log", "enable_access_log", b"enable_access_log"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enable_access_log", b"_enable_access_log", "additional_log_standard_attrs", b"additional_log_standard_attrs", "enable_access_log", b"enable_access_log", "encoding", b"encoding", "log_level", b"log_level", "logs_dir", b"logs_dir"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__enable_access_log: _TypeAlias = _typing.Literal["enable_access_log"]  # noqa: Y015
+    _WhichOneofArgType__enable_access_log: _TypeAlias = _typing.Literal["_enable_access_log", b"_enable_access_log"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__enable_access_log) -> _WhichOneofReturnType__enable_access_log | None: ...
+
+Global___LoggingConfig: _TypeAlias = LoggingConfig  # noqa: Y015
 
 @_typing.final
 class ReplicaOptions(_message.Message):
@@ -376,6 +421,7 @@ class DeploymentSpec(_message.Message):
     ROUTE_PREFIX_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
     INIT_ARGUMENTS_FIELD_NUMBER: _builtins.int
+    SDK_INIT_ARGUMENTS_FIELD_NUMBER: _builtins.int
     USER_CONFIG_FIELD_NUMBER: _builtins.int
     MAX_CONCURRENT_QUERIES_FIELD_NUMBER: _builtins.int
     MAX_QUEUED_REQUESTS_FIELD_NUMBER: _builtins.int
@@ -407,11 +453,6 @@ class DeploymentSpec(_message.Message):
     """
     route_prefix: _builtins.str
     """Unset: "/<name>". Empty string: not exposed over HTTP."""
-    user_config: _builtins.str
-    """JSON text passed to the class's reconfigure(); unset means none. At
-    most 1 MiB, nested at most 100 deep. (Constructor arguments, too, are
-    JSON nested at most 100 deep.)
-    """
     max_concurrent_queries: _builtins.int
     """Requests in flight per replica; unset means 100. 1 to 100000."""
     max_queued_requests: _builtins.int
@@ -432,11 +473,6 @@ class DeploymentSpec(_message.Message):
     """The application this deployment belongs to; set by the control plane
     (ApplyApplication), empty for a deployment applied on its own.
     """
-    logging_config: _builtins.str
-    """Ray Serve's LoggingConfig as a JSON object: encoding ("TEXT" or
-    "JSON"), log_level, enable_access_log. Unset: INFO as text. At most
-    64 KiB.
-    """
     request_timeout_s: _builtins.float
     """How long a request may take before the caller gets 504 (HTTP) or
     DEADLINE_EXCEEDED and the replica cancels it; unset: the proxy's
@@ -449,10 +485,29 @@ class DeploymentSpec(_message.Message):
     def code(self) -> Global___Code: ...
     @_builtins.property
     def init_arguments(self) -> Global___Arguments:
-        """Constructor arguments (or the function's bound arguments: none)."""
+        """The class's constructor arguments as JSON values; unset means none. A
+        function deployment takes none. Nested at most 100 deep.
+        """
+
+    @_builtins.property
+    def sdk_init_arguments(self) -> _any_pb2.Any:
+        """Constructor arguments in a form only one SDK produces, used instead of
+        init_arguments: the Python SDK sends a capstan.internal.v1.EncodedArguments
+        here for values JSON cannot carry, such as handles to other deployments.
+        """
+
+    @_builtins.property
+    def user_config(self) -> _struct_pb2.Value:
+        """The value passed to the class's reconfigure(); unset means none. At most
+        1 MiB as JSON, nested at most 100 deep.
+        """
 
     @_builtins.property
     def replica_options(self) -> Global___ReplicaOptions: ...
+    @_builtins.property
+    def logging_config(self) -> Global___LoggingConfig:
+        """How replicas log; unset: INFO as text, with an access log."""
+
     def __init__(
         self,
         *,
@@ -464,7 +519,8 @@ class DeploymentSpec(_message.Message):
         route_prefix: _builtins.str | None = ...,
         code: Global___Code | None = ...,
         init_arguments: Global___Arguments | None = ...,
-        user_config: _builtins.str | None = ...,
+        sdk_init_arguments: _any_pb2.Any | None = ...,
+        user_config: _struct_pb2.Value | None = ...,
         max_concurrent_queries: _builtins.int | None = ...,
         max_queued_requests: _builtins.int | None = ...,
         health_check_period_s: _builtins.float | None = ...,
@@ -474,12 +530,12 @@ class DeploymentSpec(_message.Message):
         replica_options: Global___ReplicaOptions | None = ...,
         executor: _builtins.str = ...,
         application: _builtins.str = ...,
-        logging_config: _builtins.str | None = ...,
+        logging_config: Global___LoggingConfig | None = ...,
         request_timeout_s: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_graceful_shutdown_timeout_s", b"_graceful_shutdown_timeout_s", "_graceful_shutdown_wait_loop_s", b"_graceful_shutdown_wait_loop_s", "_health_check_period_s", b"_health_check_period_s", "_health_check_timeout_s", b"_health_check_timeout_s", "_logging_config", b"_logging_config", "_max_concurrent_queries", b"_max_concurrent_queries", "_max_queued_requests", b"_max_queued_requests", "_num_replicas", b"_num_replicas", "_prev_version", b"_prev_version", "_request_timeout_s", b"_request_timeout_s", "_route_prefix", b"_route_prefix", "_user_config", b"_user_config", "_version", b"_version", "autoscaling_config", b"autoscaling_config", "code", b"code", "graceful_shutdown_timeout_s", b"graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s", b"graceful_shutdown_wait_loop_s", "health_check_period_s", b"health_check_period_s", "health_check_timeout_s", b"health_check_timeout_s", "init_arguments", b"init_arguments", "logging_config", b"logging_config", "max_concurrent_queries", b"max_concurrent_queries", "max_queued_requests", b"max_queued_requests", "num_replicas", b"num_replicas", "prev_version", b"prev_version", "replica_options", b"replica_options", "request_timeout_s", b"request_timeout_s", "route_prefix", b"route_prefix", "user_config", b"user_config", "version", b"version"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_graceful_shutdown_timeout_s", b"_graceful_shutdown_timeout_s", "_graceful_shutdown_wait_loop_s", b"_graceful_shutdown_wait_loop_s", "_health_check_period_s", b"_health_check_period_s", "_health_check_timeout_s", b"_health_check_timeout_s", "_max_concurrent_queries", b"_max_concurrent_queries", "_max_queued_requests", b"_max_queued_requests", "_num_replicas", b"_num_replicas", "_prev_version", b"_prev_version", "_request_timeout_s", b"_request_timeout_s", "_route_prefix", b"_route_prefix", "_version", b"_version", "autoscaling_config", b"autoscaling_config", "code", b"code", "graceful_shutdown_timeout_s", b"graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s", b"graceful_shutdown_wait_loop_s", "health_check_period_s", b"health_check_period_s", "health_check_timeout_s", b"health_check_timeout_s", "init_arguments", b"init_arguments", "logging_config", b"logging_config", "max_concurrent_queries", b"max_concurrent_queries", "max_queued_requests", b"max_queued_requests", "num_replicas", b"num_replicas", "prev_version", b"prev_version", "replica_options", b"replica_options", "request_timeout_s", b"request_timeout_s", "route_prefix", b"route_prefix", "sdk_init_arguments", b"sdk_init_arguments", "user_config", b"user_config", "version", b"version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_graceful_shutdown_timeout_s", b"_graceful_shutdown_timeout_s", "_graceful_shutdown_wait_loop_s", b"_graceful_shutdown_wait_loop_s", "_health_check_period_s", b"_health_check_period_s", "_health_check_timeout_s", b"_health_check_timeout_s", "_logging_config", b"_logging_config", "_max_concurrent_queries", b"_max_concurrent_queries", "_max_queued_requests", b"_max_queued_requests", "_num_replicas", b"_num_replicas", "_prev_version", b"_prev_version", "_request_timeout_s", b"_request_timeout_s", "_route_prefix", b"_route_prefix", "_user_config", b"_user_config", "_version", b"_version", "application", b"application", "autoscaling_config", b"autoscaling_config", "code", b"code", "executor", b"executor", "graceful_shutdown_timeout_s", b"graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s", b"graceful_shutdown_wait_loop_s", "health_check_period_s", b"health_check_period_s", "health_check_timeout_s", b"health_check_timeout_s", "init_arguments", b"init_arguments", "logging_config", b"logging_config", "max_concurrent_queries", b"max_concurrent_queries", "max_queued_requests", b"max_queued_requests", "name", b"name", "num_replicas", b"num_replicas", "prev_version", b"prev_version", "replica_options", b"replica_options", "request_timeout_s", b"request_timeout_s", "route_prefix", b"route_prefix", "user_config", b"user_config", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_graceful_shutdown_timeout_s", b"_graceful_shutdown_timeout_s", "_graceful_shutdown_wait_loop_s", b"_graceful_shutdown_wait_loop_s", "_health_check_period_s", b"_health_check_period_s", "_health_check_timeout_s", b"_health_check_timeout_s", "_max_concurrent_queries", b"_max_concurrent_queries", "_max_queued_requests", b"_max_queued_requests", "_num_replicas", b"_num_replicas", "_prev_version", b"_prev_version", "_request_timeout_s", b"_request_timeout_s", "_route_prefix", b"_route_prefix", "_version", b"_version", "application", b"application", "autoscaling_config", b"autoscaling_config", "code", b"code", "executor", b"executor", "graceful_shutdown_timeout_s", b"graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s", b"graceful_shutdown_wait_loop_s", "health_check_period_s", b"health_check_period_s", "health_check_timeout_s", b"health_check_timeout_s", "init_arguments", b"init_arguments", "logging_config", b"logging_config", "max_concurrent_queries", b"max_concurrent_queries", "max_queued_requests", b"max_queued_requests", "name", b"name", "num_replicas", b"num_replicas", "prev_version", b"prev_version", "replica_options", b"replica_options", "request_timeout_s", b"request_timeout_s", "route_prefix", b"route_prefix", "sdk_init_arguments", b"sdk_init_arguments", "user_config", b"user_config", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__graceful_shutdown_timeout_s: _TypeAlias = _typing.Literal["graceful_shutdown_timeout_s"]  # noqa: Y015
     _WhichOneofArgType__graceful_shutdown_timeout_s: _TypeAlias = _typing.Literal["_graceful_shutdown_timeout_s", b"_graceful_shutdown_timeout_s"]  # noqa: Y015
@@ -489,8 +545,6 @@ class DeploymentSpec(_message.Message):
     _WhichOneofArgType__health_check_period_s: _TypeAlias = _typing.Literal["_health_check_period_s", b"_health_check_period_s"]  # noqa: Y015
     _WhichOneofReturnType__health_check_timeout_s: _TypeAlias = _typing.Literal["health_check_timeout_s"]  # noqa: Y015
     _WhichOneofArgType__health_check_timeout_s: _TypeAlias = _typing.Literal["_health_check_timeout_s", b"_health_check_timeout_s"]  # noqa: Y015
-    _WhichOneofReturnType__logging_config: _TypeAlias = _typing.Literal["logging_config"]  # noqa: Y015
-    _WhichOneofArgType__logging_config: _TypeAlias = _typing.Literal["_logging_config", b"_logging_config"]  # noqa: Y015
     _WhichOneofReturnType__max_concurrent_queries: _TypeAlias = _typing.Literal["max_concurrent_queries"]  # noqa: Y015
     _WhichOneofArgType__max_concurrent_queries: _TypeAlias = _typing.Literal["_max_concurrent_queries", b"_max_concurrent_queries"]  # noqa: Y015
     _WhichOneofReturnType__max_queued_requests: _TypeAlias = _typing.Literal["max_queued_requests"]  # noqa: Y015
@@ -503,8 +557,6 @@ class DeploymentSpec(_message.Message):
     _WhichOneofArgType__request_timeout_s: _TypeAlias = _typing.Literal["_request_timeout_s", b"_request_timeout_s"]  # noqa: Y015
     _WhichOneofReturnType__route_prefix: _TypeAlias = _typing.Literal["route_prefix"]  # noqa: Y015
     _WhichOneofArgType__route_prefix: _TypeAlias = _typing.Literal["_route_prefix", b"_route_prefix"]  # noqa: Y015
-    _WhichOneofReturnType__user_config: _TypeAlias = _typing.Literal["user_config"]  # noqa: Y015
-    _WhichOneofArgType__user_config: _TypeAlias = _typing.Literal["_user_config", b"_user_config"]  # noqa: Y015
     _WhichOneofReturnType__version: _TypeAlias = _typing.Literal["version"]  # noqa: Y015
     _WhichOneofArgType__version: _TypeAlias = _typing.Literal["_version", b"_version"]  # noqa: Y015
     @_typing.overload
@@ -515,8 +567,6 @@ class DeploymentSpec(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__health_check_period_s) -> _WhichOneofReturnType__health_check_period_s | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__health_check_timeout_s) -> _WhichOneofReturnType__health_check_timeout_s | None: ...
-    @_typing.overload
-    def WhichOneof(self, oneof_group: _WhichOneofArgType__logging_config) -> _WhichOneofReturnType__logging_config | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_concurrent_queries) -> _WhichOneofReturnType__max_concurrent_queries | None: ...
     @_typing.overload
@@ -529,8 +579,6 @@ class DeploymentSpec(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__request_timeout_s) -> _WhichOneofReturnType__request_timeout_s | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__route_prefix) -> _WhichOneofReturnType__route_prefix | None: ...
-    @_typing.overload
-    def WhichOneof(self, oneof_group: _WhichOneofArgType__user_config) -> _WhichOneofReturnType__user_config | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__version) -> _WhichOneofReturnType__version | None: ...
 

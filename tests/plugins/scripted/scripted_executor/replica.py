@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from capstan.errors import CapstanError
-from capstan.v1 import replica_pb2, replica_pb2_grpc
+from capstan.internal.v1 import replica_pb2, replica_pb2_grpc
 from executors.base import LaunchSpec, NotSupported, ReplicaRef, ReplicaStartError
 from executors.replica.loader import LoadError, load
 from executors.replica.server import ReplicaServicer

@@ -15,7 +15,8 @@ import asyncio
 import dataclasses
 from collections.abc import Sequence
 
-from capstan.v1 import deployment_pb2, replica_pb2
+from capstan.internal.v1 import replica_pb2
+from capstan.v1 import deployment_pb2
 from executors.base import LaunchSpec, Node, ReplicaRef, ReplicaStartError
 from executors.options import ReplicaOptions
 from scripted_executor.replica import ScriptedReplica

@@ -1,0 +1,1 @@
+"""Capstan's own protocols; not for clients, may change in any release."""

@@ -46,21 +46,23 @@ class ApplicationSpec:
     source: str = ""
 
     def __post_init__(self) -> None:
-        check_name(self.name, "application name")
+        check_name(self.name, "application name", "name")
         check_route_prefix(self.route_prefix)
         if not self.deployments:
-            raise InvalidSpec(f'application "{self.name}" has no deployments')
+            raise InvalidSpec(f'application "{self.name}" has no deployments', "deployments")
         names = [d.name for d in self.deployments]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise InvalidSpec(
                 f'application "{self.name}" has more than one deployment named '
-                f"{', '.join(twice)}; deployment names must be unique within an application"
+                f"{', '.join(twice)}; deployment names must be unique within an application",
+                "deployments",
             )
         if self.ingress not in names:
             raise InvalidSpec(
                 f'ingress "{self.ingress}" is not one of the deployments of application '
-                f'"{self.name}" ({", ".join(names)})'
+                f'"{self.name}" ({", ".join(names)})',
+                "ingress",
             )
 
     @property
@@ -70,7 +72,7 @@ class ApplicationSpec:
     @classmethod
     def from_proto(cls, msg: controlplane_pb2.ApplicationSpec) -> ApplicationSpec:
         limits.require_size(msg.ByteSize(), "application", limits.MAX_APPLICATION_BYTES)
-        check_name(msg.name, "application name")
+        check_name(msg.name, "application name", "name")
         route_prefix = (msg.route_prefix or None) if msg.HasField("route_prefix") else "/"
         ingress = msg.ingress or (msg.deployments[0].name if msg.deployments else "")
         deployments = []

@@ -36,7 +36,9 @@ class Planner:
         nodes = await self._nodes(spec.executor)
         why = None if nodes is None else never_fits(spec.replica, spec.executor, nodes)
         if why is not None:
-            raise InvalidSpec(f'deployment "{spec.id}" can never be placed: {why}')
+            raise InvalidSpec(
+                f'deployment "{spec.id}" can never be placed: {why}', "replica_options"
+            )
 
     async def plan_application(
         self, app: ApplicationSpec, versions: Mapping[str, str]

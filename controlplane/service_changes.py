@@ -42,7 +42,8 @@ class ChangeRpcs:
             raise InvalidSpec(
                 f'deployment "{record.name}" is autoscaled (between {limits.min_replicas} and '
                 f"{limits.max_replicas} replicas); change its autoscaling_config instead of "
-                "scaling it by hand"
+                "scaling it by hand",
+                "num_replicas",
             )
         spec = dataclasses.replace(
             record.spec, num_replicas=request.num_replicas, prev_version=None

@@ -293,7 +293,6 @@ class DeploymentSpec:
         msg = deployment_pb2.DeploymentSpec(
             name=self.name,
             route_prefix=self.route_prefix or "",
-            init_arguments=self.init_arguments,
             max_concurrent_queries=self.max_concurrent_queries,
             max_queued_requests=self.max_queued_requests,
             health_check_period_s=self.health_check_period_s,
@@ -312,6 +311,8 @@ class DeploymentSpec:
         for name in ("version", "prev_version", "request_timeout_s"):
             if getattr(self, name) is not None:
                 setattr(msg, name, getattr(self, name))
+        if self.init_arguments.ByteSize():  # unset, not empty, when there are none
+            msg.init_arguments.CopyFrom(self.init_arguments)
         for name in ("sdk_init_arguments", "logging_config"):
             if getattr(self, name) is not None:
                 getattr(msg, name).CopyFrom(getattr(self, name))
@@ -326,11 +327,12 @@ class DeploymentSpec:
         return msg
 
 
-def check_name(name: str, field: str) -> None:
-    """Names become file names, log names and route keys: keep them plain."""
+def check_name(name: str, field: str, path: str = "") -> None:
+    """Names become file names, log names and route keys: keep them plain.
+    `path` is the field's proto path when `field` (the label) is not."""
     _require(
         bool(_NAME.fullmatch(name)),
-        field,
+        path or field,
         f"{field} {name!r} must be 1-64 letters, digits, '_' or '-', "
         "starting with a letter or digit",
     )

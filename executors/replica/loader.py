@@ -145,10 +145,11 @@ def _construct(cls: type, name: str, spec: deployment_pb2.DeploymentSpec) -> Any
 def _init_arguments(
     name: str, spec: deployment_pb2.DeploymentSpec
 ) -> tuple[tuple[Any, ...] | list[Any], dict[str, Any]]:
-    if not spec.HasField("sdk_init_arguments"):
-        return json_values.arguments_to_python(spec.init_arguments)
-    encoded = _unpack(spec.sdk_init_arguments, replica_pb2.EncodedArguments, "sdk_init_arguments")
     try:
+        if not spec.HasField("sdk_init_arguments"):
+            return json_values.arguments_to_python(spec.init_arguments, "init_arguments")
+        kind = replica_pb2.EncodedArguments
+        encoded = _unpack(spec.sdk_init_arguments, kind, "sdk_init_arguments")
         return decode_arguments(encoded, "sdk_init_arguments")
     except CapstanError as error:
         raise LoadError(f"init arguments of {name} are malformed: {error.message}") from error

@@ -57,7 +57,7 @@ def test_status_as_json_and_yaml(talker, cluster: Cluster) -> None:
     as_json = json.loads(capstan(cluster, "status", "-o", "json").stdout)
     [deployment] = [d for d in as_json["deployments"] if d["id"] == "talker"]
     assert deployment["version"] == "v1" and len(deployment["replicas"]) == 2
-    assert "pickled" not in deployment["spec"].get("code", {})
+    assert "sdk_object" not in deployment["spec"].get("code", {})
     as_yaml = yaml.safe_load(capstan(cluster, "status", "talker", "-o", "yaml").stdout)
     assert as_yaml["deployments"][0]["state"] == "DEPLOYMENT_STATE_HEALTHY"
 

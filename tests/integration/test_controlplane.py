@@ -8,8 +8,11 @@ import asyncio
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
+from capstan.errors import InvalidSpec, from_rpc_error
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import deployment_pb2
 from tests.support.controlplane_harness import (
@@ -137,6 +140,43 @@ async def test_invalid_specs_name_the_field(harness: Harness) -> None:
     assert details == 'route_prefix "api" must start with "/"'
     details = await expect_error(harness.apply(executor="ray"), grpc.StatusCode.INVALID_ARGUMENT)
     assert "executor 'ray' is not configured" in details and "scripted" in details
+
+
+@pytest.mark.parametrize(
+    ("fields", "path", "text"),
+    [
+        (
+            {"replica_options": deployment_pb2.ReplicaOptions(num_cpus=-1)},
+            "replica_options.num_cpus",
+            "must be >= 0",
+        ),
+        (
+            {"logging_config": deployment_pb2.LoggingConfig(log_level="LOUD")},
+            "logging_config.log_level",
+            "must be one of DEBUG, INFO",
+        ),
+        (
+            {"autoscaling_config": deployment_pb2.AutoscalingConfig(max_replicas=10**6)},
+            "autoscaling_config.max_replicas",
+            "<= 100000",
+        ),
+    ],
+    ids=["num_cpus", "log_level", "max_replicas"],
+)
+async def test_a_bad_field_comes_back_as_a_bad_request_naming_its_path(
+    harness: Harness, fields: dict, path: str, text: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.apply(**fields)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(caught.value)
+    bad_request = error_details_pb2.BadRequest()
+    assert status is not None and any(d.Unpack(bad_request) for d in status.details)
+    [violation] = bad_request.field_violations
+    assert violation.field == path and text in violation.description
+    # The SDK reads the field back from the status.
+    error = from_rpc_error(caught.value)
+    assert isinstance(error, InvalidSpec) and error.field == path
 
 
 async def test_runtime_env_the_executor_lacks_is_refused_at_apply(harness: Harness) -> None:

@@ -25,28 +25,31 @@ const call = (client, method, request) =>
     ),
   );
 
-// google.protobuf.Value as proto-loader hands it over (a oneof `kind`),
+// google.protobuf.Value as proto-loader hands it over (a oneof `kind`; the
+// well-known types keep protobufjs's camelCase names even with keepCase),
 // to and from plain JSON values.
 const toValue = (x) => {
-  if (x === null) return { null_value: "NULL_VALUE" };
-  if (Array.isArray(x)) return { list_value: { values: x.map(toValue) } };
-  if (typeof x === "object") return { struct_value: toStruct(x) };
-  if (typeof x === "number") return { number_value: x };
-  if (typeof x === "boolean") return { bool_value: x };
-  return { string_value: String(x) };
+  if (x === null) return { nullValue: "NULL_VALUE" };
+  if (Array.isArray(x)) return { listValue: toList(x) };
+  if (typeof x === "object") return { structValue: toStruct(x) };
+  if (typeof x === "number") return { numberValue: x };
+  if (typeof x === "boolean") return { boolValue: x };
+  return { stringValue: String(x) };
 };
+const toList = (xs) => ({ values: xs.map(toValue) });
 const toStruct = (o) => ({
   fields: Object.fromEntries(Object.entries(o).map(([k, v]) => [k, toValue(v)])),
 });
+const fromList = (list) => (list?.values || []).map(fromValue);
 const fromValue = (v) => {
-  switch (v.kind) {
-    case "list_value":
-      return (v.list_value.values || []).map(fromValue);
-    case "struct_value":
+  switch (v?.kind) {
+    case "listValue":
+      return fromList(v.listValue);
+    case "structValue":
       return Object.fromEntries(
-        Object.entries(v.struct_value.fields || {}).map(([k, x]) => [k, fromValue(x)]),
+        Object.entries(v.structValue.fields || {}).map(([k, x]) => [k, fromValue(x)]),
       );
-    case "null_value":
+    case "nullValue":
     case undefined:
       return null;
     default:
@@ -59,7 +62,7 @@ const applied = await call(control, "ApplyDeployment", {
   spec: {
     name: "node_greeter",
     code: { import_path: "tests.apps.greeter:Greeter" },
-    init_arguments: { args: toValue(["Hi"]).list_value },
+    init_arguments: { args: toList(["Hi"]) },
     num_replicas: 2,
   },
   wait: true,
@@ -68,11 +71,11 @@ seen.applied_state = applied.deployment.state;
 const listed = await call(control, "ListDeployments", {});
 seen.listed = listed.deployments.map((d) => [d.spec.name, d.replicas.length]);
 const stored = await call(control, "GetDeployment", { name: "node_greeter" });
-seen.init_args = fromValue({ kind: "list_value", list_value: stored.spec.init_arguments.args });
+seen.init_args = fromList(stored.deployment.spec.init_arguments.args);
 const greeted = await call(data, "Call", {
   deployment: "node_greeter",
   method_name: "greet",
-  arguments: { args: toValue(["Ada"]).list_value, kwargs: toStruct({ punctuation: "?" }) },
+  arguments: { args: toList(["Ada"]), kwargs: toStruct({ punctuation: "?" }) },
 });
 seen.result = fromValue(greeted.result);
 try {

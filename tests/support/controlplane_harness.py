@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 from scripted_executor import World
 
 from capstan.json_values import to_value
@@ -76,8 +77,8 @@ def spec(**fields: object) -> deployment_pb2.DeploymentSpec:
     msg = deployment_pb2.DeploymentSpec(name="hello", graceful_shutdown_wait_loop_s=0.0)
     msg.code.import_path = "tests.apps.hello:Hello"
     for key, value in fields.items():
-        if isinstance(value, deployment_pb2.ReplicaOptions):
-            msg.replica_options.CopyFrom(value)
+        if isinstance(value, Message):
+            getattr(msg, key).CopyFrom(value)
         elif key == "user_config":  # a Python value
             msg.user_config.CopyFrom(to_value(value, key))
         else:

@@ -199,6 +199,7 @@ def _version(spec: Any, digest: bytes) -> str:
     value differs byte for byte between two processes that build it."""
     parts = spec.name.encode() + b"\0" + spec.code.import_path.encode()
     parts += spec.init_arguments.SerializeToString(deterministic=True)
+    parts += spec.sdk_init_arguments.SerializeToString(deterministic=True)
     parts += spec.replica_options.SerializeToString(deterministic=True)
     parts += spec.executor.encode() + digest
     return hashlib.sha256(parts).hexdigest()[:12]

@@ -49,7 +49,7 @@ def to_value(value: Any, field: str) -> struct_pb2.Value:
     try:
         json_format.ParseDict(_plain(value, field), message)
     except json_format.ParseError as error:
-        raise InvalidSpec(f"{field} cannot be sent as JSON: {error}", field) from None
+        raise InvalidSpec(f"{field} must be JSON-serialisable: {error}", field) from None
     return message
 
 
@@ -90,7 +90,7 @@ def _plain(value: Any, field: str) -> Any:
     try:
         return json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError) as error:
-        raise InvalidSpec(f"{field} cannot be sent as JSON: {error}", field) from None
+        raise InvalidSpec(f"{field} must be JSON-serialisable: {error}", field) from None
 
 
 def _whole_numbers(value: Any) -> Any:

@@ -11,6 +11,9 @@ command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 # A real Prometheus scrapes Capstan, and a real headless Chromium opens the dashboard.
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
+# The Ruby client is generated (buf.gen.yaml) and tested with Debian's protoc and grpc.
+dpkg -s protobuf-compiler >/dev/null 2>&1 || missing+=(protobuf-compiler)
+dpkg -s ruby-grpc-tools >/dev/null 2>&1 || missing+=(ruby-grpc ruby-grpc-tools)
 if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

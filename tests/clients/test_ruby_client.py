@@ -27,6 +27,7 @@ def test_ruby_client_ships_code_and_uses_it(cluster: Cluster) -> None:
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
     assert seen["package_uri"].startswith("capstan-package://")
+    assert seen["again_already_stored"] is True
     assert seen["applied_state"] == "DEPLOYMENT_STATE_HEALTHY"
     assert seen["result"] == "Hello, Ada?"
     assert seen["streamed"] == ["A", "d", "a"]

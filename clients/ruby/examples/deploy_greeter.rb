@@ -53,12 +53,11 @@ def arguments(*args, **kwargs)
   )
 end
 
-def upload_greeter(packages)
-  archive = Dir.mktmpdir do |folder|
+def pack_greeter
+  Dir.mktmpdir do |folder|
     File.write(File.join(folder, 'greeter.py'), GREETER_PY)
     CapstanExample::Packaging.tar_gz(folder)
   end
-  CapstanExample::Packaging.upload(packages, archive)
 end
 
 def use_greeter(control, dataplane, http_url, seen)
@@ -87,8 +86,10 @@ packages = V1::PackageService::Stub.new(control_address, :this_channel_is_insecu
 dataplane = V1::DataPlaneService::Stub.new(dataplane_address, :this_channel_is_insecure)
 seen = {}
 
-package = upload_greeter(packages)
+package = CapstanExample::Packaging.upload(packages, pack_greeter).package
 seen['package_uri'] = package.uri
+# Content-addressed: the same folder again is the same package, stored once.
+seen['again_already_stored'] = CapstanExample::Packaging.upload(packages, pack_greeter).already_stored
 begin
   request = V1::ApplyDeploymentRequest.new(spec: greeter_spec(package.uri), wait: true, timeout_s: 60)
   seen['applied_state'] = control.apply_deployment(request).deployment.state.to_s

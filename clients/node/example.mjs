@@ -4,7 +4,7 @@
 // JSON object with what it saw (tests/clients/test_node_client.py reads it).
 //
 //   node example.mjs CONTROL_PLANE_ADDRESS DATA_PLANE_ADDRESS HTTP_URL
-//   node example.mjs 127.0.0.1:8786 127.0.0.1:9000 http://127.0.0.1:8000
+//   node example.mjs 127.0.0.1:8765 127.0.0.1:9000 http://127.0.0.1:8000
 import { createHash } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -39,11 +39,16 @@ const NAME = "node_greeter";
 const CHUNK_BYTES = 1 << 20;
 
 const [controlPlane, dataPlane, httpUrl] = process.argv.slice(2);
-/** @param {string} address host:port of a plaintext gRPC server */
-const transport = (address) => createGrpcTransport({ baseUrl: `http://${address}` });
-const control = createClient(ControlPlaneService, transport(controlPlane));
-const packages = createClient(PackageService, transport(controlPlane));
-const data = createClient(DataPlaneService, transport(dataPlane));
+if (!httpUrl) {
+  console.error("usage: node example.mjs CONTROL_PLANE_ADDRESS DATA_PLANE_ADDRESS HTTP_URL");
+  process.exit(2);
+}
+// One transport (one HTTP/2 connection) per server, shared by its services.
+const controlTransport = createGrpcTransport({ baseUrl: `http://${controlPlane}` });
+const control = createClient(ControlPlaneService, controlTransport);
+const packages = createClient(PackageService, controlTransport);
+const dataTransport = createGrpcTransport({ baseUrl: `http://${dataPlane}` });
+const data = createClient(DataPlaneService, dataTransport);
 // Applies and scales wait for replicas to start: allow them a minute.
 const slow = { timeoutMs: 60_000 };
 

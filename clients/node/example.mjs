@@ -10,7 +10,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fromJson, toJson } from "@bufbuild/protobuf";
-import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { ListValueSchema, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { create as createTar } from "tar";
@@ -25,8 +25,11 @@ import { BadRequestSchema, ErrorInfoSchema } from "./vendor/google/rpc/error_det
 
 const GREETER_PY = `
 class Greeter:
+    def __init__(self, greeting="Hello"):
+        self.greeting = greeting
+
     def greet(self, name, punct="!"):
-        return f"Hello, {name}{punct}"
+        return f"{self.greeting}, {name}{punct}"
 
     def spell(self, name):
         yield from name
@@ -125,10 +128,14 @@ try {
   const spec = {
     name: NAME,
     code: { source: { case: /** @type {const} */ ("importPath"), value: "greeter:Greeter" } },
+    // Constructor arguments are JSON too: Greeter("Hi").
+    initArguments: { args: fromJson(ListValueSchema, ["Hi"]) },
     replicaOptions: { numCpus: 0.25, runtimeEnv: { workingDir: stored.uri } },
   };
   const applied = await control.applyDeployment({ spec, wait: true }, slow);
   seen.applied_replicas = applied.deployment?.replicas.length;
+  const storedArgs = applied.deployment?.spec?.initArguments?.args;
+  seen.init_args = storedArgs ? toJson(ListValueSchema, storedArgs) : null;
 
   // Arguments and results are JSON: proto JSON builds the request as written.
   const arguments_ = { args: ["Ada"], kwargs: { punct: "?" } };

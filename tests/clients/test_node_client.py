@@ -26,9 +26,10 @@ def test_node_client_ships_deploys_calls_scales_and_deletes(cluster: Cluster) ->
     seen = json.loads(done.stdout)
     assert re.fullmatch(r"capstan-package://[0-9a-f]{64}", seen["package_uri"])
     assert seen["applied_replicas"] == 1
-    assert seen["result"] == "Hello, Ada?"
+    assert seen["init_args"] == ["Hi"]
+    assert seen["result"] == "Hi, Ada?"
     assert seen["streamed"] == ["A", "d", "a"]
-    assert seen["http"] == {"status": 200, "body": {"greeting": "Hello, Grace!"}}
+    assert seen["http"] == {"status": 200, "body": {"greeting": "Hi, Grace!"}}
     assert seen["scaled_running"] == 2
     invalid = seen["invalid"]
     assert (invalid["code"], invalid["reason"]) == ("INVALID_ARGUMENT", "INVALID_SPEC")

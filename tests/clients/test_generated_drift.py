@@ -1,7 +1,6 @@
-"""Generated clients match the protos: `buf generate` with the repository's
-buf.gen.yaml, into a temp folder, gives byte for byte the code committed under
-clients/<language>/. A case per language; regenerate with
-`.venv/bin/buf generate --template buf.gen.yaml` after changing protos/."""
+"""The committed client code of every language is what protos/ produces:
+`buf generate` with the repository's buf.gen.yaml (local plugins only)
+writes each language's tree again, byte for byte."""
 
 from __future__ import annotations
 
@@ -12,41 +11,46 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-# buf-bin puts the binary beside the interpreter of the test virtualenv.
 BUF = pathlib.Path(sys.executable).parent / "buf"
 
-# Each language's folder of generated code: a plugin's `out` in buf.gen.yaml.
+# Each language's generated folder, as buf.gen.yaml's `out` names it.
 GENERATED = {
+    "node": "clients/node/gen",
     "ruby": "clients/ruby/lib",
 }
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    out = tmp_path_factory.mktemp("generated")
+def regenerated(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """One `buf generate` of every plugin; `-o` puts each plugin's `out`
+    under the temp folder, so `<tmp>/clients/node/gen` mirrors the tree."""
+    out = tmp_path_factory.mktemp("regenerated")
     command = [str(BUF), "generate", "--template", "buf.gen.yaml", "-o", str(out)]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"buf generate failed:\n{done.stderr}"
     return out
 
 
-def files_under(folder: pathlib.Path) -> dict[str, bytes]:
-    return {
-        str(path.relative_to(folder)): path.read_bytes()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
-
-
-@pytest.mark.parametrize("folder", GENERATED.values(), ids=GENERATED.keys())
-def test_committed_code_matches_the_protos(generated: pathlib.Path, folder: str) -> None:
-    fresh = files_under(generated / folder)
-    committed = files_under(ROOT / folder)
-    assert fresh, f"buf generate wrote nothing under {folder}"
-    drifted = sorted(
-        name for name in fresh.keys() | committed.keys() if fresh.get(name) != committed.get(name)
-    )
+@pytest.mark.parametrize("language", sorted(GENERATED))
+def test_committed_code_matches_the_protos(language: str, regenerated: pathlib.Path) -> None:
+    folder = GENERATED[language]
+    drifted = differing_files(ROOT / folder, regenerated / folder)
     assert not drifted, (
-        f"generated code under {folder} differs from protos/ in {drifted}: "
-        "run .venv/bin/buf generate --template buf.gen.yaml and commit the result"
+        f"{language} client code in {folder} differs from what protos/ produces: "
+        f"{', '.join(drifted)}; run `.venv/bin/buf generate --template buf.gen.yaml` "
+        "at the repository's root and commit the result"
     )
+
+
+def differing_files(committed: pathlib.Path, fresh: pathlib.Path) -> list[str]:
+    """Paths (relative to the folders) that are in only one of them or
+    whose bytes differ, each marked with why."""
+    old, new = _files(committed), _files(fresh)
+    drifted = [f"{name} (not generated any more)" for name in sorted(old.keys() - new.keys())]
+    drifted += [f"{name} (new, not committed)" for name in sorted(new.keys() - old.keys())]
+    both = sorted(old.keys() & new.keys())
+    return drifted + [name for name in both if old[name].read_bytes() != new[name].read_bytes()]
+
+
+def _files(folder: pathlib.Path) -> dict[str, pathlib.Path]:
+    return {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}

@@ -17,6 +17,7 @@ from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc
 from controlplane.application import ApplicationRecord, ApplicationSpec, application_state
 from controlplane.deadlines import deadline as _deadline
+from controlplane.describing import Describing
 from controlplane.observing import Observing
 from controlplane.packages.store import PackageStore
 from controlplane.planning import Planner
@@ -38,7 +39,9 @@ _ROUTES_SENT_TIMEOUT_S = 2.0
 _SHUTDOWN_SLACK_S = 30.0
 
 
-class ControlPlaneService(ChangeRpcs, Observing, controlplane_pb2_grpc.ControlPlaneServiceServicer):
+class ControlPlaneService(
+    ChangeRpcs, Describing, Observing, controlplane_pb2_grpc.ControlPlaneServiceServicer
+):
     """Stores specs, wakes the reconciler, and reports what runs."""
 
     def __init__(

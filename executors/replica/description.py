@@ -2,15 +2,16 @@
 
 A pure function of the loaded object. A class lists its public methods
 (names not starting with "_") and `__call__` when it defines one; a function
-is one `__call__`. Methods are found on the class, never through the
-instance, so a property is not run to learn what it is.
+is one `__call__`. Each name is looked up on the class before the instance,
+so a property is never run to learn what it is. Parameters are named as
+Python spells them, `*args` and `**kwargs` with their stars.
 
-Whether a method streams is decided from what it is, not from a call: it
+Whether a method streams is read from what it is, not from a call: it
 streams when it, or any function it wraps (`__wrapped__`, which
 `functools.wraps` sets, as `serve.batch` and `serve.multiplexed` do), is a
-generator or async generator function. The worker decides again from each
-result; a function that returns a generator without being one is
-described as not streaming unless a wrapped function shows it.
+generator or async generator function. A plain function that returns a
+generator is described as not streaming, though the worker streams what it
+returns.
 
 An ASGI ingress answers HTTP: its routes are not methods, so the class's
 methods that are route endpoints are left out, and an app served by itself

@@ -10,6 +10,7 @@ import sys
 
 import grpc
 import pytest
+from fastapi import FastAPI
 from google.protobuf import json_format, struct_pb2
 
 from capstan.errors import NotFound, Unavailable
@@ -97,6 +98,25 @@ def test_cli_describes_as_text_and_json(described: str, cluster: Cluster) -> Non
         "parameters": ["n"],
         "summary": "Counts from 0 to n - 1.",
     }
+
+
+def test_an_ingress_serves_http_and_lists_no_routes(serve, cluster: Cluster) -> None:
+    api = FastAPI()
+
+    @serve.deployment
+    @serve.ingress(api)
+    class Api:
+        @api.get("/hello")
+        def hello(self) -> str:
+            return "hello"
+
+        def reload(self) -> None:
+            """Not a route."""
+
+    serve.run(Api.bind(), name="describe_api", route_prefix="/describe-api")
+    reply = describe(cluster, "describe_api.Api")
+    assert reply.serves_http is True
+    assert [(m.name, m.summary) for m in reply.methods] == [("reload", "Not a route.")]
 
 
 def test_unknown_deployment_is_not_found(serve, cluster: Cluster) -> None:

@@ -51,7 +51,9 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if err := json.NewEncoder(os.Stdout).Encode(seen); err != nil {
+	out := json.NewEncoder(os.Stdout)
+	out.SetEscapeHTML(false)
+	if err := out.Encode(seen); err != nil {
 		log.Fatal(err)
 	}
 }

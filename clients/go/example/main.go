@@ -59,6 +59,8 @@ func main() {
 }
 
 func tour(ctx context.Context, control, dataplane, httpURL, name string) (*report, error) {
+	// Plaintext, as on loopback. (grpc.WithInsecure: Debian's grpc 1.33
+	// predates credentials/insecure.)
 	controlConn, err := grpc.DialContext(ctx, control, grpc.WithInsecure())
 	if err != nil {
 		return nil, err

@@ -23,6 +23,7 @@ def test_node_client_deploys_and_calls(cluster: Cluster) -> None:
     seen = json.loads(result.stdout)
     assert seen["applied_state"] == "DEPLOYMENT_STATE_HEALTHY"
     assert ["node_greeter", 2] in seen["listed"]
+    assert seen["init_args"] == ["Hi"]
     assert seen["result"] == "Hi, Ada?"
     assert seen["unknown"][0] == "NOT_FOUND" and "no_such_deployment" in seen["unknown"][1]
     assert seen["invalid"][0] == "INVALID_ARGUMENT" and "name" in seen["invalid"][1]

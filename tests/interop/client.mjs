@@ -11,7 +11,7 @@ const [controlPlane, dataPlane] = process.argv.slice(2);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../protos");
 const definition = protoLoader.loadSync(
   ["capstan/v1/controlplane.proto", "capstan/v1/dataplane.proto"],
-  { includeDirs: [root], keepCase: true, longs: String, enums: String, defaults: true },
+  { includeDirs: [root], keepCase: true, longs: String, enums: String, defaults: true, oneofs: true },
 );
 const v1 = grpc.loadPackageDefinition(definition).capstan.v1;
 const credentials = grpc.credentials.createInsecure();
@@ -25,12 +25,41 @@ const call = (client, method, request) =>
     ),
   );
 
+// google.protobuf.Value as proto-loader hands it over (a oneof `kind`),
+// to and from plain JSON values.
+const toValue = (x) => {
+  if (x === null) return { null_value: "NULL_VALUE" };
+  if (Array.isArray(x)) return { list_value: { values: x.map(toValue) } };
+  if (typeof x === "object") return { struct_value: toStruct(x) };
+  if (typeof x === "number") return { number_value: x };
+  if (typeof x === "boolean") return { bool_value: x };
+  return { string_value: String(x) };
+};
+const toStruct = (o) => ({
+  fields: Object.fromEntries(Object.entries(o).map(([k, v]) => [k, toValue(v)])),
+});
+const fromValue = (v) => {
+  switch (v.kind) {
+    case "list_value":
+      return (v.list_value.values || []).map(fromValue);
+    case "struct_value":
+      return Object.fromEntries(
+        Object.entries(v.struct_value.fields || {}).map(([k, x]) => [k, fromValue(x)]),
+      );
+    case "null_value":
+    case undefined:
+      return null;
+    default:
+      return v[v.kind];
+  }
+};
+
 const seen = {};
 const applied = await call(control, "ApplyDeployment", {
   spec: {
     name: "node_greeter",
     code: { import_path: "tests.apps.greeter:Greeter" },
-    init_arguments: { encoding: "ENCODING_JSON", args: Buffer.from('["Hi"]') },
+    init_arguments: { args: toValue(["Hi"]).list_value },
     num_replicas: 2,
   },
   wait: true,
@@ -38,15 +67,16 @@ const applied = await call(control, "ApplyDeployment", {
 seen.applied_state = applied.deployment.state;
 const listed = await call(control, "ListDeployments", {});
 seen.listed = listed.deployments.map((d) => [d.spec.name, d.replicas.length]);
+const stored = await call(control, "GetDeployment", { name: "node_greeter" });
+seen.init_args = fromValue({ kind: "list_value", list_value: stored.spec.init_arguments.args });
 const greeted = await call(data, "Call", {
   deployment: "node_greeter",
-  method: "greet",
-  args_json: Buffer.from('["Ada"]'),
-  kwargs_json: Buffer.from('{"punctuation": "?"}'),
+  method_name: "greet",
+  arguments: { args: toValue(["Ada"]).list_value, kwargs: toStruct({ punctuation: "?" }) },
 });
-seen.result = JSON.parse(greeted.result_json.toString());
+seen.result = fromValue(greeted.result);
 try {
-  await call(data, "Call", { deployment: "no_such_deployment", method: "greet" });
+  await call(data, "Call", { deployment: "no_such_deployment", method_name: "greet" });
 } catch (error) {
   seen.unknown = [grpc.status[error.code], error.details];
 }

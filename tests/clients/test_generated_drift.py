@@ -13,8 +13,11 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BUF = pathlib.Path(sys.executable).parent / "buf"
 
-# Each language's generated folder, as buf.gen.yaml's `out` names it.
+# Each language's folder of generated code only: buf.gen.yaml's `out`, or
+# for Go the capstan/ under it (go.mod, README.md and example/ are written
+# by hand).
 GENERATED = {
+    "go": "clients/go/capstan",
     "node": "clients/node/gen",
     "ruby": "clients/ruby/lib",
 }

@@ -10,6 +10,9 @@ import dataclasses
 import enum
 import json
 
+from google.protobuf import struct_pb2
+
+from capstan import json_values
 from capstan.errors import InvalidSpec
 from capstan.v1 import controlplane_pb2
 from controlplane import limits
@@ -39,7 +42,7 @@ class ApplicationSpec:
     route_prefix: str | None
     ingress: str
     deployments: tuple[DeploymentSpec, ...]
-    # The config-file section it was built from (JSON), or "".
+    # The config-file section it was built from (JSON text), or "".
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -75,8 +78,9 @@ class ApplicationSpec:
             try:
                 spec = DeploymentSpec.from_proto(wire)
             except InvalidSpec as error:
-                where = f"deployments[{index}] ({wire.name!r})"
-                raise InvalidSpec(f"{where}: {error.message}") from None
+                where = f"deployments[{index}]"
+                field = f"{where}.{error.field}" if error.field else ""
+                raise InvalidSpec(f"{where} ({wire.name!r}): {error.message}", field) from None
             deployments.append(
                 dataclasses.replace(
                     spec,
@@ -84,18 +88,19 @@ class ApplicationSpec:
                     route_prefix=route_prefix if spec.name == ingress else None,
                 )
             )
-        if msg.source:
-            _check_source(msg.source)
-        return cls(msg.name, route_prefix, ingress, tuple(deployments), msg.source)
+        source = _source_text(msg.source) if msg.HasField("source") else ""
+        return cls(msg.name, route_prefix, ingress, tuple(deployments), source)
 
 
-def _check_source(source: str) -> None:
-    try:
-        value = json.loads(source)
-    except ValueError as error:
-        raise InvalidSpec(f"application source must be a JSON object: {error}") from None
-    if not isinstance(value, dict):
-        raise InvalidSpec("application source must be a JSON object")
+def source_struct(source: str) -> struct_pb2.Struct | None:
+    """A stored application source (JSON text) as a Struct; None for ""."""
+    return json_values.to_value(json.loads(source), "source").struct_value if source else None
+
+
+def _source_text(source: struct_pb2.Struct) -> str:
+    value = json_values.to_python(source, "source")
+    limits.require_depth(value, "source")
+    return json.dumps(value, sort_keys=True)
 
 
 def application_state(

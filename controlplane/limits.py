@@ -23,8 +23,6 @@ MAX_QUEUED_REQUESTS = 1_000_000
 # Autoscaling's upscaling_factor / downscaling_factor.
 MAX_SCALING_FACTOR = 100.0
 MAX_USER_CONFIG_BYTES = 1 << 20
-# logging_config is three small keys.
-MAX_LOGGING_CONFIG_BYTES = 64 << 10
 MAX_JSON_DEPTH = 100
 MAX_VERSION_CHARS = 256
 # One deployment spec on the wire; an application holds several.
@@ -42,13 +40,13 @@ def require_between(
     above = value > low if is_low_open else value >= low
     if not (is_finite and above and value <= high):
         sign = ">" if is_low_open else ">="
-        raise InvalidSpec(f"{field} must be {sign} {low:g} and <= {high:g}, got {value!r}")
+        raise InvalidSpec(f"{field} must be {sign} {low:g} and <= {high:g}, got {value!r}", field)
 
 
 def require_size(size: int, field: str, most: int) -> None:
     """A text or message of `size` bytes fits in `most`."""
     if size > most:
-        raise InvalidSpec(f"{field} is {size} bytes; at most {most} bytes are allowed")
+        raise InvalidSpec(f"{field} is {size} bytes; at most {most} bytes are allowed", field)
 
 
 def parse_json(text: str | bytes, field: str, most_bytes: int) -> object:
@@ -59,12 +57,17 @@ def parse_json(text: str | bytes, field: str, most_bytes: int) -> object:
     try:
         value = json.loads(text)
     except RecursionError:
-        raise InvalidSpec(f"{field} is nested deeper than {MAX_JSON_DEPTH} levels") from None
+        raise InvalidSpec(f"{field} is nested deeper than {MAX_JSON_DEPTH} levels", field) from None
     except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidSpec(f"{field} is not valid JSON: {error}") from None
-    if _depth(value) > MAX_JSON_DEPTH:
-        raise InvalidSpec(f"{field} is nested deeper than {MAX_JSON_DEPTH} levels")
+        raise InvalidSpec(f"{field} is not valid JSON: {error}", field) from None
+    require_depth(value, field)
     return value
+
+
+def require_depth(value: object, field: str) -> None:
+    """`value` (lists and dicts) is nested at most MAX_JSON_DEPTH deep."""
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise InvalidSpec(f"{field} is nested deeper than {MAX_JSON_DEPTH} levels", field)
 
 
 def _depth(value: object) -> int:

@@ -15,7 +15,12 @@ import grpc
 from capstan.errors import DeployFailed, InvalidSpec, NotFound, answers_errors
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc
-from controlplane.application import ApplicationRecord, ApplicationSpec, application_state
+from controlplane.application import (
+    ApplicationRecord,
+    ApplicationSpec,
+    application_state,
+    source_struct,
+)
 from controlplane.deadlines import deadline as _deadline
 from controlplane.observing import Observing
 from controlplane.packages.store import PackageStore
@@ -71,7 +76,8 @@ class ControlPlaneService(ChangeRpcs, Observing, controlplane_pb2_grpc.ControlPl
         if spec.application:
             raise InvalidSpec(
                 f'application "{spec.application}" is set by ApplyApplication; '
-                "apply a deployment on its own without it"
+                "apply a deployment on its own without it",
+                "application",
             )
         await self._planner.check_fits(spec)
         spec, warnings = await self._keep_versioned_code(spec)
@@ -96,9 +102,10 @@ class ControlPlaneService(ChangeRpcs, Observing, controlplane_pb2_grpc.ControlPl
         kept = dataclasses.replace(
             spec,
             import_path=stored.spec.import_path,
-            pickled_code=stored.spec.pickled_code,
+            sdk_object=stored.spec.sdk_object,
             code_fingerprint=stored.spec.code_fingerprint,
             init_arguments=stored.spec.init_arguments,
+            sdk_init_arguments=stored.spec.sdk_init_arguments,
         )
         if _same_code(stored.spec, spec):
             return kept, []
@@ -192,14 +199,16 @@ class ControlPlaneService(ChangeRpcs, Observing, controlplane_pb2_grpc.ControlPl
             state=int(state),
             message=message,
             deployments=deployments,
-            source=app.source,
+            source=source_struct(app.source),
         )
 
     def _with_executor(self, spec: DeploymentSpec) -> DeploymentSpec:
         name = spec.executor or self._settings.default_executor
         if name not in self._executors:
             known = ", ".join(sorted(self._executors))
-            raise InvalidSpec(f"executor {name!r} is not configured; configured executors: {known}")
+            raise InvalidSpec(
+                f"executor {name!r} is not configured; configured executors: {known}", "executor"
+            )
         self._executors[name].capabilities.require(spec.replica, name)
         self._packages.check(spec)
         spec.require_replicas_at_most(self._settings.max_replicas_per_deployment)
@@ -322,11 +331,12 @@ def _same_code(running: DeploymentSpec, sent: DeploymentSpec) -> bool:
     """Whether `sent` carries the code and constructor arguments that run:
     by source fingerprint when both have one (pickles of the same class
     differ from process to process), else byte for byte."""
-    if running.init_arguments != sent.init_arguments:
+    arguments = ("init_arguments", "sdk_init_arguments")
+    if any(getattr(running, name) != getattr(sent, name) for name in arguments):
         return False
     if running.code_fingerprint and sent.code_fingerprint:
         return running.code_fingerprint == sent.code_fingerprint
-    return (running.import_path, running.pickled_code) == (sent.import_path, sent.pickled_code)
+    return (running.import_path, running.sdk_object) == (sent.import_path, sent.sdk_object)
 
 
 def _deployment_proto(record: DeploymentRecord, replicas: list[ReplicaRecord]) -> cp.Deployment:

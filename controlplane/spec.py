@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 
-from capstan import defaults
+from google.protobuf import any_pb2, struct_pb2
+
+from capstan import defaults, json_values
 from capstan.errors import InvalidSpec
 from capstan.v1 import deployment_pb2
 from controlplane import limits
 from controlplane.limits import MAX_DURATION_S, parse_json, require_between
+from controlplane.logging_config import check_logging_config
 from executors.options import ReplicaOptions
 
 # Names become file and log names: no leading "-" (read as an option) or "_".
@@ -21,9 +25,9 @@ _IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 _ROUTE_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%-]+")
 
 
-def _require(condition: bool, message: str) -> None:
+def _require(condition: bool, field: str, message: str) -> None:
     if not condition:
-        raise InvalidSpec(message)
+        raise InvalidSpec(message, field)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +51,14 @@ class Autoscaling:
         require_between(self.max_replicas, f"{prefix}.max_replicas", 1, limits.MAX_REPLICAS)
         _require(
             self.min_replicas <= self.max_replicas,
+            f"{prefix}.min_replicas",
             f"{prefix}.min_replicas ({self.min_replicas}) must not exceed "
             f"max_replicas ({self.max_replicas})",
         )
         if self.initial_replicas is not None:
             _require(
                 self.min_replicas <= self.initial_replicas <= self.max_replicas,
+                f"{prefix}.initial_replicas",
                 f"{prefix}.initial_replicas must lie between min_replicas and max_replicas",
             )
         require_between(
@@ -93,7 +99,9 @@ class DeploymentSpec:
 
     name: str
     import_path: str = ""
-    pickled_code: bytes = b""
+    # Code.sdk_object: code only one SDK's replicas load (the control plane
+    # never opens it).
+    sdk_object: any_pb2.Any | None = None
     code_fingerprint: str = ""
     version: str | None = None
     prev_version: str | None = None
@@ -103,6 +111,10 @@ class DeploymentSpec:
     init_arguments: deployment_pb2.Arguments = dataclasses.field(
         default_factory=deployment_pb2.Arguments
     )
+    # Used instead of init_arguments; only the SDK's replicas open it.
+    sdk_init_arguments: any_pb2.Any | None = None
+    # JSON text, keys sorted: the same config always reads the same, so the
+    # reconciler compares texts to decide on a Reconfigure.
     user_config: str | None = None
     max_concurrent_queries: int = defaults.MAX_CONCURRENT_QUERIES
     max_queued_requests: int = 1000
@@ -113,7 +125,7 @@ class DeploymentSpec:
     replica: ReplicaOptions = dataclasses.field(default_factory=ReplicaOptions)
     executor: str = ""
     application: str = ""
-    logging_config: str | None = None
+    logging_config: deployment_pb2.LoggingConfig | None = None
     # None: the proxy's own request_timeout_s.
     request_timeout_s: float | None = None
 
@@ -127,27 +139,21 @@ class DeploymentSpec:
             text = getattr(self, field)
             _require(
                 text is None or len(text) <= limits.MAX_VERSION_CHARS,
+                field,
                 f"{field} is longer than {limits.MAX_VERSION_CHARS} characters",
             )
         self._check_numbers()
         if self.request_timeout_s is not None:
             _require(
                 0 < self.request_timeout_s <= 86_400,
+                "request_timeout_s",
                 f"request_timeout_s must be > 0 and at most 86400 (one day), "
                 f"got {self.request_timeout_s}",
             )
         if self.user_config is not None:
             parse_json(self.user_config, "user_config", limits.MAX_USER_CONFIG_BYTES)
         if self.logging_config is not None:
-            _require(
-                isinstance(
-                    parse_json(
-                        self.logging_config, "logging_config", limits.MAX_LOGGING_CONFIG_BYTES
-                    ),
-                    dict,
-                ),
-                "logging_config must be a JSON object",
-            )
+            check_logging_config(self.logging_config)
         self._check_init_arguments()
 
     def _check_numbers(self) -> None:
@@ -166,29 +172,29 @@ class DeploymentSpec:
 
     def _check_code(self) -> None:
         _require(
-            bool(self.import_path) != bool(self.pickled_code),
-            "code must give exactly one of import_path or pickled",
+            bool(self.import_path) != (self.sdk_object is not None),
+            "code",
+            "code must give exactly one of import_path or sdk_object",
         )
         if self.import_path:
             _require(
                 bool(_IMPORT_PATH.fullmatch(self.import_path)),
+                "code.import_path",
                 f"code.import_path {self.import_path!r} must look like 'package.module:attribute'",
             )
 
     def _check_init_arguments(self) -> None:
-        args = self.init_arguments
-        if args.encoding == deployment_pb2.ENCODING_PICKLE:
-            return  # only the replica can unpickle: it may need the user's packages
-        if args.args:
-            _require(
-                isinstance(parse_json(args.args, "init_args", limits.MAX_SPEC_BYTES), list),
-                "init_args must be a JSON array",
-            )
-        if args.kwargs:
-            _require(
-                isinstance(parse_json(args.kwargs, "init_kwargs", limits.MAX_SPEC_BYTES), dict),
-                "init_kwargs must be a JSON object",
-            )
+        # sdk_init_arguments are not opened here: only the replica can (a
+        # pickle may need the user's packages).
+        has_json = self.init_arguments.ByteSize() > 0
+        _require(
+            not (has_json and self.sdk_init_arguments is not None),
+            "sdk_init_arguments",
+            "init_arguments and sdk_init_arguments cannot both be set",
+        )
+        if has_json:
+            args, kwargs = json_values.arguments_to_python(self.init_arguments, "init_arguments")
+            limits.require_depth([args, kwargs], "init_arguments")
 
     @property
     def id(self) -> str:
@@ -212,6 +218,7 @@ class DeploymentSpec:
             field, asked = "autoscaling_config.max_replicas", self.autoscaling.max_replicas
         _require(
             asked <= most,
+            field,
             f"{field} is {asked}; this control plane allows at most {most} replicas per "
             "deployment (its max_replicas_per_deployment setting)",
         )
@@ -222,7 +229,10 @@ class DeploymentSpec:
         the replica options and the executor."""
         parts = self.replica.to_proto().SerializeToString(deterministic=True)
         parts += self.init_arguments.SerializeToString(deterministic=True)
-        parts += self.executor.encode() + b"\0" + self.import_path.encode() + self.pickled_code
+        for sdk_part in (self.sdk_init_arguments, self.sdk_object):
+            if sdk_part is not None:
+                parts += sdk_part.SerializeToString(deterministic=True)
+        parts += self.executor.encode() + b"\0" + self.import_path.encode()
         return hashlib.sha256(parts).hexdigest()[:16]
 
     @classmethod
@@ -231,6 +241,7 @@ class DeploymentSpec:
         has = msg.HasField
         _require(
             not (has("num_replicas") and has("autoscaling_config")),
+            "autoscaling_config",
             "num_replicas and autoscaling_config cannot both be set: "
             "autoscaling decides the number of replicas",
         )
@@ -240,18 +251,24 @@ class DeploymentSpec:
                 "version",
                 "prev_version",
                 "num_replicas",
-                "user_config",
                 "max_concurrent_queries",
                 "max_queued_requests",
                 "health_check_period_s",
                 "health_check_timeout_s",
                 "graceful_shutdown_wait_loop_s",
                 "graceful_shutdown_timeout_s",
-                "logging_config",
                 "request_timeout_s",
             )
             if has(name)
         }
+        if has("user_config"):
+            optional["user_config"] = _user_config_text(msg.user_config)
+        if has("logging_config"):
+            optional["logging_config"] = msg.logging_config
+        if msg.code.WhichOneof("source") == "sdk_object":
+            optional["sdk_object"] = msg.code.sdk_object
+        if has("sdk_init_arguments"):
+            optional["sdk_init_arguments"] = msg.sdk_init_arguments
         if has("route_prefix"):
             optional["route_prefix"] = msg.route_prefix or None
         else:
@@ -259,7 +276,6 @@ class DeploymentSpec:
         return cls(
             name=msg.name,
             import_path=msg.code.import_path,
-            pickled_code=msg.code.pickled,
             code_fingerprint=msg.code.fingerprint,
             autoscaling=(
                 Autoscaling.from_proto(msg.autoscaling_config)
@@ -288,20 +304,21 @@ class DeploymentSpec:
             executor=self.executor,
             application=self.application,
         )
-        if self.import_path:
-            msg.code.import_path = self.import_path
+        if self.sdk_object is not None:
+            msg.code.sdk_object.CopyFrom(self.sdk_object)
         else:
-            msg.code.pickled = self.pickled_code
+            msg.code.import_path = self.import_path
         msg.code.fingerprint = self.code_fingerprint
-        for name in (
-            "version",
-            "prev_version",
-            "user_config",
-            "logging_config",
-            "request_timeout_s",
-        ):
+        for name in ("version", "prev_version", "request_timeout_s"):
             if getattr(self, name) is not None:
                 setattr(msg, name, getattr(self, name))
+        for name in ("sdk_init_arguments", "logging_config"):
+            if getattr(self, name) is not None:
+                getattr(msg, name).CopyFrom(getattr(self, name))
+        if self.user_config is not None:
+            msg.user_config.CopyFrom(
+                json_values.to_value(json.loads(self.user_config), "user_config")
+            )
         if self.autoscaling is None:
             msg.num_replicas = self.num_replicas
         else:
@@ -313,6 +330,7 @@ def check_name(name: str, field: str) -> None:
     """Names become file names, log names and route keys: keep them plain."""
     _require(
         bool(_NAME.fullmatch(name)),
+        field,
         f"{field} {name!r} must be 1-64 letters, digits, '_' or '-', "
         "starting with a letter or digit",
     )
@@ -322,14 +340,24 @@ def check_route_prefix(prefix: str | None) -> None:
     """None (not on HTTP), "/", or "/a/b" with no empty or odd segment."""
     if prefix is None:
         return
-    _require(prefix.startswith("/"), f'route_prefix "{prefix}" must start with "/"')
+    _require(prefix.startswith("/"), "route_prefix", f'route_prefix "{prefix}" must start with "/"')
     if prefix != "/":
         _require(
             not prefix.endswith("/"),
+            "route_prefix",
             f'route_prefix "{prefix}" must not end with "/" (use "{prefix.rstrip("/")}")',
         )
         segments = prefix[1:].split("/")
         _require(
             all(_ROUTE_SEGMENT.fullmatch(s) for s in segments),
+            "route_prefix",
             f'route_prefix "{prefix}" has an empty or invalid path segment',
         )
+
+
+def _user_config_text(value: struct_pb2.Value) -> str:
+    """user_config as sorted-key JSON text, refused past its size and depth."""
+    limits.require_depth(json_values.to_python(value, "user_config"), "user_config")
+    text = json_values.to_json_text(value, "user_config")
+    limits.require_size(len(text.encode()), "user_config", limits.MAX_USER_CONFIG_BYTES)
+    return text

@@ -32,9 +32,9 @@ def package_uri(sha256: str) -> str:
 MAX_AMOUNT = 1024.0
 
 
-def _require(condition: bool, message: str) -> None:
+def _require(condition: bool, field: str, message: str) -> None:
     if not condition:
-        raise InvalidSpec(message)
+        raise InvalidSpec(message, field)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,33 +52,41 @@ class ReplicaOptions:
     conda: str = ""
 
     def __post_init__(self) -> None:
-        prefix = "ray_actor_options"
+        # Fields are named by their path in capstan.v1.DeploymentSpec.
+        prefix, env = "replica_options", "replica_options.runtime_env"
         _require_amount(self.num_cpus, f"{prefix}.num_cpus")
         _require_amount(self.num_gpus, f"{prefix}.num_gpus")
         _require(
             self.num_gpus <= 1 or self.num_gpus == int(self.num_gpus),
+            f"{prefix}.num_gpus",
             f"{prefix}.num_gpus above 1 must be a whole number, got {self.num_gpus}",
         )
         for name, amount in self.resources.items():
-            _require(bool(name), f"{prefix}.resources has an empty resource name")
+            field = f"{prefix}.resources"
+            _require(bool(name), field, f"{field} has an empty resource name")
             _require(
                 name not in ("CPU", "GPU"),
-                f"{prefix}.resources may not name {name}; use num_cpus and num_gpus",
+                field,
+                f"{field} may not name {name}; use num_cpus and num_gpus",
             )
-            _require_amount(amount, f"{prefix}.resources[{name!r}]")
+            _require_amount(amount, f"{field}[{name!r}]")
         for key in self.env_vars:
             _require(
                 bool(key) and "=" not in key and "\0" not in key,
-                f"runtime_env.env_vars has an invalid variable name {key!r}",
+                f"{env}.env_vars",
+                f"{env}.env_vars has an invalid variable name {key!r}",
             )
         if self.working_dir.startswith(PACKAGE_SCHEME):
             _require(
                 bool(_SHA256.fullmatch(self.package_sha256)),
-                f"runtime_env.working_dir {self.working_dir!r} must be "
+                f"{env}.working_dir",
+                f"{env}.working_dir {self.working_dir!r} must be "
                 f"{PACKAGE_SCHEME}<sha256 as 64 lowercase hex digits>",
             )
-        _require(all(self.pip), "runtime_env.pip has an empty requirement")
-        _require(not (self.pip and self.conda), "runtime_env may set pip or conda, not both")
+        _require(all(self.pip), f"{env}.pip", f"{env}.pip has an empty requirement")
+        _require(
+            not (self.pip and self.conda), f"{env}.conda", f"{env} may set pip or conda, not both"
+        )
 
     @property
     def package_sha256(self) -> str:
@@ -125,5 +133,6 @@ class ReplicaOptions:
 def _require_amount(amount: float, field: str) -> None:
     _require(
         math.isfinite(amount) and 0 <= amount <= MAX_AMOUNT,
+        field.partition("[")[0],
         f"{field} must be >= 0 and <= {MAX_AMOUNT:g}, got {amount!r}",
     )

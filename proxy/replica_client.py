@@ -27,7 +27,6 @@ from capstan.channels import KEEPALIVE, Keepalive, channel_options
 from capstan.framing import BATCH_BYTES, MAX_FRAME_BYTES
 from capstan.internal.v1 import replica_pb2, replica_pb2_grpc
 from capstan.links import ClusterLinks
-from capstan.v1 import deployment_pb2
 from proxy.replies import Inbox, Rejected, Replies
 
 __all__ = ["Rejected", "ReplicaClient", "Replies"]
@@ -131,7 +130,7 @@ class ReplicaClient:
                 self._drained = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._drained)
 
-    async def call(self, invocation: replica_pb2.Invocation) -> deployment_pb2.Payload:
+    async def call(self, invocation: replica_pb2.Invocation) -> replica_pb2.Payload:
         """Calls a method and returns its result."""
         replies = self.send(replica_pb2.RequestFrame(invocation=invocation))
         try:

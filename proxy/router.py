@@ -20,7 +20,7 @@ from typing import TypeVar
 from capstan import defaults, errors
 from capstan.internal.v1 import replica_pb2
 from capstan.links import ClusterLinks
-from capstan.v1 import controlplane_pb2, deployment_pb2
+from capstan.v1 import controlplane_pb2
 from proxy.replica_client import NO_LINKS, Rejected, ReplicaClient, Replies
 
 # Past this many replicas, sampling two beats scanning all (power of two choices).
@@ -292,7 +292,7 @@ class Router:
 
     async def call(
         self, deployment: str, invocation: replica_pb2.Invocation
-    ) -> deployment_pb2.Payload:
+    ) -> replica_pb2.Payload:
         """Calls a method on the least-loaded replica and returns its result;
         DeadlineExceeded past the deployment's request_timeout_s."""
         seconds = self.request_timeout_s(deployment)
@@ -300,8 +300,9 @@ class Router:
 
     async def _call(
         self, deployment: str, invocation: replica_pb2.Invocation
-    ) -> deployment_pb2.Payload:
-        replies = await self.send(deployment, replica_pb2.RequestFrame(invocation=invocation))
+    ) -> replica_pb2.Payload:
+        request = replica_pb2.RequestFrame(invocation=invocation)
+        replies = await self.send(deployment, request, invocation.multiplexed_model_id)
         try:
             reply = await replies.__anext__()
         finally:

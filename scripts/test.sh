@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs (system packages, a virtualenv with
-# the test extras, the Node interop client) and runs the whole suite:
+# the test extras, the Node client's packages) and runs the whole suite:
 # ruff, buf lint, then pytest (whose tests/unit/test_proto_compat.py runs
 # buf breaking against the release in protos/RELEASE). Run as root on Debian
 # with Python 3.11.
@@ -22,7 +22,8 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
 # The scripted executor, a test plugin found by entry point like any other.
 .venv/bin/pip install -q --disable-pip-version-check -e tests/plugins/scripted
-(cd tests/interop && npm install --no-audit --no-fund --silent)
+# The Node client's pinned tree: its gRPC libraries, protoc-gen-es and tsc.
+(cd clients/node && npm ci --no-audit --no-fund --silent)
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

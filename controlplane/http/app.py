@@ -107,6 +107,10 @@ def make_app(sources: Sources) -> Starlette:
 
 
 def _deployment(deployment: cp.Deployment) -> dict:
-    document = json_format.MessageToDict(deployment, preserving_proto_field_name=True)
-    document.get("spec", {}).get("code", {}).pop("pickled", None)
-    return document
+    # SDK payloads (pickles) mean nothing to a reader, and their types are
+    # not known here, so proto JSON could not print them anyway.
+    shown = cp.Deployment()
+    shown.CopyFrom(deployment)
+    shown.spec.code.ClearField("sdk_object")
+    shown.spec.ClearField("sdk_init_arguments")
+    return json_format.MessageToDict(shown, preserving_proto_field_name=True)

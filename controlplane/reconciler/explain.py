@@ -21,7 +21,13 @@ _IN_PLACE = ("user_config", "max_concurrent_queries")
 # Fields that decide how many replicas run.
 _COUNT = ("num_replicas", "autoscaling")
 # Shown as "a new version" rather than as bytes.
-_CODE = ("import_path", "pickled_code", "init_arguments", "version")
+_CODE = (
+    "import_path",
+    "sdk_object",
+    "init_arguments",
+    "sdk_init_arguments",
+    "version",
+)
 
 
 @dataclasses.dataclass(frozen=True)

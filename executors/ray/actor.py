@@ -1,7 +1,7 @@
 """The Ray actor that hosts one replica worker.
 
 The actor runs `start_replica` in its own event loop, so the replica serves
-`capstan.v1.ReplicaService` over gRPC exactly as it does under every other
+`capstan.internal.v1.ReplicaService` over gRPC exactly as it does under every other
 executor; Ray carries only the executor's few control calls (start,
 describe, stop), never requests.
 """

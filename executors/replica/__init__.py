@@ -1,7 +1,7 @@
 """The replica worker: the one program every executor starts.
 
 It loads the user's class or function, constructs it, applies its
-user_config and serves `capstan.v1.ReplicaService`. Run it as a process with
+user_config and serves `capstan.internal.v1.ReplicaService`. Run it as a process with
 `python -m executors.replica` (see `__main__`), or in-process with
 `start_replica` (the Ray executor does this inside an actor).
 """

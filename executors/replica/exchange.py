@@ -178,7 +178,7 @@ class ExchangeStream:
         if invocation.multiplexed_model_id:  # this task's own context
             set_multiplexed_model_id(invocation.multiplexed_model_id)
         try:
-            method = invocation.method or "__call__"
+            method = invocation.method_name or "__call__"
             target = worker.target(method)
             args, kwargs = decode_arguments(invocation.arguments)
             if not args and not kwargs and method == "__call__" and target.wants_request:

@@ -1,9 +1,10 @@
 """Loading the user's code: resolve it, construct it, and say clearly what failed.
 
 The user's code is a class or a function, given as an import path
-(`"package.module:attribute"`) or as cloudpickled bytes. A class is
-constructed once with the deployment's init arguments; a function is used
-as it is.
+(`"package.module:attribute"`) or as an SDK object (the Python SDK's
+cloudpickled `PythonObject`). A class is constructed once with the
+deployment's init arguments (JSON `init_arguments`, or the SDK's pickled
+`sdk_init_arguments`); a function is used as it is.
 
 The ingress contract with the SDK: a class decorated by `serve.ingress(app)`
 carries the ASGI app (FastAPI, Starlette, any ASGI 3 callable) in the class
@@ -28,6 +29,9 @@ import importlib
 import inspect
 from typing import Any
 
+from google.protobuf import any_pb2
+
+from capstan import json_values
 from capstan.errors import CapstanError
 from capstan.internal.v1 import replica_pb2
 from capstan.v1 import deployment_pb2
@@ -62,12 +66,14 @@ def load(config: replica_pb2.ReplicaConfig) -> UserCode:
     obj = _unwrap(_resolve(spec.code))
     name = getattr(obj, "__name__", type(obj).__name__)
     if inspect.isclass(obj):
-        instance = _construct(obj, name, spec.init_arguments)
+        instance = _construct(obj, name, spec)
         return UserCode(name, instance, False, _asgi_app(obj, name))
     if _is_asgi_app(obj):
         return UserCode(name, obj, False, obj)
     if callable(obj):
-        _refuse_init_arguments(name, spec.init_arguments)
+        args, kwargs = _init_arguments(name, spec)
+        if args or kwargs:
+            raise LoadError(f"{name} is a function, so it takes no init arguments")
         return UserCode(name, obj, True)
     raise LoadError(f"{name} is neither a class nor a function (it is a {type(obj).__name__})")
 
@@ -76,9 +82,21 @@ def _resolve(code: deployment_pb2.Code) -> Any:
     source = code.WhichOneof("source")
     if source == "import_path":
         return _import(code.import_path)
-    if source == "pickled":
-        return _unpickle(code.pickled)
-    raise LoadError("the deployment has no code: set code.import_path or code.pickled")
+    if source == "sdk_object":
+        return _unpickle(_unpack(code.sdk_object, replica_pb2.PythonObject, "code").cloudpickle)
+    raise LoadError("the deployment has no code: set code.import_path or code.sdk_object")
+
+
+def _unpack(packed: any_pb2.Any, kind: type, field: str) -> Any:
+    """The `kind` message `packed` holds; LoadError naming `field` and the
+    type URL for anything else (say, another SDK's object)."""
+    message = kind()
+    if not packed.Unpack(message):
+        raise LoadError(
+            f"{field} holds a {packed.type_url!r}, which this Python replica cannot load; "
+            f"it loads type.googleapis.com/{kind.DESCRIPTOR.full_name}"
+        )
+    return message
 
 
 def _import(path: str) -> Any:
@@ -116,15 +134,24 @@ def _unwrap(obj: Any) -> Any:
     return _unwrap(_import(wrapped) if isinstance(wrapped, str) else wrapped)
 
 
-def _construct(cls: type, name: str, arguments: deployment_pb2.Arguments) -> Any:
-    try:
-        args, kwargs = decode_arguments(arguments, "init_arguments")
-    except CapstanError as error:
-        raise LoadError(f"init arguments of {name} are malformed: {error.message}") from error
+def _construct(cls: type, name: str, spec: deployment_pb2.DeploymentSpec) -> Any:
+    args, kwargs = _init_arguments(name, spec)
     try:
         return cls(*args, **kwargs)
     except Exception as error:
         raise LoadError(f"constructor of {name} raised {_describe(error)}") from error
+
+
+def _init_arguments(
+    name: str, spec: deployment_pb2.DeploymentSpec
+) -> tuple[tuple[Any, ...] | list[Any], dict[str, Any]]:
+    if not spec.HasField("sdk_init_arguments"):
+        return json_values.arguments_to_python(spec.init_arguments)
+    encoded = _unpack(spec.sdk_init_arguments, replica_pb2.EncodedArguments, "sdk_init_arguments")
+    try:
+        return decode_arguments(encoded, "sdk_init_arguments")
+    except CapstanError as error:
+        raise LoadError(f"init arguments of {name} are malformed: {error.message}") from error
 
 
 def _asgi_app(cls: type, name: str) -> Any:
@@ -135,15 +162,6 @@ def _asgi_app(cls: type, name: str) -> Any:
         return builder()
     except Exception as error:
         raise LoadError(f"the ASGI app builder of {name} raised {_describe(error)}") from error
-
-
-def _refuse_init_arguments(name: str, arguments: deployment_pb2.Arguments) -> None:
-    try:
-        args, kwargs = decode_arguments(arguments, "init_arguments")
-    except CapstanError as error:
-        raise LoadError(f"init arguments of {name} are malformed: {error.message}") from error
-    if args or kwargs:
-        raise LoadError(f"{name} is a function, so it takes no init arguments")
 
 
 def _is_asgi_app(obj: Any) -> bool:

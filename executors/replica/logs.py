@@ -37,10 +37,10 @@ def apply_logging_config(config: replica_pb2.ReplicaConfig) -> None:
     spec = config.deployment
     if not spec.HasField("logging_config"):
         return
-    settings = json.loads(spec.logging_config)
+    settings = spec.logging_config
     root = logging.getLogger()
-    root.setLevel(settings.get("log_level", "INFO"))
-    if settings.get("encoding") == "JSON":
+    root.setLevel(settings.log_level or "INFO")
+    if settings.encoding == "JSON":
         formatter = JsonFormatter(config.replica_id, spec.name)
         for handler in root.handlers:
             handler.setFormatter(formatter)

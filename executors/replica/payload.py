@@ -1,4 +1,5 @@
-"""Arguments in and results out, as JSON or cloudpickle (see `Encoding`).
+"""Arguments in and results out, as JSON or cloudpickle (see
+capstan.internal.v1's `Encoding`).
 
 JSON is what crosses languages; pickle is for Python-to-Python calls. Both
 directions are on every request's path, so they stay plain functions.
@@ -12,14 +13,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from capstan.errors import InternalError, InvalidSpec
-from capstan.v1 import deployment_pb2
+from capstan.internal.v1 import replica_pb2
 
-PICKLE = deployment_pb2.ENCODING_PICKLE
-JSON = deployment_pb2.ENCODING_JSON
+PICKLE = replica_pb2.ENCODING_PICKLE
+JSON = replica_pb2.ENCODING_JSON
 
 
 def decode_arguments(
-    arguments: deployment_pb2.Arguments, field: str = "arguments"
+    arguments: replica_pb2.EncodedArguments, field: str = "arguments"
 ) -> tuple[tuple[Any, ...] | list[Any], dict[str, Any]]:
     """Positional and keyword arguments; empty bytes mean none. Raises
     `InvalidSpec` naming `field.args` or `field.kwargs` when malformed."""
@@ -39,16 +40,16 @@ def decode_arguments(
     return args, kwargs
 
 
-def encode_result(value: Any, encoding: int, what: str) -> deployment_pb2.Payload:
+def encode_result(value: Any, encoding: int, what: str) -> replica_pb2.Payload:
     """`value` as a Payload in the caller's encoding (unset means JSON).
     Raises `InternalError` when JSON cannot represent it."""
     if encoding == PICKLE:
-        return deployment_pb2.Payload(encoding=PICKLE, data=_pickle(value, what))
+        return replica_pb2.Payload(encoding=PICKLE, data=_pickle(value, what))
     try:
         data = json.dumps(value, separators=(",", ":"), default=jsonable).encode()
     except (TypeError, ValueError) as error:
         raise InternalError(f"result of {what} is not JSON-serialisable: {error}") from error
-    return deployment_pb2.Payload(encoding=JSON, data=data)
+    return replica_pb2.Payload(encoding=JSON, data=data)
 
 
 def jsonable(value: Any) -> Any:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from capstan import defaults
+from capstan import defaults, json_values
 from capstan.call_guard import MetadataGuard
 from capstan.channels import KEEPALIVE, Keepalive, server_options
 from capstan.context import ReplicaID, loaded_models, set_replica_context, set_servable_object
@@ -42,7 +42,7 @@ _DEADLINE_MARGIN_S = 0.05
 
 
 class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
-    """capstan.v1.ReplicaService over one `Worker`."""
+    """capstan.internal.v1.ReplicaService over one `Worker`."""
 
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
@@ -231,7 +231,7 @@ async def _apply_user_config(worker: Worker) -> None:
     spec = worker.config.deployment
     if spec.HasField("user_config"):
         try:
-            await worker.reconfigure(spec.user_config, None)
+            await worker.reconfigure(json_values.to_json_text(spec.user_config), None)
         except CapstanError as error:
             raise LoadError(f"{worker.user.name}: {error.message}") from error.__cause__
 

@@ -12,7 +12,6 @@ from typing import Any
 import grpc
 
 from capstan.internal.v1 import replica_pb2, replica_pb2_grpc
-from capstan.v1 import deployment_pb2
 from executors.base import ReplicaRef
 from tests.contract.specs import LINKS
 
@@ -151,15 +150,15 @@ def invocation(
     method: str, *args: Any, pickled: bool = False, **kwargs: Any
 ) -> replica_pb2.Invocation:
     if pickled:
-        encoding, dump = deployment_pb2.ENCODING_PICKLE, pickle.dumps
+        encoding, dump = replica_pb2.ENCODING_PICKLE, pickle.dumps
     else:
-        encoding, dump = deployment_pb2.ENCODING_JSON, lambda value: json.dumps(value).encode()
-    arguments = deployment_pb2.Arguments(
+        encoding, dump = replica_pb2.ENCODING_JSON, lambda value: json.dumps(value).encode()
+    arguments = replica_pb2.EncodedArguments(
         encoding=encoding,
         args=dump(list(args)) if args else b"",
         kwargs=dump(kwargs) if kwargs else b"",
     )
-    return replica_pb2.Invocation(method=method, arguments=arguments, result_encoding=encoding)
+    return replica_pb2.Invocation(method_name=method, arguments=arguments, result_encoding=encoding)
 
 
 def result_of(messages: list[Reply]) -> Any:
@@ -171,8 +170,8 @@ def result_of(messages: list[Reply]) -> Any:
     return values if streamed else values[0]
 
 
-def _decode(payload: deployment_pb2.Payload) -> Any:
-    if payload.encoding == deployment_pb2.ENCODING_PICKLE:
+def _decode(payload: replica_pb2.Payload) -> Any:
+    if payload.encoding == replica_pb2.ENCODING_PICKLE:
         return pickle.loads(payload.data)
     return json.loads(payload.data)
 

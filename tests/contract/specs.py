@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from capstan.internal.v1 import replica_pb2
+from capstan.json_values import arguments_of, to_value
 from capstan.v1 import deployment_pb2
 from controlplane.cluster_keys import ClusterKeys
 from executors.base import LaunchSpec
@@ -36,15 +36,11 @@ def replica_config(
     spec = deployment_pb2.DeploymentSpec(
         name=name,
         code=deployment_pb2.Code(import_path=import_path),
-        init_arguments=deployment_pb2.Arguments(
-            encoding=deployment_pb2.ENCODING_JSON,
-            args=json.dumps(init_args).encode() if init_args else b"",
-            kwargs=json.dumps(init_kwargs).encode() if init_kwargs else b"",
-        ),
+        init_arguments=arguments_of(init_args or [], init_kwargs or {}, "init_arguments"),
         **spec_fields,
     )
     if user_config is not None:
-        spec.user_config = json.dumps(user_config)
+        spec.user_config.CopyFrom(to_value(user_config, "user_config"))
     spec.replica_options.runtime_env.env_vars.update(env_vars or {})
     return replica_pb2.ReplicaConfig(
         replica_id=f"{name}-{uuid.uuid4().hex[:10]}",

@@ -17,6 +17,7 @@ import pytest
 
 import capstan
 from capstan.internal.v1 import replica_pb2, replica_pb2_grpc
+from capstan.json_values import arguments_of, to_python
 from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc
 from tests.support.cluster import Cluster
 from tests.support.waiting import eventually_sync
@@ -84,12 +85,16 @@ def test_deadline_exceeded_over_the_dataplane_and_handles(serve, cluster, tmp_pa
     _deploy_sleeper(serve, tmp_path, request_timeout_s=0.5)
     with grpc.insecure_channel(cluster.grpc_address) as channel:
         stub = dataplane_pb2_grpc.DataPlaneServiceStub(channel)
-        request = dataplane_pb2.CallRequest(deployment="sleeper", method="nap", args_json=b"[30]")
+        request = dataplane_pb2.CallRequest(
+            deployment="sleeper", method_name="nap", arguments=arguments_of([30], {}, "arguments")
+        )
         with pytest.raises(grpc.RpcError) as raised:
             stub.Call(request, timeout=20)
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        quick = dataplane_pb2.CallRequest(deployment="sleeper", method="nap", args_json=b"[0]")
-        assert stub.Call(quick, timeout=20).result_json == b'"rested"'
+        quick = dataplane_pb2.CallRequest(
+            deployment="sleeper", method_name="nap", arguments=arguments_of([0], {}, "arguments")
+        )
+        assert to_python(stub.Call(quick, timeout=20).result) == "rested"
     handle = serve.get_deployment("sleeper").get_handle()
     with pytest.raises(capstan.DeadlineExceeded):
         handle.nap.remote(30).result(timeout_s=20)

@@ -57,14 +57,14 @@ async def test_route_table_streams_changes(harness: Harness) -> None:
 
 
 async def test_same_version_applies_in_place(harness: Harness) -> None:
-    before = await harness.apply(num_replicas=2, version="v1", user_config='{"x": 1}')
+    before = await harness.apply(num_replicas=2, version="v1", user_config={"x": 1})
     after = await harness.apply(
-        num_replicas=3, version="v1", user_config='{"x": 2}', max_concurrent_queries=7
+        num_replicas=3, version="v1", user_config={"x": 2}, max_concurrent_queries=7
     )
     assert ids(before) < ids(after) and len(ids(after)) == 3
     assert len(harness.world.launches) == 3 and harness.world.stops == []
     for replica in harness.world.running("hello"):
-        assert (replica.user_config, replica.max_concurrent_queries) == ('{"x": 2}', 7)
+        assert (replica.user_config, replica.max_concurrent_queries) == ('{"x":2}', 7)
     [endpoint] = (await harness.first_routes()).endpoints
     assert endpoint.max_concurrent_queries == 7
 

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from capstan.internal.v1 import replica_pb2, replica_pb2_grpc
+from capstan.json_values import to_value
 from capstan.links import SECRET_KEY
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc, deployment_pb2
@@ -58,12 +59,12 @@ async def local(tmp_path: pathlib.Path) -> AsyncIterator[LocalPlane]:
     await plane.stop()
 
 
-def spec(import_path: str, version: str, user_config: str) -> deployment_pb2.DeploymentSpec:
+def spec(import_path: str, version: str, user_config: dict) -> deployment_pb2.DeploymentSpec:
     msg = deployment_pb2.DeploymentSpec(
         name="threshold",
         version=version,
         num_replicas=1,
-        user_config=user_config,
+        user_config=to_value(user_config, "user_config"),
         graceful_shutdown_wait_loop_s=0.0,
         graceful_shutdown_timeout_s=5.0,
     )
@@ -80,7 +81,7 @@ async def stats(address: str, secret: str) -> replica_pb2.GetStatsResponse:
 
 async def test_local_rollout_failure_adoption_and_delete(local: LocalPlane) -> None:
     stub = await local.start()
-    good = spec("tests.apps.configured:Threshold", "v1", '{"threshold": 1}')
+    good = spec("tests.apps.configured:Threshold", "v1", {"threshold": 1})
     reply = await stub.ApplyDeployment(
         cp.ApplyDeploymentRequest(spec=good, wait=True, timeout_s=60)
     )
@@ -92,7 +93,7 @@ async def test_local_rollout_failure_adoption_and_delete(local: LocalPlane) -> N
     first = await stats(replica.address, secret)
     assert (first.replica_id, first.version) == (replica.id, "v1")
 
-    broken = spec("tests.apps.configured:Broken", "v2", '{"threshold": 1}')
+    broken = spec("tests.apps.configured:Broken", "v2", {"threshold": 1})
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.ApplyDeployment(cp.ApplyDeploymentRequest(spec=broken, wait=True, timeout_s=60))
     assert caught.value.code() == grpc.StatusCode.ABORTED
@@ -111,7 +112,7 @@ async def test_local_rollout_failure_adoption_and_delete(local: LocalPlane) -> N
     assert secret_file.read_text() == secret
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     assert (await stats(replica.address, secret)).pid == first.pid
-    retuned = spec("tests.apps.configured:Threshold", "v1", '{"threshold": 2}')
+    retuned = spec("tests.apps.configured:Threshold", "v1", {"threshold": 2})
     request = cp.ApplyDeploymentRequest(spec=retuned, wait=True, timeout_s=60)
     retuned_reply = await stub.ApplyDeployment(request)
     assert retuned_reply.deployment.state == cp.DEPLOYMENT_STATE_HEALTHY

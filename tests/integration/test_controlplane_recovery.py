@@ -4,9 +4,12 @@ restarts that adopt or replace the replicas left running."""
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 
+from capstan.json_values import to_json_text
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import deployment_pb2
 from executors.base import Node
@@ -61,16 +64,17 @@ async def test_broken_new_deployment_fails_with_no_replicas(harness: Harness) ->
 
 
 async def test_rejected_user_config_rolls_back(harness: Harness) -> None:
-    good, bad = '{"x": 1}', '{"x": "bad"}'
-    old = await harness.apply(num_replicas=2, version="v1", user_config=good)
+    good, bad = '{"x":1}', '{"x":"bad"}'  # as the control plane stores them
+    old = await harness.apply(num_replicas=2, version="v1", user_config=json.loads(good))
     harness.world.rejected_configs.add(bad)
     details = await expect_error(
-        harness.apply(num_replicas=2, version="v1", user_config=bad), grpc.StatusCode.ABORTED
+        harness.apply(num_replicas=2, version="v1", user_config=json.loads(bad)),
+        grpc.StatusCode.ABORTED,
     )
     assert "reconfigure() raised ValueError" in details
     deployment = await eventually(all_configured(harness, good), "replicas back on the old config")
     assert deployment.state == cp.DEPLOYMENT_STATE_DEPLOY_FAILED
-    assert deployment.spec.user_config == good
+    assert to_json_text(deployment.spec.user_config) == good
     assert ids(deployment) == ids(old) and harness.world.stops == []
 
 

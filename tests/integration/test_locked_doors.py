@@ -25,6 +25,7 @@ import pytest
 from capstan.client import ControlPlaneClient
 from capstan.errors import Unavailable
 from capstan.internal.v1 import replica_pb2, replica_pb2_grpc
+from capstan.json_values import to_value
 from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc, deployment_pb2
 from controlplane.cluster_keys import ClusterKeys
 from executors.base import ReplicaRef
@@ -61,10 +62,10 @@ async def replica(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rep
 
 
 def _pickled_call(path: pathlib.Path) -> replica_pb2.ExchangeRequest:
-    arguments = deployment_pb2.Arguments(
-        encoding=deployment_pb2.ENCODING_PICKLE, args=pickle.dumps(_CreatesFile(path))
+    arguments = replica_pb2.EncodedArguments(
+        encoding=replica_pb2.ENCODING_PICKLE, args=pickle.dumps(_CreatesFile(path))
     )
-    invocation = replica_pb2.Invocation(method="hello", arguments=arguments)
+    invocation = replica_pb2.Invocation(method_name="hello", arguments=arguments)
     return replica_pb2.ExchangeRequest(
         frames=[replica_pb2.RequestFrame(id=1, invocation=invocation)]
     )
@@ -247,17 +248,18 @@ def test_a_plaintext_client_is_refused_by_the_tls_control_api(
         httpx.get(f"http://127.0.0.1:{started.http_port}/-/healthz", timeout=5)
 
 
-async def test_the_dataplane_serves_tls_and_refuses_pickles(started: Started) -> None:
+async def test_the_dataplane_serves_tls(started: Started) -> None:
+    # No pickle test here any more: the DataPlane's arguments are
+    # google.protobuf.Values, so there is no field a pickle could ride in.
     credentials = grpc.ssl_channel_credentials(started.ca.read_bytes())
     target = f"127.0.0.1:{started.grpc_port}"
     async with grpc.aio.secure_channel(target, credentials) as channel:
         stub = dataplane_pb2_grpc.DataPlaneServiceStub(channel)
-        payload = pickle.dumps(("anything",))
-        request = dataplane_pb2.CallRequest(deployment="echo", args_json=payload)
+        request = dataplane_pb2.CallRequest(deployment="echo", method_name="hello")
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.Call(request, timeout=10)
-    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "args_json is not valid JSON" in (refused.value.details() or "")
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "'echo'" in (refused.value.details() or "")
 
 
 def test_a_token_on_the_command_line_is_refused(tmp_path: pathlib.Path) -> None:
@@ -293,7 +295,7 @@ def test_client_certificates_are_required_with_a_client_ca(
         # A deployment answers over HTTPS: the proxy, presenting a certificate,
         # got the route and the cluster secret from the control plane.
         hello = deployment_pb2.DeploymentSpec(
-            name="hello", route_prefix="/hello", user_config='"over tls"'
+            name="hello", route_prefix="/hello", user_config=to_value("over tls", "user_config")
         )
         hello.code.import_path = "tests.apps.hello:Hello"
         capstan.client(TOKEN).apply(hello, timeout_s=60)

@@ -3,14 +3,17 @@ replica servers."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
 import pytest
+from google.protobuf import json_format
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
+from capstan.json_values import arguments_of, to_python
 from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc
 from tests.proxy_support.fake_control_plane import endpoint
 from tests.proxy_support.fake_replica import FakeReplica
@@ -46,22 +49,54 @@ async def dataplane() -> AsyncIterator[DataPlane]:
             yield DataPlane(dataplane_pb2_grpc.DataPlaneServiceStub(channel), channel, replica)
 
 
-def call(method: str, args: object = None, deployment: str = "d") -> dataplane_pb2.CallRequest:
-    args_json = json.dumps(args).encode() if args is not None else b""
-    return dataplane_pb2.CallRequest(deployment=deployment, method=method, args_json=args_json)
+def call(method: str, args: list | None = None, deployment: str = "d") -> dataplane_pb2.CallRequest:
+    request = {"deployment": deployment, "method_name": method}
+    if args is not None:
+        request["arguments"] = {"args": args}
+    return json_format.ParseDict(request, dataplane_pb2.CallRequest())
 
 
 async def test_call_passes_json_arguments_through(dataplane: DataPlane) -> None:
     response = await dataplane.stub.Call(call("echo", [1, "two", {"three": 3}]))
-    assert json.loads(response.result_json) == [1, "two", {"three": 3}]
+    assert to_python(response.result) == [1, "two", {"three": 3}]
     empty = await dataplane.stub.Call(dataplane_pb2.CallRequest(deployment="d"))
-    assert json.loads(empty.result_json) == []
+    assert to_python(empty.result) == []
+
+
+async def test_a_proto_json_request_reaches_the_replica_as_json(dataplane: DataPlane) -> None:
+    request = json_format.ParseDict(
+        {
+            "deployment": "d",
+            "method_name": "greet",
+            "arguments": {"args": ["Ada"], "kwargs": {"punct": "?"}},
+            "multiplexed_model_id": "m7",
+        },
+        dataplane_pb2.CallRequest(),
+    )
+    response = await dataplane.stub.Call(request)
+    assert json_format.MessageToDict(response) == {"result": "Hello, Ada? (model m7)"}
 
 
 async def test_call_stream_yields_each_item(dataplane: DataPlane) -> None:
-    request = dataplane_pb2.CallStreamRequest(deployment="d", method="stream", args_json=b"[4]")
-    items = [json.loads(r.item_json) async for r in dataplane.stub.CallStream(request)]
+    request = dataplane_pb2.CallStreamRequest(
+        deployment="d", method_name="stream", arguments=arguments_of([4], {}, "arguments")
+    )
+    items = [to_python(r.item) async for r in dataplane.stub.CallStream(request)]
     assert items == [0, 1, 2, 3]
+
+
+async def test_a_user_exception_is_unknown_with_its_type_and_deployment(
+    dataplane: DataPlane,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await dataplane.stub.Call(call("fail"))
+    assert failure.value.code() == grpc.StatusCode.UNKNOWN
+    assert failure.value.details() == "ValueError: boom: secret-detail"
+    status = rpc_status.from_call(failure.value)
+    info = error_details_pb2.ErrorInfo()
+    assert status is not None and status.details[0].Unpack(info)
+    assert (info.reason, info.domain) == ("USER_CODE_ERROR", "capstan.v1")
+    assert dict(info.metadata) == {"exception_type": "ValueError", "deployment": "d"}
 
 
 @pytest.mark.parametrize(
@@ -69,22 +104,9 @@ async def test_call_stream_yields_each_item(dataplane: DataPlane) -> None:
     [
         (call("echo", [1], deployment="nope"), grpc.StatusCode.NOT_FOUND, "'nope'"),
         (call("no_such_method"), grpc.StatusCode.NOT_FOUND, "no_such_method"),
-        (
-            dataplane_pb2.CallRequest(deployment="d", args_json=b"[1,"),
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "args_json is not valid JSON",
-        ),
-        (
-            dataplane_pb2.CallRequest(deployment="d", args_json=b'{"a": 1}'),
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "args_json must be a JSON array",
-        ),
-        (
-            dataplane_pb2.CallRequest(deployment="d", kwargs_json=b"[1]"),
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "kwargs_json must be a JSON object",
-        ),
         (call("fail"), grpc.StatusCode.UNKNOWN, "ValueError: boom"),
+        # A result JSON cannot carry: the server's fault, named, not a crash.
+        (call("nan"), grpc.StatusCode.INTERNAL, "returned a float that JSON cannot carry"),
         (call("echo", deployment="empty"), grpc.StatusCode.UNAVAILABLE, "no live replica"),
     ],
 )
@@ -99,7 +121,7 @@ async def test_call_errors_map_to_status_codes(
 
 
 async def test_call_stream_errors_map_to_status_codes(dataplane: DataPlane) -> None:
-    request = dataplane_pb2.CallStreamRequest(deployment="nope", method="stream", args_json=b"[1]")
+    request = dataplane_pb2.CallStreamRequest(deployment="nope", method_name="stream")
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         async for _ in dataplane.stub.CallStream(request):
             pass
@@ -113,7 +135,7 @@ async def test_full_deployment_is_resource_exhausted(dataplane: DataPlane) -> No
         await dataplane.stub.Call(call("echo", [1], deployment="tight"))
     assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "at capacity" in failure.value.details()
-    assert json.loads((await busy).result_json) == "a"
+    assert to_python((await busy).result) == "a"
 
 
 async def test_health_and_reflection_are_served(dataplane: DataPlane) -> None:

@@ -20,9 +20,9 @@ import pytest
 
 from capstan.channels import Keepalive, channel_options
 from capstan.internal.v1 import replica_pb2, replica_pb2_grpc
-from capstan.v1 import deployment_pb2
 from executors.replica import RunningReplica, start_replica
 from proxy.replica_client import ReplicaClient
+from tests.contract.exchange_client import invocation
 from tests.contract.specs import LINKS, replica_config
 
 pytestmark = pytest.mark.timeout(30)
@@ -32,7 +32,6 @@ KEEPALIVE = Keepalive(interval_ms=1_000, timeout_ms=5_000, server_min_interval_m
 # GOAWAY after its third strike, four pings into the wait.
 IDLE_S = 6 * KEEPALIVE.interval_ms / 1000
 REPLY_TIMEOUT_S = 5.0
-_JSON = deployment_pb2.ENCODING_JSON
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +43,8 @@ async def replica() -> AsyncIterator[RunningReplica]:
         await replica.stop(1.0)
 
 
-def _invocation(method: str, *args: Any) -> replica_pb2.Invocation:
-    arguments = deployment_pb2.Arguments(encoding=_JSON, args=json.dumps(args).encode())
-    return replica_pb2.Invocation(method=method, arguments=arguments, result_encoding=_JSON)
-
-
 def _exchange(request_id: int, method: str, *args: Any) -> replica_pb2.ExchangeRequest:
-    frame = replica_pb2.RequestFrame(id=request_id, invocation=_invocation(method, *args))
+    frame = replica_pb2.RequestFrame(id=request_id, invocation=invocation(method, *args))
     return replica_pb2.ExchangeRequest(frames=[frame])
 
 
@@ -87,7 +81,7 @@ async def _quiet_during_a_request(address: str) -> None:
     frame crosses the stream until the reply."""
     client = ReplicaClient(address, links=LINKS, keepalive=KEEPALIVE)
     try:
-        payload = await client.call(_invocation("sleep", IDLE_S))
+        payload = await client.call(invocation("sleep", IDLE_S))
         assert json.loads(payload.data) == IDLE_S
     finally:
         await client.close()

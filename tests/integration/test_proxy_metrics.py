@@ -40,7 +40,7 @@ async def test_requests_are_counted_timed_and_logged(tmp_path: pathlib.Path) -> 
             assert failed.status_code == 500
             async with grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
                 stub = dataplane_pb2_grpc.DataPlaneServiceStub(channel)
-                await stub.Call(dataplane_pb2.CallRequest(deployment="api", method="echo"))
+                await stub.Call(dataplane_pb2.CallRequest(deployment="api", method_name="echo"))
             scraped = await http.get("/-/metrics")
         assert scraped.headers["content-type"].startswith("text/plain; version=0.0.4")
         metrics = samples(scraped.text)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -14,6 +13,7 @@ import grpc
 import httpx
 import pytest
 
+from capstan.json_values import arguments_of, to_python
 from capstan.v1 import dataplane_pb2, dataplane_pb2_grpc
 from tests.proxy_support.fake_control_plane import endpoint
 from tests.proxy_support.harness import FakeCluster, fake_cluster
@@ -57,9 +57,11 @@ async def test_serves_then_drains_on_sigterm() -> None:
                 async with grpc.aio.insecure_channel(grpc_address) as channel:
                     stub = dataplane_pb2_grpc.DataPlaneServiceStub(channel)
                     reply = await stub.Call(
-                        dataplane_pb2.CallRequest(deployment="d", args_json=b"[7]")
+                        dataplane_pb2.CallRequest(
+                            deployment="d", arguments=arguments_of([7], {}, "arguments")
+                        )
                     )
-                    assert json.loads(reply.result_json) == [7]
+                    assert to_python(reply.result) == [7]
                 slow = asyncio.create_task(http.get("/d/sleep?s=1"))
                 await replica.wait_for(lambda: replica.ongoing == 1)
                 process.send_signal(signal.SIGTERM)

@@ -4,7 +4,6 @@ replicas are Ray actors that serve ReplicaService over gRPC."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import pathlib
 import time
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from capstan.internal.v1 import replica_pb2
+from capstan.json_values import arguments_of
 from capstan.v1 import deployment_pb2
 from executors.base import (
     Executor,
@@ -48,9 +48,7 @@ def launch_spec(
     spec = deployment_pb2.DeploymentSpec(
         name=import_path.rpartition(":")[2].lower(),
         code=deployment_pb2.Code(import_path=import_path),
-        init_arguments=deployment_pb2.Arguments(
-            encoding=deployment_pb2.ENCODING_JSON, args=json.dumps(args).encode() if args else b""
-        ),
+        init_arguments=arguments_of(args, {}, "init_arguments"),
     )
     spec.replica_options.num_cpus = num_cpus
     spec.replica_options.runtime_env.env_vars.update(env_vars or {})

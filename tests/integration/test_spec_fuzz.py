@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import pathlib
 import threading
 from collections.abc import Iterator
 
 import grpc
 import pytest
+from google.protobuf import any_pb2, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scripted_executor import World
 
 from capstan.errors import InvalidSpec
+from capstan.internal.v1 import replica_pb2
+from capstan.json_values import to_value
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc, deployment_pb2
 from controlplane.server import ControlPlane
@@ -60,24 +62,60 @@ _NAMES = st.one_of(
 _TOO_BIG = b"x" * ((4 << 20) + 1)
 
 
-def _deep(depth: int) -> str:
-    return "[" * depth + "]" * depth
+def _deep(depth: int) -> struct_pb2.Value:
+    """Lists in lists, built by hand. Deeper than ~45 cannot be sent: protobuf
+    refuses to decode a message nested over 100 deep (a Value level is two)."""
+    outer = struct_pb2.Value()
+    inner = outer
+    for _ in range(depth):
+        inner = inner.list_value.values.add()
+    inner.null_value = struct_pb2.NULL_VALUE
+    return outer
+
+
+def _number(number: float) -> struct_pb2.Value:
+    return struct_pb2.Value(number_value=number)  # inf and nan included, as any client may
 
 
 _JSON = st.recursive(
-    st.none() | st.booleans() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner),
     max_leaves=20,
-).map(json.dumps)
-_JSON_TEXT = st.one_of(
-    _JSON, _JSON, st.integers(1, 3000).map(_deep), st.text(max_size=30)
-)  # fmt: skip
+).map(lambda value: to_value(value, "value"))
+_VALUES = st.one_of(_JSON, _JSON, st.integers(1, 45).map(_deep), _DOUBLE.map(_number))
 # user_config also comes at and just past its limit (1 MiB), now and then.
 _USER_CONFIG = st.one_of(
-    _JSON_TEXT,
-    _JSON_TEXT,
-    st.sampled_from([(1 << 20) - 2, (1 << 20) + 1]).map(lambda n: '"' + "x" * n + '"'),
+    _VALUES,
+    _VALUES,
+    st.sampled_from([(1 << 20) - 2, (1 << 20) + 1]).map(
+        lambda n: struct_pb2.Value(string_value="x" * n)
+    ),
 )
+_LOGGING = st.builds(
+    deployment_pb2.LoggingConfig,
+    encoding=st.sampled_from(["", "TEXT", "JSON", "XML"]),
+    log_level=st.one_of(st.sampled_from(["", "DEBUG", "LOUD"]), st.text(max_size=8)),
+    logs_dir=st.text(max_size=10),
+    additional_log_standard_attrs=st.lists(st.sampled_from(["name", "lineno", "nope"])),
+)
+# Code and init arguments as an SDK sends them, or as another SDK might.
+_SDK_OBJECTS = st.sampled_from(
+    [
+        replica_pb2.PythonObject(cloudpickle=b"\x80junk"),
+        replica_pb2.PythonObject(cloudpickle=_TOO_BIG),
+        replica_pb2.EncodedArguments(encoding=replica_pb2.ENCODING_PICKLE, args=b"\x80junk"),
+        struct_pb2.Struct(),
+    ]
+)
+
+
+def _packed(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
 
 
 @st.composite
@@ -90,23 +128,29 @@ def specs(draw: st.DrawFn) -> deployment_pb2.DeploymentSpec:
         "route_prefix": st.one_of(
             st.sampled_from(["", "/", "/a", "/a/", "//"]), st.text(max_size=20)
         ),
-        "user_config": _USER_CONFIG,
         "max_concurrent_queries": _INT32,
         "max_queued_requests": _INT32,
         "health_check_period_s": _DOUBLE,
         "health_check_timeout_s": _DOUBLE,
         "graceful_shutdown_wait_loop_s": _DOUBLE,
         "graceful_shutdown_timeout_s": _DOUBLE,
-        "logging_config": _JSON_TEXT,
         "executor": st.sampled_from(["", "scripted", "nope"]),
     }
     for field, values in optional.items():
         if draw(st.booleans()):
             setattr(msg, field, draw(values))
+    messages = {
+        "user_config": _USER_CONFIG,
+        "logging_config": _LOGGING,
+        "sdk_init_arguments": _SDK_OBJECTS.map(_packed),
+    }
+    for field, values in messages.items():
+        if draw(st.booleans()):
+            getattr(msg, field).CopyFrom(draw(values))
     if draw(st.booleans()):
         msg.code.import_path = draw(st.sampled_from(["tests.apps.hello:Hello", "no.such:X", "x"]))
-    else:
-        msg.code.pickled = draw(st.sampled_from([b"", b"\x80junk", b"\x80junk", _TOO_BIG]))
+    elif draw(st.booleans()):
+        msg.code.sdk_object.CopyFrom(_packed(draw(_SDK_OBJECTS)))
     if draw(st.booleans()):
         auto = msg.autoscaling_config
         for field in ("min_replicas", "max_replicas", "initial_replicas"):
@@ -122,7 +166,9 @@ def specs(draw: st.DrawFn) -> deployment_pb2.DeploymentSpec:
     for name, amount in draw(st.dictionaries(st.text(max_size=8), _DOUBLE, max_size=3)).items():
         options.resources[name] = amount
     if draw(st.booleans()):
-        msg.init_arguments.args = draw(_JSON_TEXT).encode()
+        msg.init_arguments.args.values.append(draw(_VALUES))
+    if draw(st.booleans()):
+        msg.init_arguments.kwargs.fields["k"].CopyFrom(draw(_VALUES))
     return msg
 
 
@@ -256,8 +302,8 @@ def test_no_byte_string_fails_the_server(
     [
         ({"num_replicas": 10**9}, grpc.StatusCode.INVALID_ARGUMENT, "num_replicas"),
         ({"num_replicas": 3}, grpc.StatusCode.INVALID_ARGUMENT, "max_replicas_per_deployment"),
-        ({"pickled": b"x" * (5 << 20)}, grpc.StatusCode.INVALID_ARGUMENT, "spec is"),
-        ({"pickled": b"x" * (17 << 20)}, grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+        ({"sdk_object": b"x" * (5 << 20)}, grpc.StatusCode.INVALID_ARGUMENT, "spec is"),
+        ({"sdk_object": b"x" * (17 << 20)}, grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
     ],
     ids=["1e9 replicas", "over the cluster maximum", "spec over 4 MiB", "request over 16 MiB"],
 )
@@ -266,8 +312,8 @@ def test_what_took_the_control_plane_down_is_refused_and_not_stored(
 ) -> None:
     stub = controlplane_pb2_grpc.ControlPlaneServiceStub(channel)
     msg = deployment_pb2.DeploymentSpec(name="refused")
-    if "pickled" in fields:
-        msg.code.pickled = fields["pickled"]
+    if "sdk_object" in fields:
+        msg.code.sdk_object.Pack(replica_pb2.PythonObject(cloudpickle=fields["sdk_object"]))
     else:
         msg.code.import_path = "tests.apps.hello:Hello"
         msg.num_replicas = fields["num_replicas"]

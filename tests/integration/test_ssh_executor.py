@@ -5,7 +5,6 @@ adopted by a new executor instance, and hosts taken down and brought back."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import pathlib
 import re
@@ -19,6 +18,7 @@ import grpc
 import pytest
 
 from capstan.internal.v1 import replica_pb2
+from capstan.json_values import arguments_of
 from capstan.v1 import deployment_pb2
 from executors.base import (
     ExecutorError,
@@ -34,8 +34,6 @@ from tests.contract.specs import launch_spec_of
 from tests.support.sshd import SshHosts, open_ssh_executor, worker_pids
 from tests.support.waiting import eventually
 
-JSON = deployment_pb2.ENCODING_JSON
-
 
 def launch_spec(
     attribute: str = "Echo",
@@ -50,9 +48,7 @@ def launch_spec(
     deployment = deployment_pb2.DeploymentSpec(
         name="echo",
         code=deployment_pb2.Code(import_path=import_path),
-        init_arguments=deployment_pb2.Arguments(
-            encoding=JSON, args=json.dumps(init_args or []).encode()
-        ),
+        init_arguments=arguments_of(init_args or [], {}, "init_arguments"),
         replica_options=deployment_pb2.ReplicaOptions(
             runtime_env=deployment_pb2.RuntimeEnv(env_vars=env_vars or {}, working_dir=working_dir)
         ),

@@ -13,6 +13,7 @@ import grpc
 import pytest
 from scripted_executor import World
 
+from capstan.json_values import to_value
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc, deployment_pb2
 from controlplane.records import ReplicaRecord, ReplicaState
@@ -47,7 +48,7 @@ async def test_history_is_pruned_and_the_database_stays_bounded(tmp_path: pathli
         async with grpc.aio.insecure_channel(plane.address) as channel:
             stub = controlplane_pb2_grpc.ControlPlaneServiceStub(channel)
             for index in range(APPLIES):
-                user_config = json.dumps({"n": index, "pad": "x" * (CONFIG_BYTES - 32)})
+                user_config = to_value({"n": index, "pad": "x" * (CONFIG_BYTES - 32)}, "config")
                 spec = deployment_pb2.DeploymentSpec(
                     name="big", num_replicas=0, version=f"v{index}", user_config=user_config
                 )

@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator
 import grpc
 
 from capstan.internal.v1 import replica_pb2, replica_pb2_grpc
-from capstan.v1 import deployment_pb2
 from tests.proxy_support import loopback
 
 Reply = replica_pb2.ResponseFrame
@@ -135,7 +134,7 @@ class FakeReplica(replica_pb2_grpc.ReplicaServiceServicer):
 
     async def _invoke(self, rid: int, invocation: replica_pb2.Invocation) -> AsyncIterator[Reply]:
         args = json.loads(invocation.arguments.args or b"[]")
-        method = invocation.method
+        method = invocation.method_name
         if method in ("", "echo"):
             yield _result(rid, invocation.arguments.args or b"[]")
         elif method == "sleep":
@@ -146,6 +145,12 @@ class FakeReplica(replica_pb2_grpc.ReplicaServiceServicer):
         elif method == "stream":
             for i in range(args[0]):
                 yield _result(rid, json.dumps(i).encode())
+        elif method == "greet":  # greet(name, punct="!")
+            punct = json.loads(invocation.arguments.kwargs or b"{}").get("punct", "!")
+            text = f"Hello, {args[0]}{punct} (model {invocation.multiplexed_model_id})"
+            yield _result(rid, json.dumps(text).encode())
+        elif method == "nan":  # what json.dumps writes for float("nan")
+            yield _result(rid, b"NaN")
         elif method == "fail":
             yield Reply(id=rid, error=_user_error())
         else:
@@ -182,7 +187,7 @@ class FakeReplica(replica_pb2_grpc.ReplicaServiceServicer):
 
 
 def _result(rid: int, data: bytes) -> Reply:
-    payload = deployment_pb2.Payload(encoding=deployment_pb2.ENCODING_JSON, data=data)
+    payload = replica_pb2.Payload(encoding=replica_pb2.ENCODING_JSON, data=data)
     return Reply(id=rid, result=payload)
 
 

@@ -13,6 +13,7 @@ import grpc
 import pytest
 from scripted_executor import World
 
+from capstan.json_values import to_value
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc, deployment_pb2
 from controlplane.server import ControlPlane
@@ -77,6 +78,8 @@ def spec(**fields: object) -> deployment_pb2.DeploymentSpec:
     for key, value in fields.items():
         if isinstance(value, deployment_pb2.ReplicaOptions):
             msg.replica_options.CopyFrom(value)
+        elif key == "user_config":  # a Python value
+            msg.user_config.CopyFrom(to_value(value, key))
         else:
             setattr(msg, key, value)
     return msg

@@ -11,6 +11,7 @@ import pytest
 from capstan.app_config import application_specs
 from capstan.config_file import parse
 from capstan.errors import InvalidSpec
+from capstan.json_values import to_python
 
 MODULE = """
 from capstan import serve
@@ -54,7 +55,7 @@ def test_overrides_and_code_by_import_path(folder) -> None:
     path, module = folder
     spec = build(config(path, module, "user_config: {k: 1}"))
     (model,) = spec.deployments
-    assert model.user_config == '{"k": 1}'
+    assert to_python(model.user_config) == {"k": 1}
     assert model.code.import_path == f"{module}:Model"  # imported in the working_dir
     assert model.replica_options.num_cpus == 0.5  # the code's own, kept
     assert model.replica_options.runtime_env.working_dir == str(path)

@@ -2,7 +2,7 @@
 the SDK, CLI and launcher (the rest of `capstan`) on top.
 
 The core (capstan.errors, capstan.channels, capstan.defaults and the generated
-capstan.v1) imports only the standard library and third-party packages, so
+capstan.v1 and capstan.internal.v1) imports only the standard library and third-party packages, so
 every package may import it without loading the SDK. The walk reads every
 import statement, at module level or inside a function, since a lazy import is
 still a dependency.
@@ -35,6 +35,10 @@ CORE = {
     "capstan.framing",
     "capstan.defaults",
     "capstan.v1",
+    "capstan.internal",
+    "capstan.internal.v1",
+    # Python values to and from the protos' JSON (google.protobuf.Value).
+    "capstan.json_values",
     # Shared by the SDK and the replica worker, stdlib (and lazily FastAPI)
     # only: the replica context user code reads, and FastAPI view binding.
     "capstan.context",
@@ -72,6 +76,10 @@ CONTROLPLANE_SEES_OF_EXECUTORS = {
 }
 
 
+# Generated packages: core, and not walked (protoc writes their imports).
+_GENERATED = ("capstan.v1", "capstan.internal")
+
+
 class Import(NamedTuple):
     importer: str
     imported: str
@@ -84,7 +92,7 @@ class Import(NamedTuple):
 def layer_of(module: str) -> str:
     """The layer a module belongs to; a top-level name outside Capstan (say,
     `tests`) is its own layer, which no production layer may import."""
-    if module in CORE or module.startswith("capstan.v1."):
+    if module in CORE or module.startswith(_GENERATED):
         return "core"
     top = module.partition(".")[0]
     return "sdk" if top == "capstan" else top
@@ -99,7 +107,7 @@ def module_files() -> dict[str, pathlib.Path]:
             if parts[-1] == "__init__":
                 parts.pop()
             name = ".".join(parts)
-            if not name.startswith("capstan.v1"):
+            if not name.startswith(_GENERATED):
                 modules[name] = path
     return modules
 

@@ -54,10 +54,10 @@ def test_omp_threads_are_the_whole_cpus_at_least_one(cpus: float, threads: str) 
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"num_cpus": -1}, "ray_actor_options.num_cpus must be >= 0 and <= 1024, got -1"),
+        ({"num_cpus": -1}, "replica_options.num_cpus must be >= 0 and <= 1024, got -1"),
         ({"num_gpus": 1.5}, "num_gpus above 1 must be a whole number, got 1.5"),
         ({"resources": {"CPU": 2}}, "resources may not name CPU; use num_cpus and num_gpus"),
-        ({"resources": {"ssd": -1}}, "ray_actor_options.resources['ssd'] must be >= 0"),
+        ({"resources": {"ssd": -1}}, "replica_options.resources['ssd'] must be >= 0"),
         ({"env_vars": {"A=B": "1"}}, "invalid variable name 'A=B'"),
         ({"pip": ("",)}, "runtime_env.pip has an empty requirement"),
         ({"pip": ("idna",), "conda": "env"}, "runtime_env may set pip or conda, not both"),

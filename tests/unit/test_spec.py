@@ -8,7 +8,10 @@ import dataclasses
 import pytest
 
 from capstan.errors import InvalidSpec
+from capstan.internal.v1 import replica_pb2
+from capstan.json_values import arguments_of, to_value
 from capstan.v1 import deployment_pb2
+from capstan.v1.deployment_pb2 import LoggingConfig
 from controlplane.spec import Autoscaling, DeploymentSpec, ReplicaOptions
 
 
@@ -24,6 +27,10 @@ def proto(**fields: object) -> deployment_pb2.DeploymentSpec:
             msg.replica_options.num_cpus = value  # type: ignore[assignment]
         elif key == "num_gpus":
             msg.replica_options.num_gpus = value  # type: ignore[assignment]
+        elif key == "user_config":
+            msg.user_config.CopyFrom(to_value(value, "user_config"))
+        elif key == "logging_config":
+            msg.logging_config.CopyFrom(value)  # type: ignore[arg-type]
         else:
             setattr(msg, key, value)
     return msg
@@ -47,12 +54,18 @@ INVALID = [
         {"autoscaling": deployment_pb2.AutoscalingConfig(min_replicas=4, max_replicas=2)},
         "autoscaling_config.min_replicas (4) must not exceed max_replicas (2)",
     ),
-    ("bad user_config JSON", {"user_config": "{nope"}, "user_config is not valid JSON"),
+    ("log level", {"logging_config": LoggingConfig(log_level="LOUD")}, "logging_config.log_level"),
+    ("encoding", {"logging_config": LoggingConfig(encoding="XML")}, "logging_config.encoding"),
+    (
+        "log attribute",
+        {"logging_config": LoggingConfig(additional_log_standard_attrs=["nope"])},
+        "logging_config.additional_log_standard_attrs names 'nope'",
+    ),
     ("bad import path", {"import_path": "app.Hello"}, "code.import_path 'app.Hello' must look"),
     ("import path with spaces", {"import_path": "my app:X"}, "code.import_path"),
-    ("no code", {"import_path": ""}, "code must give exactly one of import_path or pickled"),
+    ("no code", {"import_path": ""}, "code must give exactly one of import_path or sdk_object"),
     ("zero max_concurrent", {"max_concurrent_queries": 0}, "max_concurrent_queries must be >= 1"),
-    ("negative cpus", {"num_cpus": -1.0}, "ray_actor_options.num_cpus must be >= 0"),
+    ("negative cpus", {"num_cpus": -1.0}, "replica_options.num_cpus must be >= 0"),
     ("1.5 gpus", {"num_gpus": 1.5}, "num_gpus above 1 must be a whole number"),
     ("zero health period", {"health_check_period_s": 0.0}, "health_check_period_s must be > 0"),
     (
@@ -75,13 +88,24 @@ def test_invalid_specs_name_the_field(fields: dict, message: str) -> None:
     with pytest.raises(InvalidSpec) as caught:
         DeploymentSpec.from_proto(proto(**fields))
     assert message in caught.value.message
+    # The field path a BadRequest carries is in proto names, as in the message.
+    assert caught.value.field and caught.value.field in caught.value.message
 
 
-def test_bad_init_args_are_named() -> None:
+def test_init_arguments_come_as_json_or_as_an_sdk_object_not_both() -> None:
     msg = proto()
-    msg.init_arguments.args = b'{"not": "a list"}'
-    with pytest.raises(InvalidSpec, match="init_args must be a JSON array"):
+    msg.init_arguments.CopyFrom(arguments_of(["Ada"], {"n": 1}, "init_arguments"))
+    assert DeploymentSpec.from_proto(msg).init_arguments == msg.init_arguments
+    msg.sdk_init_arguments.Pack(replica_pb2.EncodedArguments(encoding=replica_pb2.ENCODING_PICKLE))
+    with pytest.raises(InvalidSpec, match="cannot both be set") as caught:
         DeploymentSpec.from_proto(msg)
+    assert caught.value.field == "sdk_init_arguments"
+
+
+def test_user_config_is_kept_as_sorted_json_text() -> None:
+    spec = DeploymentSpec.from_proto(proto(user_config={"b": [1, 2.5], "a": None}))
+    assert spec.user_config == '{"a":null,"b":[1,2.5]}'
+    assert spec.to_proto().user_config == to_value({"a": None, "b": [1, 2.5]}, "user_config")
 
 
 def test_defaults_follow_ray_serve() -> None:
@@ -110,7 +134,8 @@ def test_autoscaling_start_size() -> None:
     "fields",
     [
         {},
-        {"version": "v1", "prev_version": "v0", "user_config": '{"a": 1}', "route_prefix": ""},
+        {"version": "v1", "prev_version": "v0", "user_config": {"a": 1}, "route_prefix": ""},
+        {"logging_config": LoggingConfig(encoding="JSON", enable_access_log=False)},
         {"autoscaling": deployment_pb2.AutoscalingConfig(min_replicas=0, max_replicas=3)},
         {"num_gpus": 0.5, "num_cpus": 0.25, "max_concurrent_queries": 7},
         {"request_timeout_s": 2.5},

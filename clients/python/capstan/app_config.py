@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import os
 import pathlib
 import sys
@@ -17,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from capstan import build as graph
+from capstan import json_values
 from capstan.config_file import LoadedConfig, Path
 from capstan.config_schema import ApplicationConfig, DeploymentConfig, LoggingConfig
 from capstan.deployment import Deployment
@@ -65,7 +65,8 @@ def application_spec(app: ApplicationConfig, loaded: LoadedConfig, at: Path) -> 
         if not deployment.HasField("version"):
             deployment.version = _version(deployment, digest)
     source = app.model_dump(exclude={"deployments", "runtime_env"}, exclude_defaults=True)
-    spec.source = json.dumps({**source, **({"runtime_env": env} if env else {})})
+    source = {**source, **({"runtime_env": env} if env else {})}
+    spec.source.CopyFrom(json_values.to_value(source, "source").struct_value)
     return spec
 
 

@@ -4,17 +4,19 @@ options that are set are written, under Ray Serve's names."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import yaml
 from google.protobuf import json_format
 
+from capstan import json_values
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import deployment_pb2 as pb
 
 # Optional scalar fields, as the spec names them -> as the file does.
+# What `capstan config` shows for an application built from code, not a file.
+_FROM_CODE = {"import_path": "(built from code)"}
 _SCALARS = {
     "num_replicas": "num_replicas",
     "max_concurrent_queries": "max_ongoing_requests",
@@ -48,7 +50,8 @@ def application_entry(
 
 def stored_entry(app: cp.Application) -> dict[str, Any]:
     """The entry of an application as the control plane holds it."""
-    source = json.loads(app.source) if app.source else {"import_path": "(built from code)"}
+    is_from_file = app.HasField("source")
+    source = json_values.to_python(app.source) if is_from_file else _FROM_CODE
     specs = [d.spec for d in app.deployments]
     return application_entry(app.name, app.route_prefix or None, source, specs)
 
@@ -61,7 +64,7 @@ def deployment_entry(spec: pb.DeploymentSpec, app_env: Mapping[str, Any]) -> dic
         if spec.HasField(field):
             entry[key] = getattr(spec, field)
     if spec.HasField("user_config"):
-        entry["user_config"] = json.loads(spec.user_config)
+        entry["user_config"] = json_values.to_python(spec.user_config)
     if spec.HasField("autoscaling_config") and spec.autoscaling_config.ListFields():
         entry["autoscaling_config"] = json_format.MessageToDict(
             spec.autoscaling_config, preserving_proto_field_name=True
@@ -70,7 +73,9 @@ def deployment_entry(spec: pb.DeploymentSpec, app_env: Mapping[str, Any]) -> dic
     if actor:
         entry["ray_actor_options"] = actor
     if spec.HasField("logging_config"):
-        entry["logging_config"] = json.loads(spec.logging_config)
+        entry["logging_config"] = json_format.MessageToDict(
+            spec.logging_config, preserving_proto_field_name=True
+        )
     if spec.executor:
         entry["executor"] = spec.executor
     return entry

@@ -4,15 +4,12 @@ the 2.x `bind` for `serve.run`."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
-import cloudpickle
-
-from capstan import defaults, progress
+from capstan import defaults, json_values, progress
 from capstan import options as opts
 from capstan.handle import DeploymentHandle
 from capstan.v1 import deployment_pb2
@@ -40,12 +37,7 @@ class Deployment:
         """The user's class or function (unpickled on first use when this
         Deployment came from the control plane)."""
         if self._func_or_class is None:
-            source = self._code.WhichOneof("source")
-            self._func_or_class = (
-                self._code.import_path
-                if source == "import_path"
-                else cloudpickle.loads(self._code.pickled)
-            )
+            self._func_or_class = opts.python_object(self._code)
         return self._func_or_class
 
     version = property(lambda self: self._options.get("version"))
@@ -165,14 +157,14 @@ def from_stored(message: Any) -> Deployment:
         "version": spec.version if spec.HasField("version") else None,
         "route_prefix": spec.route_prefix or None,
         "executor": spec.executor,
-        "_init_arguments": spec.init_arguments,
+        "_stored_spec": spec,
         "ray_actor_options": _actor_options(spec.replica_options),
     }
     for key in opts.SCALARS:
         if key not in ("version", "prev_version") and spec.HasField(key):
             options[key] = getattr(spec, key)
     if spec.HasField("user_config"):
-        options["user_config"] = json.loads(spec.user_config)
+        options["user_config"] = json_values.to_python(spec.user_config)
     if spec.HasField("autoscaling_config"):
         fields = spec.autoscaling_config.ListFields()
         options["autoscaling_config"] = {field.name: value for field, value in fields}

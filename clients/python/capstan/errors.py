@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -54,22 +55,45 @@ class CapstanError(Exception):
         """ErrorInfo metadata for this error (strings only)."""
         return {}
 
+    def more_details(self) -> list[Message]:
+        """Status details beyond the ErrorInfo (google.rpc messages)."""
+        return []
+
     def to_status(self) -> grpc.Status:
         """The gRPC status (with rich details) that stands for this error."""
         info = error_details_pb2.ErrorInfo(
             reason=self.reason(), domain=DOMAIN, metadata=self.metadata()
         )
-        detail = any_pb2.Any()
-        detail.Pack(info)
+        details = []
+        for detail in (info, *self.more_details()):
+            packed = any_pb2.Any()
+            packed.Pack(detail)
+            details.append(packed)
         code = getattr(code_pb2, self.code.name)
-        message = status_pb2.Status(code=code, message=self.details, details=[detail])
+        message = status_pb2.Status(code=code, message=self.details, details=details)
         return rpc_status.to_status(message)
 
 
 class InvalidSpec(CapstanError):
-    """A deployment spec or request is malformed; the message names the field."""
+    """A deployment spec or request is malformed; the message names the field.
+
+    `field` is the field's path in the protos' names (`replica_options.num_cpus`),
+    sent as a google.rpc.BadRequest field violation so that a program can
+    tell which field to fix; empty when no one field is to blame."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+    def more_details(self) -> list[Message]:
+        if not self.field:
+            return []
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=self.field, description=self.message
+        )
+        return [error_details_pb2.BadRequest(field_violations=[violation])]
 
 
 class NotFound(CapstanError):
@@ -135,13 +159,21 @@ class UserCodeError(CapstanError):
 
     code = grpc.StatusCode.UNKNOWN
 
-    def __init__(self, message: str, exception_type: str = "", remote_traceback: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        exception_type: str = "",
+        remote_traceback: str = "",
+        deployment: str = "",
+    ) -> None:
         # One "Type: " prefix, whoever built the message (the replica does).
         if exception_type and not message.startswith(f"{exception_type}:"):
             message = f"{exception_type}: {message}"
         super().__init__(message)
         self.exception_type = exception_type
         self.remote_traceback = remote_traceback
+        # The deployment whose code raised; "" when not known.
+        self.deployment = deployment
 
     @property
     def details(self) -> str:
@@ -150,7 +182,8 @@ class UserCodeError(CapstanError):
         return self.message
 
     def metadata(self) -> dict[str, str]:
-        return {"exception_type": self.exception_type} if self.exception_type else {}
+        found = {"exception_type": self.exception_type, "deployment": self.deployment}
+        return {key: value for key, value in found.items() if value}
 
     def __str__(self) -> str:
         if self.remote_traceback:
@@ -195,23 +228,36 @@ def from_rpc_error(error: grpc.RpcError) -> CapstanError:
     details = error.details() or code.name  # type: ignore[attr-defined]
     if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details.lower():
         details = f"cannot reach the Capstan server: {details}"
-    info = _error_info(error)
-    cls = _BY_REASON.get(info.reason) if info is not None else None
+    details_sent = _details(error)
+    info = details_sent.get(error_details_pb2.ErrorInfo)
+    cls = _BY_REASON.get(info.reason) if info is not None and info.domain == DOMAIN else None
     if cls is UserCodeError:
-        return UserCodeError(details, info.metadata.get("exception_type", ""))
+        metadata = info.metadata
+        return UserCodeError(
+            details,
+            metadata.get("exception_type", ""),
+            deployment=metadata.get("deployment", ""),
+        )
+    if cls is InvalidSpec:
+        bad_request = details_sent.get(error_details_pb2.BadRequest)
+        violations = bad_request.field_violations if bad_request is not None else ()
+        return InvalidSpec(details, violations[0].field if violations else "")
     return cls(details) if cls is not None else error_for_code(code, details)
 
 
-def _error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
+def _details(error: grpc.RpcError) -> dict[type, Message]:
+    """The google.rpc details (ErrorInfo, BadRequest) a status carries, by type."""
     try:
         status = rpc_status.from_call(error)  # type: ignore[arg-type]
     except (ValueError, AttributeError):  # details that do not match the status
-        return None
+        return {}
+    found: dict[type, Message] = {}
     for detail in status.details if status is not None else ():
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info) and info.domain == DOMAIN:
-            return info
-    return None
+        for kind in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest):
+            message = kind()
+            if kind not in found and detail.Unpack(message):
+                found[kind] = message
+    return found
 
 
 _STATUS_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}

@@ -15,7 +15,6 @@ from typing import Any
 import cloudpickle
 
 from capstan.errors import DeadlineExceeded
-from capstan.v1 import deployment_pb2
 
 
 class DeploymentResponse:
@@ -172,12 +171,12 @@ def _invocation(method: str, args: tuple, kwargs: dict, model_id: str = "") -> A
     from capstan.internal.v1 import replica_pb2
 
     return replica_pb2.Invocation(
-        method=method,
+        method_name=method,
         multiplexed_model_id=model_id,
-        arguments=deployment_pb2.Arguments(
-            encoding=deployment_pb2.ENCODING_PICKLE,
+        arguments=replica_pb2.EncodedArguments(
+            encoding=replica_pb2.ENCODING_PICKLE,
             args=cloudpickle.dumps(args) if args else b"",
             kwargs=cloudpickle.dumps(kwargs) if kwargs else b"",
         ),
-        result_encoding=deployment_pb2.ENCODING_PICKLE,
+        result_encoding=replica_pb2.ENCODING_PICKLE,
     )

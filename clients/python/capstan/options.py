@@ -9,14 +9,15 @@ import difflib
 import hashlib
 import inspect
 import io
-import json
 import types
 from collections.abc import Mapping
 from typing import Any
 
 import cloudpickle
 
+from capstan import json_values
 from capstan.errors import InvalidSpec
+from capstan.internal.v1 import replica_pb2
 from capstan.schema import LoggingConfig
 from capstan.v1 import deployment_pb2 as pb
 
@@ -130,46 +131,70 @@ def to_spec(code: pb.Code, options: Mapping[str, Any]) -> pb.DeploymentSpec:
     elif route_prefix is not DEFAULT:
         spec.route_prefix = str(route_prefix)
     if options.get("user_config") is not None:
-        spec.user_config = _json(options["user_config"], "user_config")
+        spec.user_config.CopyFrom(json_values.to_value(options["user_config"], "user_config"))
     if options.get("logging_config") is not None:
-        config = LoggingConfig.of(options["logging_config"])
-        spec.logging_config = _json(config.dict(), "logging_config")
+        spec.logging_config.CopyFrom(LoggingConfig.of(options["logging_config"]).to_proto())
     if options.get("autoscaling_config") is not None:
         spec.autoscaling_config.CopyFrom(_autoscaling(options["autoscaling_config"]))
     spec.replica_options.CopyFrom(_replica_options(options.get("ray_actor_options") or {}))
-    if "init_args" in options or "init_kwargs" in options or "_init_arguments" not in options:
-        spec.init_arguments.CopyFrom(
-            arguments(options.get("init_args"), options.get("init_kwargs"))
-        )
+    if "init_args" in options or "init_kwargs" in options or "_stored_spec" not in options:
+        set_init_arguments(spec, options.get("init_args"), options.get("init_kwargs"))
     else:  # a Deployment read back from the control plane keeps its arguments
-        spec.init_arguments.CopyFrom(options["_init_arguments"])
+        stored = options["_stored_spec"]
+        spec.init_arguments.CopyFrom(stored.init_arguments)
+        if stored.HasField("sdk_init_arguments"):
+            spec.sdk_init_arguments.CopyFrom(stored.sdk_init_arguments)
     spec.executor = options.get("executor") or ""
     return spec
 
 
-def arguments(args: Any, kwargs: Any) -> pb.Arguments:
-    """Constructor arguments, pickled: Python-to-Python."""
+def set_init_arguments(spec: pb.DeploymentSpec, args: Any, kwargs: Any) -> None:
+    """Constructor arguments as JSON `init_arguments` when every one is plain
+    JSON, so that clients in any language read them back; else pickled into
+    `sdk_init_arguments` (handles, objects: Python-to-Python)."""
     if args is not None and not isinstance(args, list | tuple):
         raise InvalidSpec(f"init_args must be a tuple or list, got {type(args).__name__}")
     if kwargs is not None and not isinstance(kwargs, Mapping):
         raise InvalidSpec(f"init_kwargs must be a dict, got {type(kwargs).__name__}")
-    return pb.Arguments(
-        encoding=pb.ENCODING_PICKLE,
-        args=_dumps(tuple(args)) if args else b"",
-        kwargs=_dumps(dict(kwargs)) if kwargs else b"",
+    args, kwargs = tuple(args or ()), dict(kwargs or {})
+    if json_values.is_plain_json(list(args)) and json_values.is_plain_json(kwargs):
+        spec.init_arguments.CopyFrom(json_values.arguments_of(args, kwargs, "init_arguments"))
+        return
+    encoded = replica_pb2.EncodedArguments(
+        encoding=replica_pb2.ENCODING_PICKLE,
+        args=_dumps(args) if args else b"",
+        kwargs=_dumps(kwargs) if kwargs else b"",
     )
+    spec.sdk_init_arguments.Pack(encoded)
 
 
 def code_of(func_or_class: Any) -> pb.Code:
     """User code as the wire carries it: an import path string as-is,
-    anything else cloudpickled (by value when defined in a script)."""
+    anything else cloudpickled (by value when defined in a script) into a
+    PythonObject in `sdk_object`."""
     if isinstance(func_or_class, str):
         return pb.Code(import_path=func_or_class)
     try:
-        return pb.Code(pickled=_dumps(func_or_class), fingerprint=_fingerprint(func_or_class))
+        pickled = replica_pb2.PythonObject(cloudpickle=_dumps(func_or_class))
     except Exception as error:
         name = getattr(func_or_class, "__name__", repr(func_or_class))
         raise InvalidSpec(f"cannot pickle {name} to ship it to replicas: {error}") from None
+    code = pb.Code(fingerprint=_fingerprint(func_or_class))
+    code.sdk_object.Pack(pickled)
+    return code
+
+
+def python_object(code: pb.Code) -> Any:
+    """The class or function `code` names or holds: an import path as-is,
+    an SDK object unpickled. Raises InvalidSpec for another SDK's object."""
+    if code.WhichOneof("source") != "sdk_object":
+        return code.import_path
+    pickled = replica_pb2.PythonObject()
+    if not code.sdk_object.Unpack(pickled):
+        raise InvalidSpec(
+            f"code.sdk_object holds a {code.sdk_object.type_url!r}, not Python code", "code"
+        )
+    return cloudpickle.loads(pickled.cloudpickle)
 
 
 def _fingerprint(func_or_class: Any) -> str:
@@ -202,13 +227,6 @@ def _dumps(value: Any) -> bytes:
     with io.BytesIO() as buffer:
         _Pickler(buffer).dump(value)
         return buffer.getvalue()
-
-
-def _json(value: Any, field: str) -> str:
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError) as error:
-        raise InvalidSpec(f"{field} must be JSON-serialisable: {error}") from None
 
 
 def _autoscaling(config: Any) -> pb.AutoscalingConfig:

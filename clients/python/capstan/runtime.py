@@ -23,16 +23,16 @@ from capstan.client import default_address
 from capstan.errors import NotFound
 from capstan.internal.v1 import replica_pb2
 from capstan.links import ClusterLinks
-from capstan.v1 import controlplane_pb2, deployment_pb2
+from capstan.v1 import controlplane_pb2
 
 # How long a call waits for a deployment it has not heard of to appear in
 # the route table: a handle used right after deploy() may be a table behind.
 APPEAR_TIMEOUT_S = 10.0
 
 
-def decode(payload: deployment_pb2.Payload) -> Any:
+def decode(payload: replica_pb2.Payload) -> Any:
     """A result payload as a Python value."""
-    if payload.encoding == deployment_pb2.ENCODING_PICKLE:
+    if payload.encoding == replica_pb2.ENCODING_PICKLE:
         return cloudpickle.loads(payload.data)
     return json.loads(payload.data) if payload.data else None
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from capstan.errors import InvalidSpec
 from capstan.v1 import controlplane_pb2 as cp
+from capstan.v1 import deployment_pb2
 
 
 class ApplicationStatus(enum.StrEnum):
@@ -105,6 +106,16 @@ class LoggingConfig:
 
     def dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def to_proto(self) -> deployment_pb2.LoggingConfig:
+        """capstan.v1.LoggingConfig: the same fields, by the same names."""
+        return deployment_pb2.LoggingConfig(
+            encoding=self.encoding,
+            log_level=str(self.log_level),
+            enable_access_log=self.enable_access_log,
+            logs_dir=self.logs_dir or "",
+            additional_log_standard_attrs=list(self.additional_log_standard_attrs),
+        )
 
 
 _APP_STATUS = {

@@ -149,7 +149,7 @@ async def test_stats_and_health(echo: ReplicaRef, client: ExchangeClient) -> Non
     assert stats.total_requests >= 1 and not stats.draining
     await client.stub.CheckHealth(replica_pb2.CheckHealthRequest(), timeout=5)
     health = health_pb2_grpc.HealthStub(client.channel)
-    for service in ("", "capstan.v1.ReplicaService"):
+    for service in ("", "capstan.internal.v1.ReplicaService"):
         answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
 

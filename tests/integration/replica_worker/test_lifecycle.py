@@ -5,13 +5,16 @@ health, admission, drain, start-up failures and shutdown."""
 from __future__ import annotations
 
 import asyncio
+import fractions
 import json
 import pathlib
+import pickle
 import signal
 import sys
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 
 from capstan.internal.v1 import replica_pb2
 from executors.base import ReplicaStartError
@@ -134,18 +137,33 @@ async def test_pickled_code_is_loaded_by_value(executor: LocalExecutor) -> None:
         def add(self, n: int) -> int:
             return self.base + n
 
-    spec = launch_spec("tests.apps.echo:Echo", init_args=[40])
-    spec.config.deployment.code.pickled = cloudpickle.dumps(Local)
+    spec = launch_spec("tests.apps.echo:Echo")
+    code = replica_pb2.PythonObject(cloudpickle=cloudpickle.dumps(Local))
+    spec.config.deployment.code.sdk_object.Pack(code)
+    # A Fraction is no JSON: the SDK pickles such init arguments.
+    pickled = replica_pb2.EncodedArguments(
+        encoding=replica_pb2.ENCODING_PICKLE, args=pickle.dumps((fractions.Fraction(40),))
+    )
+    spec.config.deployment.sdk_init_arguments.Pack(pickled)
     ref = await executor.launch(spec)
     async with ExchangeClient(ref) as client:
-        assert await client.call("add", 2) == 42
+        assert await client.call("add", 2, pickled=True) == fractions.Fraction(42)
 
 
 async def test_code_that_does_not_unpickle_fails_the_start(executor: LocalExecutor) -> None:
     spec = launch_spec("tests.apps.echo:Echo")
-    spec.config.deployment.code.pickled = b"not a pickle"
+    spec.config.deployment.code.sdk_object.Pack(replica_pb2.PythonObject(cloudpickle=b"junk"))
     with pytest.raises(ReplicaStartError, match="cannot unpickle the deployment's code"):
         await executor.launch(spec)
+
+
+async def test_another_sdks_object_is_refused_naming_its_type(executor: LocalExecutor) -> None:
+    spec = launch_spec("tests.apps.echo:Echo")
+    spec.config.deployment.code.sdk_object.Pack(struct_pb2.Struct())  # say, a Node SDK's
+    with pytest.raises(ReplicaStartError) as refused:
+        await executor.launch(spec)
+    assert "code holds a 'type.googleapis.com/google.protobuf.Struct'" in str(refused.value)
+    assert "type.googleapis.com/capstan.internal.v1.PythonObject" in str(refused.value)
 
 
 async def test_reconfigure_raising_at_start_fails_the_start(executor: LocalExecutor) -> None:

@@ -130,6 +130,10 @@ def _replica_state(replica: cp.Replica) -> str:
 
 def _as_dict(deployment: cp.Deployment) -> dict:
     """The deployment as the API has it, without pickled code."""
-    document = json_format.MessageToDict(deployment, preserving_proto_field_name=True)
-    document.get("spec", {}).get("code", {}).pop("pickled", None)
-    return document
+    # SDK payloads (pickles) mean nothing to a reader, and their types are
+    # not known here, so proto JSON could not print them anyway.
+    shown = cp.Deployment()
+    shown.CopyFrom(deployment)
+    shown.spec.code.ClearField("sdk_object")
+    shown.spec.ClearField("sdk_init_arguments")
+    return json_format.MessageToDict(shown, preserving_proto_field_name=True)

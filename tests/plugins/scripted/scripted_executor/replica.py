@@ -10,6 +10,7 @@ import grpc
 
 from capstan.errors import CapstanError
 from capstan.internal.v1 import replica_pb2, replica_pb2_grpc
+from capstan.json_values import to_json_text
 from executors.base import LaunchSpec, NotSupported, ReplicaRef, ReplicaStartError
 from executors.replica.loader import LoadError, load
 from executors.replica.server import ReplicaServicer
@@ -52,7 +53,7 @@ class ScriptedReplica(ReplicaServicer):
         deployment = spec.config.deployment
         try:
             if deployment.HasField("user_config"):
-                await worker.reconfigure(deployment.user_config, None)
+                await worker.reconfigure(to_json_text(deployment.user_config), None)
         except CapstanError as error:
             worker.invoker.close()
             raise ReplicaStartError(f"{worker.user.name}: {error.message}") from error

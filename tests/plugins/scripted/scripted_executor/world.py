@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from capstan.internal.v1 import replica_pb2
+from capstan.json_values import to_json_text
 from capstan.v1 import deployment_pb2
 from executors.base import LaunchSpec, Node, ReplicaRef, ReplicaStartError
 from executors.options import ReplicaOptions
@@ -69,7 +70,8 @@ class World:
                 await self.launch_gate.wait()
             if config.version in self.broken_versions:
                 raise ReplicaStartError(f"RuntimeError: constructor of {config.version} raised")
-            if config.deployment.user_config in self.rejected_configs:
+            user_config = config.deployment.user_config
+            if user_config.ByteSize() and to_json_text(user_config) in self.rejected_configs:
                 raise ReplicaStartError("ValueError: reconfigure() rejected the user_config")
             replica = await ScriptedReplica.start(self, spec)
         finally:

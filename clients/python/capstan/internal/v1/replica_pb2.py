@@ -4,15 +4,18 @@
 # source: capstan/internal/v1/replica.proto
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
-
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
-
 _runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC, 7, 35, 1, "", "capstan/internal/v1/replica.proto"
+    _runtime_version.Domain.PUBLIC,
+    7,
+    35,
+    1,
+    '',
+    'capstan/internal/v1/replica.proto'
 )
 # @@protoc_insertion_point(imports)
 
@@ -21,73 +24,72 @@ _sym_db = _symbol_database.Default()
 
 from capstan.v1 import deployment_pb2 as capstan_dot_v1_dot_deployment__pb2
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n!capstan/internal/v1/replica.proto\x12\x13\x63\x61pstan.internal.v1\x1a\x1b\x63\x61pstan/v1/deployment.proto"H\n\x07Payload\x12/\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x1d.capstan.internal.v1.Encoding\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c"a\n\x10\x45ncodedArguments\x12/\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x1d.capstan.internal.v1.Encoding\x12\x0c\n\x04\x61rgs\x18\x02 \x01(\x0c\x12\x0e\n\x06kwargs\x18\x03 \x01(\x0c"#\n\x0cPythonObject\x12\x13\n\x0b\x63loudpickle\x18\x01 \x01(\x0c"\x11\n\x0f\x44\x65scribeRequest"W\n\x10\x44\x65scribeResponse\x12.\n\x07methods\x18\x01 \x03(\x0b\x32\x1d.capstan.v1.MethodDescription\x12\x13\n\x0bserves_http\x18\x02 \x01(\x08"D\n\x0f\x45xchangeRequest\x12\x31\n\x06\x66rames\x18\x01 \x03(\x0b\x32!.capstan.internal.v1.RequestFrame"\x89\x02\n\x0cRequestFrame\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x35\n\ninvocation\x18\x02 \x01(\x0b\x32\x1f.capstan.internal.v1.InvocationH\x00\x12\x30\n\x04http\x18\x03 \x01(\x0b\x32 .capstan.internal.v1.HttpRequestH\x00\x12\x10\n\x06\x63\x61ncel\x18\x04 \x01(\x08H\x00\x12.\n\x04\x62ody\x18\x05 \x01(\x0b\x32\x1e.capstan.internal.v1.BodyChunkH\x00\x12:\n\twebsocket\x18\x06 \x01(\x0b\x32%.capstan.internal.v1.WebSocketMessageH\x00\x42\x06\n\x04kind"\'\n\tBodyChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04last\x18\x02 \x01(\x08"\xa9\x01\n\x10WebSocketMessage\x12\x36\n\x06\x61\x63\x63\x65pt\x18\x01 \x01(\x0b\x32$.capstan.internal.v1.WebSocketAcceptH\x00\x12\x0f\n\x05\x62ytes\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12\x34\n\x05\x63lose\x18\x04 \x01(\x0b\x32#.capstan.internal.v1.WebSocketCloseH\x00\x42\x06\n\x04kind"T\n\x0fWebSocketAccept\x12\x13\n\x0bsubprotocol\x18\x01 \x01(\t\x12,\n\x07headers\x18\x02 \x03(\x0b\x32\x1b.capstan.internal.v1.Header".\n\x0eWebSocketClose\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t"\xb1\x01\n\nInvocation\x12\x13\n\x0bmethod_name\x18\x01 \x01(\t\x12\x38\n\targuments\x18\x02 \x01(\x0b\x32%.capstan.internal.v1.EncodedArguments\x12\x36\n\x0fresult_encoding\x18\x03 \x01(\x0e\x32\x1d.capstan.internal.v1.Encoding\x12\x1c\n\x14multiplexed_model_id\x18\x04 \x01(\t"\x86\x02\n\x0bHttpRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0e\n\x06scheme\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x14\n\x0cquery_string\x18\x04 \x01(\x0c\x12,\n\x07headers\x18\x05 \x03(\x0b\x32\x1b.capstan.internal.v1.Header\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\x12\x11\n\troot_path\x18\x07 \x01(\t\x12\x13\n\x0b\x63lient_host\x18\x08 \x01(\t\x12\x13\n\x0b\x63lient_port\x18\t \x01(\x05\x12\x14\n\x0chttp_version\x18\n \x01(\t\x12\x11\n\tmore_body\x18\x0b \x01(\x08\x12\x11\n\twebsocket\x18\x0c \x01(\x08"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c"\x96\x01\n\x10\x45xchangeResponse\x12\x32\n\x06\x66rames\x18\x01 \x03(\x0b\x32".capstan.internal.v1.ResponseFrame\x12\x18\n\x10ongoing_requests\x18\x02 \x01(\r\x12\x34\n\rloaded_models\x18\x03 \x01(\x0b\x32\x1d.capstan.internal.v1.ModelIds"\x17\n\x08ModelIds\x12\x0b\n\x03ids\x18\x01 \x03(\t"\x91\x02\n\rResponseFrame\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12.\n\x06result\x18\x03 \x01(\x0b\x32\x1c.capstan.internal.v1.PayloadH\x00\x12\x31\n\x04http\x18\x04 \x01(\x0b\x32!.capstan.internal.v1.HttpResponseH\x00\x12+\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1a.capstan.internal.v1.ErrorH\x00\x12\x12\n\x08\x61\x63\x63\x65pted\x18\x06 \x01(\x08H\x00\x12:\n\twebsocket\x18\x07 \x01(\x0b\x32%.capstan.internal.v1.WebSocketMessageH\x00\x42\x06\n\x04kind"Z\n\x0cHttpResponse\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12,\n\x07headers\x18\x02 \x03(\x0b\x32\x1b.capstan.internal.v1.Header\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c"c\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0e\x65xception_type\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12\x10\n\x08rejected\x18\x05 \x01(\x08"~\n\x12ReconfigureRequest\x12\x18\n\x0buser_config\x18\x01 \x01(\tH\x00\x88\x01\x01\x12#\n\x16max_concurrent_queries\x18\x02 \x01(\x05H\x01\x88\x01\x01\x42\x0e\n\x0c_user_configB\x19\n\x17_max_concurrent_queries"\x15\n\x13ReconfigureResponse"\x14\n\x12\x43heckHealthRequest"\x15\n\x13\x43heckHealthResponse"!\n\x0c\x44rainRequest\x12\x11\n\ttimeout_s\x18\x01 \x01(\x01")\n\rDrainResponse\x12\x18\n\x10ongoing_requests\x18\x01 \x01(\r"\'\n\x0fGetStatsRequest\x12\x14\n\x0cwith_metrics\x18\x01 \x01(\x08"\xbc\x01\n\x10GetStatsResponse\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x12\n\ndeployment\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05nonce\x18\x04 \x01(\t\x12\x0b\n\x03pid\x18\x05 \x01(\x03\x12\x18\n\x10ongoing_requests\x18\x06 \x01(\r\x12\x16\n\x0etotal_requests\x18\x07 \x01(\x04\x12\x10\n\x08\x64raining\x18\x08 \x01(\x08\x12\x0f\n\x07metrics\x18\t \x01(\x0c"\xff\x01\n\rReplicaConfig\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12.\n\ndeployment\x18\x04 \x01(\x0b\x32\x1a.capstan.v1.DeploymentSpec\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x1d\n\x15\x63ontrol_plane_address\x18\x06 \x01(\t\x12\x16\n\x0e\x63luster_secret\x18\x07 \x01(\t\x12\r\n\x05token\x18\x08 \x01(\t\x12\x10\n\x08tls_cert\x18\t \x01(\x0c\x12\x0f\n\x07tls_key\x18\n \x01(\x0c\x12\x13\n\x0btls_ca_cert\x18\x0b \x01(\x0c*L\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x11\n\rENCODING_JSON\x10\x01\x12\x13\n\x0f\x45NCODING_PICKLE\x10\x02\x32\xb3\x04\n\x0eReplicaService\x12[\n\x08\x45xchange\x12$.capstan.internal.v1.ExchangeRequest\x1a%.capstan.internal.v1.ExchangeResponse(\x01\x30\x01\x12`\n\x0bReconfigure\x12\'.capstan.internal.v1.ReconfigureRequest\x1a(.capstan.internal.v1.ReconfigureResponse\x12`\n\x0b\x43heckHealth\x12\'.capstan.internal.v1.CheckHealthRequest\x1a(.capstan.internal.v1.CheckHealthResponse\x12N\n\x05\x44rain\x12!.capstan.internal.v1.DrainRequest\x1a".capstan.internal.v1.DrainResponse\x12W\n\x08GetStats\x12$.capstan.internal.v1.GetStatsRequest\x1a%.capstan.internal.v1.GetStatsResponse\x12W\n\x08\x44\x65scribe\x12$.capstan.internal.v1.DescribeRequest\x1a%.capstan.internal.v1.DescribeResponseb\x06proto3'
-)
+
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!capstan/internal/v1/replica.proto\x12\x13\x63\x61pstan.internal.v1\x1a\x1b\x63\x61pstan/v1/deployment.proto\"H\n\x07Payload\x12/\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x1d.capstan.internal.v1.Encoding\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"a\n\x10\x45ncodedArguments\x12/\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x1d.capstan.internal.v1.Encoding\x12\x0c\n\x04\x61rgs\x18\x02 \x01(\x0c\x12\x0e\n\x06kwargs\x18\x03 \x01(\x0c\"#\n\x0cPythonObject\x12\x13\n\x0b\x63loudpickle\x18\x01 \x01(\x0c\"\x11\n\x0f\x44\x65scribeRequest\"W\n\x10\x44\x65scribeResponse\x12.\n\x07methods\x18\x01 \x03(\x0b\x32\x1d.capstan.v1.MethodDescription\x12\x13\n\x0bserves_http\x18\x02 \x01(\x08\"D\n\x0f\x45xchangeRequest\x12\x31\n\x06\x66rames\x18\x01 \x03(\x0b\x32!.capstan.internal.v1.RequestFrame\"\x89\x02\n\x0cRequestFrame\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x35\n\ninvocation\x18\x02 \x01(\x0b\x32\x1f.capstan.internal.v1.InvocationH\x00\x12\x30\n\x04http\x18\x03 \x01(\x0b\x32 .capstan.internal.v1.HttpRequestH\x00\x12\x10\n\x06\x63\x61ncel\x18\x04 \x01(\x08H\x00\x12.\n\x04\x62ody\x18\x05 \x01(\x0b\x32\x1e.capstan.internal.v1.BodyChunkH\x00\x12:\n\twebsocket\x18\x06 \x01(\x0b\x32%.capstan.internal.v1.WebSocketMessageH\x00\x42\x06\n\x04kind\"\'\n\tBodyChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04last\x18\x02 \x01(\x08\"\xa9\x01\n\x10WebSocketMessage\x12\x36\n\x06\x61\x63\x63\x65pt\x18\x01 \x01(\x0b\x32$.capstan.internal.v1.WebSocketAcceptH\x00\x12\x0f\n\x05\x62ytes\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12\x34\n\x05\x63lose\x18\x04 \x01(\x0b\x32#.capstan.internal.v1.WebSocketCloseH\x00\x42\x06\n\x04kind\"T\n\x0fWebSocketAccept\x12\x13\n\x0bsubprotocol\x18\x01 \x01(\t\x12,\n\x07headers\x18\x02 \x03(\x0b\x32\x1b.capstan.internal.v1.Header\".\n\x0eWebSocketClose\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xb1\x01\n\nInvocation\x12\x13\n\x0bmethod_name\x18\x01 \x01(\t\x12\x38\n\targuments\x18\x02 \x01(\x0b\x32%.capstan.internal.v1.EncodedArguments\x12\x36\n\x0fresult_encoding\x18\x03 \x01(\x0e\x32\x1d.capstan.internal.v1.Encoding\x12\x1c\n\x14multiplexed_model_id\x18\x04 \x01(\t\"\x86\x02\n\x0bHttpRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0e\n\x06scheme\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x14\n\x0cquery_string\x18\x04 \x01(\x0c\x12,\n\x07headers\x18\x05 \x03(\x0b\x32\x1b.capstan.internal.v1.Header\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\x12\x11\n\troot_path\x18\x07 \x01(\t\x12\x13\n\x0b\x63lient_host\x18\x08 \x01(\t\x12\x13\n\x0b\x63lient_port\x18\t \x01(\x05\x12\x14\n\x0chttp_version\x18\n \x01(\t\x12\x11\n\tmore_body\x18\x0b \x01(\x08\x12\x11\n\twebsocket\x18\x0c \x01(\x08\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"\x96\x01\n\x10\x45xchangeResponse\x12\x32\n\x06\x66rames\x18\x01 \x03(\x0b\x32\".capstan.internal.v1.ResponseFrame\x12\x18\n\x10ongoing_requests\x18\x02 \x01(\r\x12\x34\n\rloaded_models\x18\x03 \x01(\x0b\x32\x1d.capstan.internal.v1.ModelIds\"\x17\n\x08ModelIds\x12\x0b\n\x03ids\x18\x01 \x03(\t\"\x91\x02\n\rResponseFrame\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12.\n\x06result\x18\x03 \x01(\x0b\x32\x1c.capstan.internal.v1.PayloadH\x00\x12\x31\n\x04http\x18\x04 \x01(\x0b\x32!.capstan.internal.v1.HttpResponseH\x00\x12+\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1a.capstan.internal.v1.ErrorH\x00\x12\x12\n\x08\x61\x63\x63\x65pted\x18\x06 \x01(\x08H\x00\x12:\n\twebsocket\x18\x07 \x01(\x0b\x32%.capstan.internal.v1.WebSocketMessageH\x00\x42\x06\n\x04kind\"Z\n\x0cHttpResponse\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12,\n\x07headers\x18\x02 \x03(\x0b\x32\x1b.capstan.internal.v1.Header\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\"c\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0e\x65xception_type\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12\x10\n\x08rejected\x18\x05 \x01(\x08\"~\n\x12ReconfigureRequest\x12\x18\n\x0buser_config\x18\x01 \x01(\tH\x00\x88\x01\x01\x12#\n\x16max_concurrent_queries\x18\x02 \x01(\x05H\x01\x88\x01\x01\x42\x0e\n\x0c_user_configB\x19\n\x17_max_concurrent_queries\"\x15\n\x13ReconfigureResponse\"\x14\n\x12\x43heckHealthRequest\"\x15\n\x13\x43heckHealthResponse\"!\n\x0c\x44rainRequest\x12\x11\n\ttimeout_s\x18\x01 \x01(\x01\")\n\rDrainResponse\x12\x18\n\x10ongoing_requests\x18\x01 \x01(\r\"\'\n\x0fGetStatsRequest\x12\x14\n\x0cwith_metrics\x18\x01 \x01(\x08\"\xbc\x01\n\x10GetStatsResponse\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x12\n\ndeployment\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05nonce\x18\x04 \x01(\t\x12\x0b\n\x03pid\x18\x05 \x01(\x03\x12\x18\n\x10ongoing_requests\x18\x06 \x01(\r\x12\x16\n\x0etotal_requests\x18\x07 \x01(\x04\x12\x10\n\x08\x64raining\x18\x08 \x01(\x08\x12\x0f\n\x07metrics\x18\t \x01(\x0c\"\xff\x01\n\rReplicaConfig\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12.\n\ndeployment\x18\x04 \x01(\x0b\x32\x1a.capstan.v1.DeploymentSpec\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x1d\n\x15\x63ontrol_plane_address\x18\x06 \x01(\t\x12\x16\n\x0e\x63luster_secret\x18\x07 \x01(\t\x12\r\n\x05token\x18\x08 \x01(\t\x12\x10\n\x08tls_cert\x18\t \x01(\x0c\x12\x0f\n\x07tls_key\x18\n \x01(\x0c\x12\x13\n\x0btls_ca_cert\x18\x0b \x01(\x0c*L\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x11\n\rENCODING_JSON\x10\x01\x12\x13\n\x0f\x45NCODING_PICKLE\x10\x02\x32\xb3\x04\n\x0eReplicaService\x12[\n\x08\x45xchange\x12$.capstan.internal.v1.ExchangeRequest\x1a%.capstan.internal.v1.ExchangeResponse(\x01\x30\x01\x12`\n\x0bReconfigure\x12\'.capstan.internal.v1.ReconfigureRequest\x1a(.capstan.internal.v1.ReconfigureResponse\x12`\n\x0b\x43heckHealth\x12\'.capstan.internal.v1.CheckHealthRequest\x1a(.capstan.internal.v1.CheckHealthResponse\x12N\n\x05\x44rain\x12!.capstan.internal.v1.DrainRequest\x1a\".capstan.internal.v1.DrainResponse\x12W\n\x08GetStats\x12$.capstan.internal.v1.GetStatsRequest\x1a%.capstan.internal.v1.GetStatsResponse\x12W\n\x08\x44\x65scribe\x12$.capstan.internal.v1.DescribeRequest\x1a%.capstan.internal.v1.DescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "capstan.internal.v1.replica_pb2", _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'capstan.internal.v1.replica_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-    DESCRIPTOR._loaded_options = None
-    _globals["_ENCODING"]._serialized_start = 2985
-    _globals["_ENCODING"]._serialized_end = 3061
-    _globals["_PAYLOAD"]._serialized_start = 87
-    _globals["_PAYLOAD"]._serialized_end = 159
-    _globals["_ENCODEDARGUMENTS"]._serialized_start = 161
-    _globals["_ENCODEDARGUMENTS"]._serialized_end = 258
-    _globals["_PYTHONOBJECT"]._serialized_start = 260
-    _globals["_PYTHONOBJECT"]._serialized_end = 295
-    _globals["_DESCRIBEREQUEST"]._serialized_start = 297
-    _globals["_DESCRIBEREQUEST"]._serialized_end = 314
-    _globals["_DESCRIBERESPONSE"]._serialized_start = 316
-    _globals["_DESCRIBERESPONSE"]._serialized_end = 403
-    _globals["_EXCHANGEREQUEST"]._serialized_start = 405
-    _globals["_EXCHANGEREQUEST"]._serialized_end = 473
-    _globals["_REQUESTFRAME"]._serialized_start = 476
-    _globals["_REQUESTFRAME"]._serialized_end = 741
-    _globals["_BODYCHUNK"]._serialized_start = 743
-    _globals["_BODYCHUNK"]._serialized_end = 782
-    _globals["_WEBSOCKETMESSAGE"]._serialized_start = 785
-    _globals["_WEBSOCKETMESSAGE"]._serialized_end = 954
-    _globals["_WEBSOCKETACCEPT"]._serialized_start = 956
-    _globals["_WEBSOCKETACCEPT"]._serialized_end = 1040
-    _globals["_WEBSOCKETCLOSE"]._serialized_start = 1042
-    _globals["_WEBSOCKETCLOSE"]._serialized_end = 1088
-    _globals["_INVOCATION"]._serialized_start = 1091
-    _globals["_INVOCATION"]._serialized_end = 1268
-    _globals["_HTTPREQUEST"]._serialized_start = 1271
-    _globals["_HTTPREQUEST"]._serialized_end = 1533
-    _globals["_HEADER"]._serialized_start = 1535
-    _globals["_HEADER"]._serialized_end = 1572
-    _globals["_EXCHANGERESPONSE"]._serialized_start = 1575
-    _globals["_EXCHANGERESPONSE"]._serialized_end = 1725
-    _globals["_MODELIDS"]._serialized_start = 1727
-    _globals["_MODELIDS"]._serialized_end = 1750
-    _globals["_RESPONSEFRAME"]._serialized_start = 1753
-    _globals["_RESPONSEFRAME"]._serialized_end = 2026
-    _globals["_HTTPRESPONSE"]._serialized_start = 2028
-    _globals["_HTTPRESPONSE"]._serialized_end = 2118
-    _globals["_ERROR"]._serialized_start = 2120
-    _globals["_ERROR"]._serialized_end = 2219
-    _globals["_RECONFIGUREREQUEST"]._serialized_start = 2221
-    _globals["_RECONFIGUREREQUEST"]._serialized_end = 2347
-    _globals["_RECONFIGURERESPONSE"]._serialized_start = 2349
-    _globals["_RECONFIGURERESPONSE"]._serialized_end = 2370
-    _globals["_CHECKHEALTHREQUEST"]._serialized_start = 2372
-    _globals["_CHECKHEALTHREQUEST"]._serialized_end = 2392
-    _globals["_CHECKHEALTHRESPONSE"]._serialized_start = 2394
-    _globals["_CHECKHEALTHRESPONSE"]._serialized_end = 2415
-    _globals["_DRAINREQUEST"]._serialized_start = 2417
-    _globals["_DRAINREQUEST"]._serialized_end = 2450
-    _globals["_DRAINRESPONSE"]._serialized_start = 2452
-    _globals["_DRAINRESPONSE"]._serialized_end = 2493
-    _globals["_GETSTATSREQUEST"]._serialized_start = 2495
-    _globals["_GETSTATSREQUEST"]._serialized_end = 2534
-    _globals["_GETSTATSRESPONSE"]._serialized_start = 2537
-    _globals["_GETSTATSRESPONSE"]._serialized_end = 2725
-    _globals["_REPLICACONFIG"]._serialized_start = 2728
-    _globals["_REPLICACONFIG"]._serialized_end = 2983
-    _globals["_REPLICASERVICE"]._serialized_start = 3064
-    _globals["_REPLICASERVICE"]._serialized_end = 3627
+  DESCRIPTOR._loaded_options = None
+  _globals['_ENCODING']._serialized_start=2985
+  _globals['_ENCODING']._serialized_end=3061
+  _globals['_PAYLOAD']._serialized_start=87
+  _globals['_PAYLOAD']._serialized_end=159
+  _globals['_ENCODEDARGUMENTS']._serialized_start=161
+  _globals['_ENCODEDARGUMENTS']._serialized_end=258
+  _globals['_PYTHONOBJECT']._serialized_start=260
+  _globals['_PYTHONOBJECT']._serialized_end=295
+  _globals['_DESCRIBEREQUEST']._serialized_start=297
+  _globals['_DESCRIBEREQUEST']._serialized_end=314
+  _globals['_DESCRIBERESPONSE']._serialized_start=316
+  _globals['_DESCRIBERESPONSE']._serialized_end=403
+  _globals['_EXCHANGEREQUEST']._serialized_start=405
+  _globals['_EXCHANGEREQUEST']._serialized_end=473
+  _globals['_REQUESTFRAME']._serialized_start=476
+  _globals['_REQUESTFRAME']._serialized_end=741
+  _globals['_BODYCHUNK']._serialized_start=743
+  _globals['_BODYCHUNK']._serialized_end=782
+  _globals['_WEBSOCKETMESSAGE']._serialized_start=785
+  _globals['_WEBSOCKETMESSAGE']._serialized_end=954
+  _globals['_WEBSOCKETACCEPT']._serialized_start=956
+  _globals['_WEBSOCKETACCEPT']._serialized_end=1040
+  _globals['_WEBSOCKETCLOSE']._serialized_start=1042
+  _globals['_WEBSOCKETCLOSE']._serialized_end=1088
+  _globals['_INVOCATION']._serialized_start=1091
+  _globals['_INVOCATION']._serialized_end=1268
+  _globals['_HTTPREQUEST']._serialized_start=1271
+  _globals['_HTTPREQUEST']._serialized_end=1533
+  _globals['_HEADER']._serialized_start=1535
+  _globals['_HEADER']._serialized_end=1572
+  _globals['_EXCHANGERESPONSE']._serialized_start=1575
+  _globals['_EXCHANGERESPONSE']._serialized_end=1725
+  _globals['_MODELIDS']._serialized_start=1727
+  _globals['_MODELIDS']._serialized_end=1750
+  _globals['_RESPONSEFRAME']._serialized_start=1753
+  _globals['_RESPONSEFRAME']._serialized_end=2026
+  _globals['_HTTPRESPONSE']._serialized_start=2028
+  _globals['_HTTPRESPONSE']._serialized_end=2118
+  _globals['_ERROR']._serialized_start=2120
+  _globals['_ERROR']._serialized_end=2219
+  _globals['_RECONFIGUREREQUEST']._serialized_start=2221
+  _globals['_RECONFIGUREREQUEST']._serialized_end=2347
+  _globals['_RECONFIGURERESPONSE']._serialized_start=2349
+  _globals['_RECONFIGURERESPONSE']._serialized_end=2370
+  _globals['_CHECKHEALTHREQUEST']._serialized_start=2372
+  _globals['_CHECKHEALTHREQUEST']._serialized_end=2392
+  _globals['_CHECKHEALTHRESPONSE']._serialized_start=2394
+  _globals['_CHECKHEALTHRESPONSE']._serialized_end=2415
+  _globals['_DRAINREQUEST']._serialized_start=2417
+  _globals['_DRAINREQUEST']._serialized_end=2450
+  _globals['_DRAINRESPONSE']._serialized_start=2452
+  _globals['_DRAINRESPONSE']._serialized_end=2493
+  _globals['_GETSTATSREQUEST']._serialized_start=2495
+  _globals['_GETSTATSREQUEST']._serialized_end=2534
+  _globals['_GETSTATSRESPONSE']._serialized_start=2537
+  _globals['_GETSTATSRESPONSE']._serialized_end=2725
+  _globals['_REPLICACONFIG']._serialized_start=2728
+  _globals['_REPLICACONFIG']._serialized_end=2983
+  _globals['_REPLICASERVICE']._serialized_start=3064
+  _globals['_REPLICASERVICE']._serialized_end=3627
 # @@protoc_insertion_point(module_scope)

@@ -6,24 +6,20 @@ replica workers. Not for clients: it may change in any release, and its
 payloads may be Python pickles. Clients use capstan.v1.
 """
 
-import builtins as _builtins
-import sys
-import typing as _typing
+from capstan.v1 import deployment_pb2 as _deployment_pb2
 from collections import abc as _abc
-
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
-
-from capstan.v1 import deployment_pb2 as _deployment_pb2
+import builtins as _builtins
+import sys
+import typing as _typing
 
 if sys.version_info >= (3, 11):
-    from typing import Never as _Never
-    from typing import TypeAlias as _TypeAlias
+    from typing import TypeAlias as _TypeAlias, Never as _Never
 else:
-    from typing_extensions import Never as _Never
-    from typing_extensions import TypeAlias as _TypeAlias
+    from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -31,9 +27,7 @@ class _Encoding:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
 
-class _EncodingEnumTypeWrapper(
-    _enum_type_wrapper._EnumTypeWrapper[_Encoding.ValueType], _builtins.type
-):
+class _EncodingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Encoding.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     ENCODING_UNSPECIFIED: _Encoding.ValueType  # 0
     """Treated as JSON."""
@@ -101,9 +95,7 @@ class EncodedArguments(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "args", b"args", "encoding", b"encoding", "kwargs", b"kwargs"
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "encoding", b"encoding", "kwargs", b"kwargs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -156,9 +148,7 @@ class DescribeResponse(_message.Message):
     serves_http: _builtins.bool
     """The deployment is an ASGI app (FastAPI, Starlette): it answers HTTP."""
     @_builtins.property
-    def methods(
-        self,
-    ) -> _containers.RepeatedCompositeFieldContainer[_deployment_pb2.MethodDescription]: ...
+    def methods(self) -> _containers.RepeatedCompositeFieldContainer[_deployment_pb2.MethodDescription]: ...
     def __init__(
         self,
         *,
@@ -167,9 +157,7 @@ class DescribeResponse(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "methods", b"methods", "serves_http", b"serves_http"
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["methods", b"methods", "serves_http", b"serves_http"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -233,45 +221,13 @@ class RequestFrame(_message.Message):
         body: Global___BodyChunk | None = ...,
         websocket: Global___WebSocketMessage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal[
-        "body",
-        b"body",
-        "cancel",
-        b"cancel",
-        "http",
-        b"http",
-        "invocation",
-        b"invocation",
-        "kind",
-        b"kind",
-        "websocket",
-        b"websocket",
-    ]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "http", b"http", "invocation", b"invocation", "kind", b"kind", "websocket", b"websocket"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "body",
-        b"body",
-        "cancel",
-        b"cancel",
-        "http",
-        b"http",
-        "id",
-        b"id",
-        "invocation",
-        b"invocation",
-        "kind",
-        b"kind",
-        "websocket",
-        b"websocket",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "http", b"http", "id", b"id", "invocation", b"invocation", "kind", b"kind", "websocket", b"websocket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal[
-        "invocation", "http", "cancel", "body", "websocket"
-    ]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["invocation", "http", "cancel", "body", "websocket"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
-    def WhichOneof(
-        self, oneof_group: _WhichOneofArgType_kind
-    ) -> _WhichOneofReturnType_kind | None: ...
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___RequestFrame: _TypeAlias = RequestFrame  # noqa: Y015
 
@@ -324,19 +280,13 @@ class WebSocketMessage(_message.Message):
         text: _builtins.str = ...,
         close: Global___WebSocketClose | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal[
-        "accept", b"accept", "bytes", b"bytes", "close", b"close", "kind", b"kind", "text", b"text"
-    ]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "bytes", b"bytes", "close", b"close", "kind", b"kind", "text", b"text"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "accept", b"accept", "bytes", b"bytes", "close", b"close", "kind", b"kind", "text", b"text"
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "bytes", b"bytes", "close", b"close", "kind", b"kind", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["accept", "bytes", "text", "close"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
-    def WhichOneof(
-        self, oneof_group: _WhichOneofArgType_kind
-    ) -> _WhichOneofReturnType_kind | None: ...
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___WebSocketMessage: _TypeAlias = WebSocketMessage  # noqa: Y015
 
@@ -357,9 +307,7 @@ class WebSocketAccept(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "headers", b"headers", "subprotocol", b"subprotocol"
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["headers", b"headers", "subprotocol", b"subprotocol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -419,16 +367,7 @@ class Invocation(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "arguments",
-        b"arguments",
-        "method_name",
-        b"method_name",
-        "multiplexed_model_id",
-        b"multiplexed_model_id",
-        "result_encoding",
-        b"result_encoding",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "method_name", b"method_name", "multiplexed_model_id", b"multiplexed_model_id", "result_encoding", b"result_encoding"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -492,32 +431,7 @@ class HttpRequest(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "body",
-        b"body",
-        "client_host",
-        b"client_host",
-        "client_port",
-        b"client_port",
-        "headers",
-        b"headers",
-        "http_version",
-        b"http_version",
-        "method",
-        b"method",
-        "more_body",
-        b"more_body",
-        "path",
-        b"path",
-        "query_string",
-        b"query_string",
-        "root_path",
-        b"root_path",
-        "scheme",
-        b"scheme",
-        "websocket",
-        b"websocket",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "client_host", b"client_host", "client_port", b"client_port", "headers", b"headers", "http_version", b"http_version", "method", b"method", "more_body", b"more_body", "path", b"path", "query_string", b"query_string", "root_path", b"root_path", "scheme", b"scheme", "websocket", b"websocket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -571,14 +485,7 @@ class ExchangeResponse(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["loaded_models", b"loaded_models"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "frames",
-        b"frames",
-        "loaded_models",
-        b"loaded_models",
-        "ongoing_requests",
-        b"ongoing_requests",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frames", b"frames", "loaded_models", b"loaded_models", "ongoing_requests", b"ongoing_requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -649,47 +556,13 @@ class ResponseFrame(_message.Message):
         accepted: _builtins.bool = ...,
         websocket: Global___WebSocketMessage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal[
-        "accepted",
-        b"accepted",
-        "error",
-        b"error",
-        "http",
-        b"http",
-        "kind",
-        b"kind",
-        "result",
-        b"result",
-        "websocket",
-        b"websocket",
-    ]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "error", b"error", "http", b"http", "kind", b"kind", "result", b"result", "websocket", b"websocket"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "accepted",
-        b"accepted",
-        "done",
-        b"done",
-        "error",
-        b"error",
-        "http",
-        b"http",
-        "id",
-        b"id",
-        "kind",
-        b"kind",
-        "result",
-        b"result",
-        "websocket",
-        b"websocket",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "done", b"done", "error", b"error", "http", b"http", "id", b"id", "kind", b"kind", "result", b"result", "websocket", b"websocket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal[
-        "result", "http", "error", "accepted", "websocket"
-    ]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["result", "http", "error", "accepted", "websocket"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
-    def WhichOneof(
-        self, oneof_group: _WhichOneofArgType_kind
-    ) -> _WhichOneofReturnType_kind | None: ...
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___ResponseFrame: _TypeAlias = ResponseFrame  # noqa: Y015
 
@@ -713,9 +586,7 @@ class HttpResponse(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "body", b"body", "headers", b"headers", "status", b"status"
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "headers", b"headers", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -750,18 +621,7 @@ class Error(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "code",
-        b"code",
-        "exception_type",
-        b"exception_type",
-        "message",
-        b"message",
-        "rejected",
-        b"rejected",
-        "traceback",
-        b"traceback",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "exception_type", b"exception_type", "message", b"message", "rejected", b"rejected", "traceback", b"traceback"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -782,44 +642,18 @@ class ReconfigureRequest(_message.Message):
         user_config: _builtins.str | None = ...,
         max_concurrent_queries: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal[
-        "_max_concurrent_queries",
-        b"_max_concurrent_queries",
-        "_user_config",
-        b"_user_config",
-        "max_concurrent_queries",
-        b"max_concurrent_queries",
-        "user_config",
-        b"user_config",
-    ]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_concurrent_queries", b"_max_concurrent_queries", "_user_config", b"_user_config", "max_concurrent_queries", b"max_concurrent_queries", "user_config", b"user_config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "_max_concurrent_queries",
-        b"_max_concurrent_queries",
-        "_user_config",
-        b"_user_config",
-        "max_concurrent_queries",
-        b"max_concurrent_queries",
-        "user_config",
-        b"user_config",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_concurrent_queries", b"_max_concurrent_queries", "_user_config", b"_user_config", "max_concurrent_queries", b"max_concurrent_queries", "user_config", b"user_config"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType__max_concurrent_queries: _TypeAlias = _typing.Literal[
-        "max_concurrent_queries"
-    ]  # noqa: Y015
-    _WhichOneofArgType__max_concurrent_queries: _TypeAlias = _typing.Literal[
-        "_max_concurrent_queries", b"_max_concurrent_queries"
-    ]  # noqa: Y015
+    _WhichOneofReturnType__max_concurrent_queries: _TypeAlias = _typing.Literal["max_concurrent_queries"]  # noqa: Y015
+    _WhichOneofArgType__max_concurrent_queries: _TypeAlias = _typing.Literal["_max_concurrent_queries", b"_max_concurrent_queries"]  # noqa: Y015
     _WhichOneofReturnType__user_config: _TypeAlias = _typing.Literal["user_config"]  # noqa: Y015
     _WhichOneofArgType__user_config: _TypeAlias = _typing.Literal["_user_config", b"_user_config"]  # noqa: Y015
     @_typing.overload
-    def WhichOneof(
-        self, oneof_group: _WhichOneofArgType__max_concurrent_queries
-    ) -> _WhichOneofReturnType__max_concurrent_queries | None: ...
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_concurrent_queries) -> _WhichOneofReturnType__max_concurrent_queries | None: ...
     @_typing.overload
-    def WhichOneof(
-        self, oneof_group: _WhichOneofArgType__user_config
-    ) -> _WhichOneofReturnType__user_config | None: ...
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__user_config) -> _WhichOneofReturnType__user_config | None: ...
 
 Global___ReconfigureRequest: _TypeAlias = ReconfigureRequest  # noqa: Y015
 
@@ -971,26 +805,7 @@ class GetStatsResponse(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "deployment",
-        b"deployment",
-        "draining",
-        b"draining",
-        "metrics",
-        b"metrics",
-        "nonce",
-        b"nonce",
-        "ongoing_requests",
-        b"ongoing_requests",
-        "pid",
-        b"pid",
-        "replica_id",
-        b"replica_id",
-        "total_requests",
-        b"total_requests",
-        "version",
-        b"version",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "draining", b"draining", "metrics", b"metrics", "nonce", b"nonce", "ongoing_requests", b"ongoing_requests", "pid", b"pid", "replica_id", b"replica_id", "total_requests", b"total_requests", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1059,30 +874,7 @@ class ReplicaConfig(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "cluster_secret",
-        b"cluster_secret",
-        "control_plane_address",
-        b"control_plane_address",
-        "deployment",
-        b"deployment",
-        "host",
-        b"host",
-        "nonce",
-        b"nonce",
-        "replica_id",
-        b"replica_id",
-        "tls_ca_cert",
-        b"tls_ca_cert",
-        "tls_cert",
-        b"tls_cert",
-        "tls_key",
-        b"tls_key",
-        "token",
-        b"token",
-        "version",
-        b"version",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_secret", b"cluster_secret", "control_plane_address", b"control_plane_address", "deployment", b"deployment", "host", b"host", "nonce", b"nonce", "replica_id", b"replica_id", "tls_ca_cert", b"tls_ca_cert", "tls_cert", b"tls_cert", "tls_key", b"tls_key", "token", b"token", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,15 +6,13 @@ replica workers. Not for clients: it may change in any release, and its
 payloads may be Python pickles. Clients use capstan.v1.
 """
 
+from capstan.internal.v1 import replica_pb2 as _replica_pb2
+from collections import abc as _abc
+from grpc import aio as _aio
 import abc as _abc_1
+import grpc as _grpc
 import sys
 import typing as _typing
-from collections import abc as _abc
-
-import grpc as _grpc
-from grpc import aio as _aio
-
-from capstan.internal.v1 import replica_pb2 as _replica_pb2
 
 if sys.version_info >= (3, 11):
     from typing import Self as _Self
@@ -24,6 +22,7 @@ else:
 _T = _typing.TypeVar("_T")
 
 class _MaybeAsyncIterator(_abc.AsyncIterator[_T], _abc.Iterator[_T], metaclass=_abc_1.ABCMeta): ...
+
 class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ignore[misc, type-arg]
     ...
 
@@ -39,9 +38,7 @@ class ReplicaServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ReplicaServiceAsyncStub: ...
-    Exchange: _grpc.StreamStreamMultiCallable[
-        _replica_pb2.ExchangeRequest, _replica_pb2.ExchangeResponse
-    ]
+    Exchange: _grpc.StreamStreamMultiCallable[_replica_pb2.ExchangeRequest, _replica_pb2.ExchangeResponse]
     """The request path. One long-lived stream per caller carries many requests
     at once, told apart by `id`; responses come back in any order. Each
     message carries one or more frames: a writer batches whatever queued up
@@ -58,28 +55,20 @@ class ReplicaServiceStub:
     handler's thread still runs is answered (CANCELLED) only once that thread
     returns, so the caller's count of the replica's load stays true.
     """
-    Reconfigure: _grpc.UnaryUnaryMultiCallable[
-        _replica_pb2.ReconfigureRequest, _replica_pb2.ReconfigureResponse
-    ]
+    Reconfigure: _grpc.UnaryUnaryMultiCallable[_replica_pb2.ReconfigureRequest, _replica_pb2.ReconfigureResponse]
     """Applies a new user_config (through the user's reconfigure()) and
     limits, without a restart. INVALID_ARGUMENT when reconfigure() raises;
     the previous config stays in force.
     """
-    CheckHealth: _grpc.UnaryUnaryMultiCallable[
-        _replica_pb2.CheckHealthRequest, _replica_pb2.CheckHealthResponse
-    ]
+    CheckHealth: _grpc.UnaryUnaryMultiCallable[_replica_pb2.CheckHealthRequest, _replica_pb2.CheckHealthResponse]
     """Runs the user's check_health(), if any. UNAVAILABLE when it raises."""
     Drain: _grpc.UnaryUnaryMultiCallable[_replica_pb2.DrainRequest, _replica_pb2.DrainResponse]
     """Stops taking new requests and waits for in-flight ones, up to a timeout.
     Idempotent.
     """
-    GetStats: _grpc.UnaryUnaryMultiCallable[
-        _replica_pb2.GetStatsRequest, _replica_pb2.GetStatsResponse
-    ]
+    GetStats: _grpc.UnaryUnaryMultiCallable[_replica_pb2.GetStatsRequest, _replica_pb2.GetStatsResponse]
     """Identity and load, for adoption after a control-plane restart."""
-    Describe: _grpc.UnaryUnaryMultiCallable[
-        _replica_pb2.DescribeRequest, _replica_pb2.DescribeResponse
-    ]
+    Describe: _grpc.UnaryUnaryMultiCallable[_replica_pb2.DescribeRequest, _replica_pb2.DescribeResponse]
     """The methods the user's code answers (for DescribeDeployment)."""
 
 @_typing.type_check_only
@@ -89,9 +78,7 @@ class ReplicaServiceAsyncStub(ReplicaServiceStub):
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    Exchange: _aio.StreamStreamMultiCallable[
-        _replica_pb2.ExchangeRequest, _replica_pb2.ExchangeResponse
-    ]  # type: ignore[assignment]
+    Exchange: _aio.StreamStreamMultiCallable[_replica_pb2.ExchangeRequest, _replica_pb2.ExchangeResponse]  # type: ignore[assignment]
     """The request path. One long-lived stream per caller carries many requests
     at once, told apart by `id`; responses come back in any order. Each
     message carries one or more frames: a writer batches whatever queued up
@@ -108,28 +95,20 @@ class ReplicaServiceAsyncStub(ReplicaServiceStub):
     handler's thread still runs is answered (CANCELLED) only once that thread
     returns, so the caller's count of the replica's load stays true.
     """
-    Reconfigure: _aio.UnaryUnaryMultiCallable[
-        _replica_pb2.ReconfigureRequest, _replica_pb2.ReconfigureResponse
-    ]  # type: ignore[assignment]
+    Reconfigure: _aio.UnaryUnaryMultiCallable[_replica_pb2.ReconfigureRequest, _replica_pb2.ReconfigureResponse]  # type: ignore[assignment]
     """Applies a new user_config (through the user's reconfigure()) and
     limits, without a restart. INVALID_ARGUMENT when reconfigure() raises;
     the previous config stays in force.
     """
-    CheckHealth: _aio.UnaryUnaryMultiCallable[
-        _replica_pb2.CheckHealthRequest, _replica_pb2.CheckHealthResponse
-    ]  # type: ignore[assignment]
+    CheckHealth: _aio.UnaryUnaryMultiCallable[_replica_pb2.CheckHealthRequest, _replica_pb2.CheckHealthResponse]  # type: ignore[assignment]
     """Runs the user's check_health(), if any. UNAVAILABLE when it raises."""
     Drain: _aio.UnaryUnaryMultiCallable[_replica_pb2.DrainRequest, _replica_pb2.DrainResponse]  # type: ignore[assignment]
     """Stops taking new requests and waits for in-flight ones, up to a timeout.
     Idempotent.
     """
-    GetStats: _aio.UnaryUnaryMultiCallable[
-        _replica_pb2.GetStatsRequest, _replica_pb2.GetStatsResponse
-    ]  # type: ignore[assignment]
+    GetStats: _aio.UnaryUnaryMultiCallable[_replica_pb2.GetStatsRequest, _replica_pb2.GetStatsResponse]  # type: ignore[assignment]
     """Identity and load, for adoption after a control-plane restart."""
-    Describe: _aio.UnaryUnaryMultiCallable[
-        _replica_pb2.DescribeRequest, _replica_pb2.DescribeResponse
-    ]  # type: ignore[assignment]
+    Describe: _aio.UnaryUnaryMultiCallable[_replica_pb2.DescribeRequest, _replica_pb2.DescribeResponse]  # type: ignore[assignment]
     """The methods the user's code answers (for DescribeDeployment)."""
 
 class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -142,10 +121,7 @@ class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request_iterator: _MaybeAsyncIterator[_replica_pb2.ExchangeRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[
-        _abc.Iterator[_replica_pb2.ExchangeResponse],
-        _abc.AsyncIterator[_replica_pb2.ExchangeResponse],
-    ]:
+    ) -> _typing.Union[_abc.Iterator[_replica_pb2.ExchangeResponse], _abc.AsyncIterator[_replica_pb2.ExchangeResponse]]:
         """The request path. One long-lived stream per caller carries many requests
         at once, told apart by `id`; responses come back in any order. Each
         message carries one or more frames: a writer batches whatever queued up
@@ -168,9 +144,7 @@ class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _replica_pb2.ReconfigureRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[
-        _replica_pb2.ReconfigureResponse, _abc.Awaitable[_replica_pb2.ReconfigureResponse]
-    ]:
+    ) -> _typing.Union[_replica_pb2.ReconfigureResponse, _abc.Awaitable[_replica_pb2.ReconfigureResponse]]:
         """Applies a new user_config (through the user's reconfigure()) and
         limits, without a restart. INVALID_ARGUMENT when reconfigure() raises;
         the previous config stays in force.
@@ -181,9 +155,7 @@ class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _replica_pb2.CheckHealthRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[
-        _replica_pb2.CheckHealthResponse, _abc.Awaitable[_replica_pb2.CheckHealthResponse]
-    ]:
+    ) -> _typing.Union[_replica_pb2.CheckHealthResponse, _abc.Awaitable[_replica_pb2.CheckHealthResponse]]:
         """Runs the user's check_health(), if any. UNAVAILABLE when it raises."""
 
     @_abc_1.abstractmethod
@@ -201,9 +173,7 @@ class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _replica_pb2.GetStatsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[
-        _replica_pb2.GetStatsResponse, _abc.Awaitable[_replica_pb2.GetStatsResponse]
-    ]:
+    ) -> _typing.Union[_replica_pb2.GetStatsResponse, _abc.Awaitable[_replica_pb2.GetStatsResponse]]:
         """Identity and load, for adoption after a control-plane restart."""
 
     @_abc_1.abstractmethod
@@ -211,11 +181,7 @@ class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _replica_pb2.DescribeRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[
-        _replica_pb2.DescribeResponse, _abc.Awaitable[_replica_pb2.DescribeResponse]
-    ]:
+    ) -> _typing.Union[_replica_pb2.DescribeResponse, _abc.Awaitable[_replica_pb2.DescribeResponse]]:
         """The methods the user's code answers (for DescribeDeployment)."""
 
-def add_ReplicaServiceServicer_to_server(
-    servicer: ReplicaServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]
-) -> None: ...
+def add_ReplicaServiceServicer_to_server(servicer: ReplicaServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -369,6 +369,9 @@ export const ApplicationStateSchema = /*@__PURE__*/
   enumDesc(file_capstan_v1_controlplane, 0);
 
 /**
+ * An application's state, from its deployments' states, worst first:
+ * DEPLOY_FAILED, UNHEALTHY, DEPLOYING, then RUNNING.
+ *
  * @generated from enum capstan.v1.ApplicationState
  */
 export const ApplicationState = /*@__PURE__*/
@@ -381,6 +384,8 @@ export const ProxyStateSchema = /*@__PURE__*/
   enumDesc(file_capstan_v1_controlplane, 1);
 
 /**
+ * The state of the proxy a control plane supervises.
+ *
  * @generated from enum capstan.v1.ProxyState
  */
 export const ProxyState = /*@__PURE__*/
@@ -393,6 +398,8 @@ export const DeploymentStateSchema = /*@__PURE__*/
   enumDesc(file_capstan_v1_controlplane, 2);
 
 /**
+ * Where a deployment's rollout stands.
+ *
  * @generated from enum capstan.v1.DeploymentState
  */
 export const DeploymentState = /*@__PURE__*/
@@ -405,6 +412,8 @@ export const ReplicaStateSchema = /*@__PURE__*/
   enumDesc(file_capstan_v1_controlplane, 3);
 
 /**
+ * Where a replica is in its life; each state follows the one before.
+ *
  * @generated from enum capstan.v1.ReplicaState
  */
 export const ReplicaState = /*@__PURE__*/
@@ -417,6 +426,8 @@ export const PlanChangeSchema = /*@__PURE__*/
   enumDesc(file_capstan_v1_controlplane, 4);
 
 /**
+ * A kind of change an apply makes to a deployment.
+ *
  * @generated from enum capstan.v1.PlanChange
  */
 export const PlanChange = /*@__PURE__*/

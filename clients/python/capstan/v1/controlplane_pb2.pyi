@@ -236,7 +236,7 @@ class DescribeDeploymentResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
-    METHODS_FIELD_NUMBER: _builtins.int
+    CALLABLE_METHODS_FIELD_NUMBER: _builtins.int
     SERVES_HTTP_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The deployment's id."""
@@ -245,19 +245,19 @@ class DescribeDeploymentResponse(_message.Message):
     its route prefix rather than by method.
     """
     @_builtins.property
-    def methods(self) -> _containers.RepeatedCompositeFieldContainer[_deployment_pb2.MethodDescription]:
+    def callable_methods(self) -> _containers.RepeatedCompositeFieldContainer[_deployment_pb2.MethodDescription]:
         """Its public methods (not starting with "_", plus "__call__"), by name."""
 
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
-        methods: _abc.Iterable[_deployment_pb2.MethodDescription] | None = ...,
+        callable_methods: _abc.Iterable[_deployment_pb2.MethodDescription] | None = ...,
         serves_http: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "methods", b"methods", "serves_http", b"serves_http"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callable_methods", b"callable_methods", "id", b"id", "serves_http", b"serves_http"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

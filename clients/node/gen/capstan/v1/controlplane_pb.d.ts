@@ -47,9 +47,9 @@ export declare type DescribeDeploymentResponse = Message<"capstan.v1.DescribeDep
   /**
    * Its public methods (not starting with "_", plus "__call__"), by name.
    *
-   * @generated from field: repeated capstan.v1.MethodDescription methods = 2;
+   * @generated from field: repeated capstan.v1.MethodDescription callable_methods = 2;
    */
-  methods: MethodDescription[];
+  callableMethods: MethodDescription[];
 
   /**
    * The deployment is an ASGI app (FastAPI, Starlette): it answers HTTP at

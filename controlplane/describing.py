@@ -53,7 +53,7 @@ class Describing:
                 failures.append(f"{ref.replica_id}: {error.code().name} {error.details()}")
                 continue
             return cp.DescribeDeploymentResponse(
-                id=name, methods=reply.methods, serves_http=reply.serves_http
+                id=name, callable_methods=reply.callable_methods, serves_http=reply.serves_http
             )
         raise Unavailable(
             f'deployment "{name}": no running replica answered Describe ({"; ".join(failures)})'

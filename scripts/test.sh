@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs (system packages, a virtualenv with
 # the test extras, the Node client's packages) and runs the whole suite:
-# ruff, buf lint, then pytest. Run as root on Debian with Python 3.11.
+# ruff, buf lint, then pytest (whose tests/unit/test_proto_compat.py runs
+# buf breaking against the release in protos/RELEASE). Run as root on Debian
+# with Python 3.11.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -46,7 +46,7 @@ def describe(user: UserCode) -> replica_pb2.DescribeResponse:
             for name, attribute in public_methods(type(user.target))
             if id(attribute) not in routes
         ]
-    return replica_pb2.DescribeResponse(methods=methods, serves_http=serves_http)
+    return replica_pb2.DescribeResponse(callable_methods=methods, serves_http=serves_http)
 
 
 def describe_method(name: str, fn: Callable[..., Any]) -> deployment_pb2.MethodDescription:

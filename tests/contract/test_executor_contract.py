@@ -50,7 +50,7 @@ async def test_launched_replica_serves_requests(make_executor: MakeExecutor) -> 
         stats = await client.stub.GetStats(replica_pb2.GetStatsRequest())
         described = await client.stub.Describe(replica_pb2.DescribeRequest())
     assert (stats.replica_id, stats.nonce) == (spec.replica_id, spec.config.nonce)
-    streams = {m.name: m.is_streaming for m in described.methods}
+    streams = {m.name: m.is_streaming for m in described.callable_methods}
     assert (streams["hello"], streams["count"], "_private" in streams) == (False, True, False)
 
 

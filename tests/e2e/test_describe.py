@@ -71,13 +71,15 @@ def capstan(cluster: Cluster, *args: str) -> subprocess.CompletedProcess:
 def test_describe_lists_what_the_dataplane_answers(described: str, cluster: Cluster) -> None:
     reply = describe(cluster, described)
     assert (reply.id, reply.serves_http) == (described, False)
-    methods = {m.name: (m.is_streaming, list(m.parameters), m.summary) for m in reply.methods}
+    methods = {
+        m.name: (m.is_streaming, list(m.parameters), m.summary) for m in reply.callable_methods
+    }
     assert methods == {
         "__call__": (False, ["name"], "Greets someone."),
         "add": (False, ["a", "b"], ""),
         "count": (True, ["n"], "Counts from 0 to n - 1."),
     }
-    [streaming] = [m.name for m in reply.methods if m.is_streaming]
+    [streaming] = [m.name for m in reply.callable_methods if m.is_streaming]
     assert call_stream(cluster, described, streaming, 3) == [0, 1, 2]
 
 
@@ -92,7 +94,7 @@ def test_cli_describes_as_text_and_json(described: str, cluster: Cluster) -> Non
     ]
     document = json.loads(capstan(cluster, "describe", described, "-o", "json").stdout)
     assert document["id"] == described and document["serves_http"] is False
-    assert document["methods"][2] == {
+    assert document["callable_methods"][2] == {
         "name": "count",
         "is_streaming": True,
         "parameters": ["n"],
@@ -116,7 +118,7 @@ def test_an_ingress_serves_http_and_lists_no_routes(serve, cluster: Cluster) -> 
     serve.run(Api.bind(), name="describe_api", route_prefix="/describe-api")
     reply = describe(cluster, "describe_api.Api")
     assert reply.serves_http is True
-    assert [(m.name, m.summary) for m in reply.methods] == [("reload", "Not a route.")]
+    assert [(m.name, m.summary) for m in reply.callable_methods] == [("reload", "Not a route.")]
 
 
 def test_unknown_deployment_is_not_found(serve, cluster: Cluster) -> None:

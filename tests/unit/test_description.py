@@ -226,7 +226,9 @@ CASES = [
 )
 def test_describe(user: UserCode, methods: list[Method], serves_http: bool) -> None:
     reply = describe(user)
-    described = [(m.name, m.is_streaming, list(m.parameters), m.summary) for m in reply.methods]
+    described = [
+        (m.name, m.is_streaming, list(m.parameters), m.summary) for m in reply.callable_methods
+    ]
     assert described == methods
     assert reply.serves_http is serves_http
 

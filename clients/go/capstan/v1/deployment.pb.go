@@ -358,9 +358,12 @@ type ReplicaOptions struct {
 	// GPUs reserved per replica; fractions share one device. Finite, 0 to
 	// 1024; above 1, a whole number.
 	NumGpus float64 `protobuf:"fixed64,2,opt,name=num_gpus,json=numGpus,proto3" json:"num_gpus,omitempty"`
-	// Custom resources, by name; each amount finite, 0 to 1024.
-	Resources  map[string]float64 `protobuf:"bytes,3,rep,name=resources,proto3" json:"resources,omitempty" protobuf_key:"bytes,1,opt,name=key,proto3" protobuf_val:"fixed64,2,opt,name=value,proto3"`
-	RuntimeEnv *RuntimeEnv        `protobuf:"bytes,4,opt,name=runtime_env,json=runtimeEnv,proto3" json:"runtime_env,omitempty"`
+	// Custom resources, by name (not "CPU" or "GPU": use num_cpus and
+	// num_gpus); each amount finite, 0 to 1024.
+	Resources map[string]float64 `protobuf:"bytes,3,rep,name=resources,proto3" json:"resources,omitempty" protobuf_key:"bytes,1,opt,name=key,proto3" protobuf_val:"fixed64,2,opt,name=value,proto3"`
+	// Variables, code folder and packages for its process; unset: the
+	// node's Python as it is.
+	RuntimeEnv *RuntimeEnv `protobuf:"bytes,4,opt,name=runtime_env,json=runtimeEnv,proto3" json:"runtime_env,omitempty"`
 }
 
 func (x *ReplicaOptions) Reset() {
@@ -429,6 +432,9 @@ type RuntimeEnv struct {
 	sizeCache     protoimpl.SizeCache
 	unknownFields protoimpl.UnknownFields
 
+	// Environment variables set in the replica's process, by name; a name
+	// may not be empty or hold "=". OMP_NUM_THREADS defaults to the
+	// replica's CPUs (at least 1) unless set here.
 	EnvVars map[string]string `protobuf:"bytes,1,rep,name=env_vars,json=envVars,proto3" json:"env_vars,omitempty" protobuf_key:"bytes,1,opt,name=key,proto3" protobuf_val:"bytes,2,opt,name=value,proto3"`
 	// The folder the replica runs inside (first on sys.path): either
 	// "capstan-package://<sha256>", a package uploaded through PackageService
@@ -436,9 +442,12 @@ type RuntimeEnv struct {
 	// top-level module is in it), or a folder on the control plane's machine,
 	// packed and shipped to the replica's node.
 	WorkingDir string `protobuf:"bytes,2,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
-	// Requirements installed into a virtualenv shared by identical lists.
+	// pip requirements, installed into a virtualenv that deployments with the
+	// same list share. Not together with `conda`.
 	Pip []string `protobuf:"bytes,3,rep,name=pip,proto3" json:"pip,omitempty"`
-	// The name of an existing conda environment.
+	// The name of an existing conda environment on the replica's node.
+	// FAILED_PRECONDITION when the executor cannot use conda; a node
+	// without it fails the rollout, saying so.
 	Conda string `protobuf:"bytes,4,opt,name=conda,proto3" json:"conda,omitempty"`
 }
 
@@ -502,33 +511,45 @@ func (x *RuntimeEnv) GetConda() string {
 	return ""
 }
 
-// Demand-based autoscaling. Unset fields take Ray Serve's 1.x defaults.
-// Every number must be finite; a duration is at most 86400 (one day).
+// Demand-based autoscaling: the replica count becomes ceil(mean ongoing
+// requests / target_num_ongoing_requests_per_replica), clamped to
+// [min_replicas, max_replicas], once demand has pointed the same way for the
+// up- or downscale delay. Unset fields take Ray Serve's 1.x defaults. Every
+// number must be finite; a duration is in seconds, at most 86400 (one day).
 type AutoscalingConfig struct {
 	state         protoimpl.MessageState
 	sizeCache     protoimpl.SizeCache
 	unknownFields protoimpl.UnknownFields
 
-	// 0 to max_replicas.
+	// The fewest replicas; unset means 1. 0 to max_replicas: at 0, the first
+	// request starts one at once.
 	MinReplicas *int32 `protobuf:"varint,1,opt,name=min_replicas,json=minReplicas,proto3,oneof" json:"min_replicas,omitempty"`
-	// 1 to the control plane's max_replicas_per_deployment (default 1000).
+	// The most replicas; unset means 1. 1 to the control plane's
+	// max_replicas_per_deployment (default 1000).
 	MaxReplicas *int32 `protobuf:"varint,2,opt,name=max_replicas,json=maxReplicas,proto3,oneof" json:"max_replicas,omitempty"`
-	// Between min_replicas and max_replicas.
+	// The count an apply starts with; unset means min_replicas. Between
+	// min_replicas and max_replicas.
 	InitialReplicas *int32 `protobuf:"varint,3,opt,name=initial_replicas,json=initialReplicas,proto3,oneof" json:"initial_replicas,omitempty"`
-	// Above 0, at most 100000.
+	// Requests in flight (queued or running) each replica should have; unset
+	// means 1. Above 0, at most 100000.
 	TargetNumOngoingRequestsPerReplica *float64 `protobuf:"fixed64,4,opt,name=target_num_ongoing_requests_per_replica,json=targetNumOngoingRequestsPerReplica,proto3,oneof" json:"target_num_ongoing_requests_per_replica,omitempty"`
-	// 0 to 86400.
+	// How long more replicas must be wanted before they are added; unset
+	// means 30. 0 to 86400.
 	UpscaleDelayS *float64 `protobuf:"fixed64,5,opt,name=upscale_delay_s,json=upscaleDelayS,proto3,oneof" json:"upscale_delay_s,omitempty"`
-	// 0 to 86400.
+	// How long fewer replicas must be wanted before some are drained; unset
+	// means 600. 0 to 86400.
 	DownscaleDelayS *float64 `protobuf:"fixed64,6,opt,name=downscale_delay_s,json=downscaleDelayS,proto3,oneof" json:"downscale_delay_s,omitempty"`
-	// Above 0, at most 86400.
+	// How often replicas' load is read; unset means 10. Above 0, at most
+	// 86400.
 	MetricsIntervalS *float64 `protobuf:"fixed64,7,opt,name=metrics_interval_s,json=metricsIntervalS,proto3,oneof" json:"metrics_interval_s,omitempty"`
-	// 0 to 86400.
+	// The window whose load readings are averaged; unset means 30. 0 to
+	// 86400.
 	LookBackPeriodS *float64 `protobuf:"fixed64,8,opt,name=look_back_period_s,json=lookBackPeriodS,proto3,oneof" json:"look_back_period_s,omitempty"`
-	// Multiplies each scaling step (Ray Serve 2.x); unset means 1. Above 0,
-	// at most 100.
+	// Multiplies each upward step (Ray Serve 2.x): 0.5 moves half way to the
+	// wanted count; unset means 1. Above 0, at most 100.
 	UpscalingFactor *float64 `protobuf:"fixed64,9,opt,name=upscaling_factor,json=upscalingFactor,proto3,oneof" json:"upscaling_factor,omitempty"`
-	// Above 0, at most 100.
+	// As upscaling_factor, for downward steps; unset means 1. Above 0, at
+	// most 100.
 	DownscalingFactor *float64 `protobuf:"fixed64,10,opt,name=downscaling_factor,json=downscalingFactor,proto3,oneof" json:"downscaling_factor,omitempty"`
 }
 
@@ -655,11 +676,13 @@ type DeploymentSpec struct {
 	PrevVersion *string `protobuf:"bytes,3,opt,name=prev_version,json=prevVersion,proto3,oneof" json:"prev_version,omitempty"`
 	// Unset means 1. Not allowed together with autoscaling_config. 0 to the
 	// control plane's max_replicas_per_deployment (default 1000).
-	NumReplicas       *int32             `protobuf:"varint,4,opt,name=num_replicas,json=numReplicas,proto3,oneof" json:"num_replicas,omitempty"`
+	NumReplicas *int32 `protobuf:"varint,4,opt,name=num_replicas,json=numReplicas,proto3,oneof" json:"num_replicas,omitempty"`
+	// Set: the replica count follows demand instead of num_replicas.
 	AutoscalingConfig *AutoscalingConfig `protobuf:"bytes,5,opt,name=autoscaling_config,json=autoscalingConfig,proto3" json:"autoscaling_config,omitempty"`
 	// Unset: "/<name>". Empty string: not exposed over HTTP.
 	RoutePrefix *string `protobuf:"bytes,6,opt,name=route_prefix,json=routePrefix,proto3,oneof" json:"route_prefix,omitempty"`
-	Code        *Code   `protobuf:"bytes,7,opt,name=code,proto3" json:"code,omitempty"`
+	// What the replicas run; required.
+	Code *Code `protobuf:"bytes,7,opt,name=code,proto3" json:"code,omitempty"`
 	// The class's constructor arguments as JSON values; unset means none. A
 	// function deployment takes none. Nested at most 100 deep.
 	InitArguments *Arguments `protobuf:"bytes,8,opt,name=init_arguments,json=initArguments,proto3" json:"init_arguments,omitempty"`
@@ -675,15 +698,21 @@ type DeploymentSpec struct {
 	// Requests a router holds waiting for a free replica before answering
 	// RESOURCE_EXHAUSTED; unset means 1000. 0 to 1000000.
 	MaxQueuedRequests *int32 `protobuf:"varint,11,opt,name=max_queued_requests,json=maxQueuedRequests,proto3,oneof" json:"max_queued_requests,omitempty"`
-	// Above 0, at most 86400 (one day).
+	// Seconds between health checks of each replica (its check_health(),
+	// if it has one); unset means 10. Above 0, at most 86400 (one day).
 	HealthCheckPeriodS *float64 `protobuf:"fixed64,12,opt,name=health_check_period_s,json=healthCheckPeriodS,proto3,oneof" json:"health_check_period_s,omitempty"`
-	// Above 0, at most 86400.
+	// Seconds a health check may take before it counts as failed; unset
+	// means 30. Above 0, at most 86400.
 	HealthCheckTimeoutS *float64 `protobuf:"fixed64,13,opt,name=health_check_timeout_s,json=healthCheckTimeoutS,proto3,oneof" json:"health_check_timeout_s,omitempty"`
-	// 0 to 86400.
+	// Seconds a replica being stopped waits, once off the route table, for
+	// routers to learn it before it drains; unset means 2. 0 to 86400.
 	GracefulShutdownWaitLoopS *float64 `protobuf:"fixed64,14,opt,name=graceful_shutdown_wait_loop_s,json=gracefulShutdownWaitLoopS,proto3,oneof" json:"graceful_shutdown_wait_loop_s,omitempty"`
-	// 0 to 86400.
-	GracefulShutdownTimeoutS *float64        `protobuf:"fixed64,15,opt,name=graceful_shutdown_timeout_s,json=gracefulShutdownTimeoutS,proto3,oneof" json:"graceful_shutdown_timeout_s,omitempty"`
-	ReplicaOptions           *ReplicaOptions `protobuf:"bytes,16,opt,name=replica_options,json=replicaOptions,proto3" json:"replica_options,omitempty"`
+	// Seconds a draining replica's requests in flight may take before it is
+	// stopped anyway; unset means 20. 0 to 86400.
+	GracefulShutdownTimeoutS *float64 `protobuf:"fixed64,15,opt,name=graceful_shutdown_timeout_s,json=gracefulShutdownTimeoutS,proto3,oneof" json:"graceful_shutdown_timeout_s,omitempty"`
+	// Resources and runtime environment per replica (Ray Serve's
+	// ray_actor_options); unset: 1 CPU, no GPU.
+	ReplicaOptions *ReplicaOptions `protobuf:"bytes,16,opt,name=replica_options,json=replicaOptions,proto3" json:"replica_options,omitempty"`
 	// The executor plugin that runs the replicas; empty means the default.
 	Executor string `protobuf:"bytes,17,opt,name=executor,proto3" json:"executor,omitempty"`
 	// The application this deployment belongs to; set by the control plane

@@ -37,7 +37,7 @@ def render(reply: cp.DescribeDeploymentResponse, output: str) -> str:
         )
         return json.dumps(document, indent=2)
     lines = [reply.id + ("  (serves HTTP at its route prefix)" if reply.serves_http else "")]
-    lines += [f"  {_signature(method)}" for method in reply.methods] or ["  (no methods)"]
+    lines += [f"  {_signature(method)}" for method in reply.callable_methods] or ["  (no methods)"]
     return "\n".join(lines)
 
 

@@ -47,9 +47,9 @@ export declare type DescribeDeploymentResponse = Message<"capstan.v1.DescribeDep
   /**
    * Its public methods (not starting with "_", plus "__call__"), by name.
    *
-   * @generated from field: repeated capstan.v1.MethodDescription methods = 2;
+   * @generated from field: repeated capstan.v1.MethodDescription callable_methods = 2;
    */
-  methods: MethodDescription[];
+  callableMethods: MethodDescription[];
 
   /**
    * The deployment is an ASGI app (FastAPI, Starlette): it answers HTTP at
@@ -67,6 +67,8 @@ export declare type DescribeDeploymentResponse = Message<"capstan.v1.DescribeDep
 export declare const DescribeDeploymentResponseSchema: GenMessage<DescribeDeploymentResponse>;
 
 /**
+ * Asks where this Capstan serves; takes no parameters.
+ *
  * @generated from message capstan.v1.GetServerInfoRequest
  */
 export declare type GetServerInfoRequest = Message<"capstan.v1.GetServerInfoRequest"> & {
@@ -79,6 +81,8 @@ export declare type GetServerInfoRequest = Message<"capstan.v1.GetServerInfoRequ
 export declare const GetServerInfoRequestSchema: GenMessage<GetServerInfoRequest>;
 
 /**
+ * Where this Capstan serves.
+ *
  * @generated from message capstan.v1.GetServerInfoResponse
  */
 export declare type GetServerInfoResponse = Message<"capstan.v1.GetServerInfoResponse"> & {
@@ -104,6 +108,8 @@ export declare type GetServerInfoResponse = Message<"capstan.v1.GetServerInfoRes
   metricsUrl: string;
 
   /**
+   * The control plane's state folder, an absolute path on its own machine.
+   *
    * @generated from field: string state_dir = 4;
    */
   stateDir: string;
@@ -116,18 +122,23 @@ export declare type GetServerInfoResponse = Message<"capstan.v1.GetServerInfoRes
 export declare const GetServerInfoResponseSchema: GenMessage<GetServerInfoResponse>;
 
 /**
+ * Which events WatchEvents sends. With neither `deployment` nor
+ * `application`, every deployment's.
+ *
  * @generated from message capstan.v1.WatchEventsRequest
  */
 export declare type WatchEventsRequest = Message<"capstan.v1.WatchEventsRequest"> & {
   /**
    * Only this deployment's events ("<application>.<name>" or a plain name).
+   * An unknown name is no error: the stream waits for its events.
    *
    * @generated from field: string deployment = 1;
    */
   deployment: string;
 
   /**
-   * Only the events of this application's deployments.
+   * Only the events of this application's deployments; NOT_FOUND if unknown.
+   * Takes precedence over `deployment`.
    *
    * @generated from field: string application = 2;
    */
@@ -162,10 +173,14 @@ export declare type WatchEventsRequest = Message<"capstan.v1.WatchEventsRequest"
 export declare const WatchEventsRequestSchema: GenMessage<WatchEventsRequest>;
 
 /**
+ * One event of the stream.
+ *
  * @generated from message capstan.v1.WatchEventsResponse
  */
 export declare type WatchEventsResponse = Message<"capstan.v1.WatchEventsResponse"> & {
   /**
+   * The event, in increasing id order.
+   *
    * @generated from field: capstan.v1.Event event = 1;
    */
   event?: Event;
@@ -198,6 +213,8 @@ export declare type Event = Message<"capstan.v1.Event"> & {
   timeS: number;
 
   /**
+   * The deployment's id ("<application>.<name>", or a plain name).
+   *
    * @generated from field: string deployment = 3;
    */
   deployment: string;
@@ -210,13 +227,18 @@ export declare type Event = Message<"capstan.v1.Event"> & {
   replica: string;
 
   /**
-   * started, stopped, died, start_failed, pending, state, scale, rollout, ...
+   * What happened, as a lowercase word: started, stopped, died,
+   * start_failed, reconfigure_failed, pending, state, scaled, rolled_out,
+   * or an action the reconciler took (start, stop, drain and stop,
+   * reconfigure). New kinds may appear; show unknown ones as they are.
    *
    * @generated from field: string kind = 5;
    */
   kind: string;
 
   /**
+   * What happened and why, for a person to read.
+   *
    * @generated from field: string message = 6;
    */
   message: string;
@@ -229,16 +251,21 @@ export declare type Event = Message<"capstan.v1.Event"> & {
 export declare const EventSchema: GenMessage<Event>;
 
 /**
+ * Whose output StreamLogs sends.
+ *
  * @generated from message capstan.v1.StreamLogsRequest
  */
 export declare type StreamLogsRequest = Message<"capstan.v1.StreamLogsRequest"> & {
   /**
+   * The deployment's id; NOT_FOUND if unknown.
+   *
    * @generated from field: string deployment = 1;
    */
   deployment: string;
 
   /**
-   * One replica's log; empty means every replica of the deployment.
+   * One replica's log; empty means every replica of the deployment. A
+   * stopped replica's log can be read while the events still name it.
    *
    * @generated from field: string replica = 2;
    */
@@ -266,10 +293,14 @@ export declare type StreamLogsRequest = Message<"capstan.v1.StreamLogsRequest"> 
 export declare const StreamLogsRequestSchema: GenMessage<StreamLogsRequest>;
 
 /**
+ * One line of a replica's output.
+ *
  * @generated from message capstan.v1.StreamLogsResponse
  */
 export declare type StreamLogsResponse = Message<"capstan.v1.StreamLogsResponse"> & {
   /**
+   * The replica that wrote it (lines of several replicas interleave).
+   *
    * @generated from field: string replica = 1;
    */
   replica: string;
@@ -289,10 +320,15 @@ export declare type StreamLogsResponse = Message<"capstan.v1.StreamLogsResponse"
 export declare const StreamLogsResponseSchema: GenMessage<StreamLogsResponse>;
 
 /**
+ * A deployment to store and roll out.
+ *
  * @generated from message capstan.v1.ApplyDeploymentRequest
  */
 export declare type ApplyDeploymentRequest = Message<"capstan.v1.ApplyDeploymentRequest"> & {
   /**
+   * The desired state; every field is validated (INVALID_ARGUMENT names the
+   * wrong one). `application` must be empty: use ApplyApplication.
+   *
    * @generated from field: capstan.v1.DeploymentSpec spec = 1;
    */
   spec?: DeploymentSpec;
@@ -305,7 +341,8 @@ export declare type ApplyDeploymentRequest = Message<"capstan.v1.ApplyDeployment
   wait: boolean;
 
   /**
-   * Seconds to wait at most; 0 means no limit.
+   * Seconds to wait at most; 0 means no limit. Past it the answer is
+   * DEADLINE_EXCEEDED and the rollout goes on in the background.
    *
    * @generated from field: double timeout_s = 3;
    */
@@ -319,10 +356,15 @@ export declare type ApplyDeploymentRequest = Message<"capstan.v1.ApplyDeployment
 export declare const ApplyDeploymentRequestSchema: GenMessage<ApplyDeploymentRequest>;
 
 /**
+ * The deployment as stored after an apply.
+ *
  * @generated from message capstan.v1.ApplyDeploymentResponse
  */
 export declare type ApplyDeploymentResponse = Message<"capstan.v1.ApplyDeploymentResponse"> & {
   /**
+   * The deployment with its state and replicas now (with `wait`: after the
+   * rollout).
+   *
    * @generated from field: capstan.v1.Deployment deployment = 1;
    */
   deployment?: Deployment;
@@ -343,10 +385,14 @@ export declare type ApplyDeploymentResponse = Message<"capstan.v1.ApplyDeploymen
 export declare const ApplyDeploymentResponseSchema: GenMessage<ApplyDeploymentResponse>;
 
 /**
+ * An application to store and roll out.
+ *
  * @generated from message capstan.v1.ApplyApplicationRequest
  */
 export declare type ApplyApplicationRequest = Message<"capstan.v1.ApplyApplicationRequest"> & {
   /**
+   * The application; validated as a whole before anything is stored.
+   *
    * @generated from field: capstan.v1.ApplicationSpec application = 1;
    */
   application?: ApplicationSpec;
@@ -359,7 +405,8 @@ export declare type ApplyApplicationRequest = Message<"capstan.v1.ApplyApplicati
   wait: boolean;
 
   /**
-   * Seconds to wait at most; 0 means no limit.
+   * Seconds to wait at most; 0 means no limit. Past it the answer is
+   * DEADLINE_EXCEEDED and the rollout goes on in the background.
    *
    * @generated from field: double timeout_s = 3;
    */
@@ -373,15 +420,21 @@ export declare type ApplyApplicationRequest = Message<"capstan.v1.ApplyApplicati
 export declare const ApplyApplicationRequestSchema: GenMessage<ApplyApplicationRequest>;
 
 /**
+ * The application as stored after an apply.
+ *
  * @generated from message capstan.v1.ApplyApplicationResponse
  */
 export declare type ApplyApplicationResponse = Message<"capstan.v1.ApplyApplicationResponse"> & {
   /**
+   * The application with its state and deployments now.
+   *
    * @generated from field: capstan.v1.Application application = 1;
    */
   application?: Application;
 
   /**
+   * As ApplyDeploymentResponse.warnings, for each of its deployments.
+   *
    * @generated from field: repeated string warnings = 2;
    */
   warnings: string[];
@@ -394,10 +447,14 @@ export declare type ApplyApplicationResponse = Message<"capstan.v1.ApplyApplicat
 export declare const ApplyApplicationResponseSchema: GenMessage<ApplyApplicationResponse>;
 
 /**
+ * Which application to delete.
+ *
  * @generated from message capstan.v1.DeleteApplicationRequest
  */
 export declare type DeleteApplicationRequest = Message<"capstan.v1.DeleteApplicationRequest"> & {
   /**
+   * The application's name.
+   *
    * @generated from field: string name = 1;
    */
   name: string;
@@ -417,6 +474,8 @@ export declare type DeleteApplicationRequest = Message<"capstan.v1.DeleteApplica
 export declare const DeleteApplicationRequestSchema: GenMessage<DeleteApplicationRequest>;
 
 /**
+ * Empty: the application is gone (with `wait`) or going.
+ *
  * @generated from message capstan.v1.DeleteApplicationResponse
  */
 export declare type DeleteApplicationResponse = Message<"capstan.v1.DeleteApplicationResponse"> & {
@@ -429,10 +488,14 @@ export declare type DeleteApplicationResponse = Message<"capstan.v1.DeleteApplic
 export declare const DeleteApplicationResponseSchema: GenMessage<DeleteApplicationResponse>;
 
 /**
+ * Which application to read.
+ *
  * @generated from message capstan.v1.GetApplicationRequest
  */
 export declare type GetApplicationRequest = Message<"capstan.v1.GetApplicationRequest"> & {
   /**
+   * The application's name.
+   *
    * @generated from field: string name = 1;
    */
   name: string;
@@ -445,10 +508,14 @@ export declare type GetApplicationRequest = Message<"capstan.v1.GetApplicationRe
 export declare const GetApplicationRequestSchema: GenMessage<GetApplicationRequest>;
 
 /**
+ * One application.
+ *
  * @generated from message capstan.v1.GetApplicationResponse
  */
 export declare type GetApplicationResponse = Message<"capstan.v1.GetApplicationResponse"> & {
   /**
+   * The application with its state and deployments.
+   *
    * @generated from field: capstan.v1.Application application = 1;
    */
   application?: Application;
@@ -461,6 +528,8 @@ export declare type GetApplicationResponse = Message<"capstan.v1.GetApplicationR
 export declare const GetApplicationResponseSchema: GenMessage<GetApplicationResponse>;
 
 /**
+ * Asks for every application; takes no parameters.
+ *
  * @generated from message capstan.v1.ListApplicationsRequest
  */
 export declare type ListApplicationsRequest = Message<"capstan.v1.ListApplicationsRequest"> & {
@@ -473,10 +542,14 @@ export declare type ListApplicationsRequest = Message<"capstan.v1.ListApplicatio
 export declare const ListApplicationsRequestSchema: GenMessage<ListApplicationsRequest>;
 
 /**
+ * Every application.
+ *
  * @generated from message capstan.v1.ListApplicationsResponse
  */
 export declare type ListApplicationsResponse = Message<"capstan.v1.ListApplicationsResponse"> & {
   /**
+   * In no particular order.
+   *
    * @generated from field: repeated capstan.v1.Application applications = 1;
    */
   applications: Application[];
@@ -548,6 +621,8 @@ export declare const ApplicationSpecSchema: GenMessage<ApplicationSpec>;
  */
 export declare type Application = Message<"capstan.v1.Application"> & {
   /**
+   * As in ApplicationSpec.
+   *
    * @generated from field: string name = 1;
    */
   name: string;
@@ -560,11 +635,15 @@ export declare type Application = Message<"capstan.v1.Application"> & {
   routePrefix: string;
 
   /**
+   * The short name of the deployment that answers HTTP.
+   *
    * @generated from field: string ingress = 3;
    */
   ingress: string;
 
   /**
+   * Its deployments' worst state.
+   *
    * @generated from field: capstan.v1.ApplicationState state = 4;
    */
   state: ApplicationState;
@@ -598,10 +677,14 @@ export declare type Application = Message<"capstan.v1.Application"> & {
 export declare const ApplicationSchema: GenMessage<Application>;
 
 /**
+ * Which deployment to delete.
+ *
  * @generated from message capstan.v1.DeleteDeploymentRequest
  */
 export declare type DeleteDeploymentRequest = Message<"capstan.v1.DeleteDeploymentRequest"> & {
   /**
+   * The deployment's id ("<application>.<name>", or a plain name).
+   *
    * @generated from field: string name = 1;
    */
   name: string;
@@ -621,6 +704,8 @@ export declare type DeleteDeploymentRequest = Message<"capstan.v1.DeleteDeployme
 export declare const DeleteDeploymentRequestSchema: GenMessage<DeleteDeploymentRequest>;
 
 /**
+ * Empty: the deployment is gone (with `wait`) or going; its route is gone.
+ *
  * @generated from message capstan.v1.DeleteDeploymentResponse
  */
 export declare type DeleteDeploymentResponse = Message<"capstan.v1.DeleteDeploymentResponse"> & {
@@ -633,10 +718,14 @@ export declare type DeleteDeploymentResponse = Message<"capstan.v1.DeleteDeploym
 export declare const DeleteDeploymentResponseSchema: GenMessage<DeleteDeploymentResponse>;
 
 /**
+ * Which deployment to read.
+ *
  * @generated from message capstan.v1.GetDeploymentRequest
  */
 export declare type GetDeploymentRequest = Message<"capstan.v1.GetDeploymentRequest"> & {
   /**
+   * The deployment's id ("<application>.<name>", or a plain name).
+   *
    * @generated from field: string name = 1;
    */
   name: string;
@@ -649,10 +738,14 @@ export declare type GetDeploymentRequest = Message<"capstan.v1.GetDeploymentRequ
 export declare const GetDeploymentRequestSchema: GenMessage<GetDeploymentRequest>;
 
 /**
+ * One deployment.
+ *
  * @generated from message capstan.v1.GetDeploymentResponse
  */
 export declare type GetDeploymentResponse = Message<"capstan.v1.GetDeploymentResponse"> & {
   /**
+   * The deployment with its state and replicas.
+   *
    * @generated from field: capstan.v1.Deployment deployment = 1;
    */
   deployment?: Deployment;
@@ -665,6 +758,8 @@ export declare type GetDeploymentResponse = Message<"capstan.v1.GetDeploymentRes
 export declare const GetDeploymentResponseSchema: GenMessage<GetDeploymentResponse>;
 
 /**
+ * Asks for every deployment; takes no parameters.
+ *
  * @generated from message capstan.v1.ListDeploymentsRequest
  */
 export declare type ListDeploymentsRequest = Message<"capstan.v1.ListDeploymentsRequest"> & {
@@ -677,10 +772,14 @@ export declare type ListDeploymentsRequest = Message<"capstan.v1.ListDeployments
 export declare const ListDeploymentsRequestSchema: GenMessage<ListDeploymentsRequest>;
 
 /**
+ * Every deployment, of applications and on their own.
+ *
  * @generated from message capstan.v1.ListDeploymentsResponse
  */
 export declare type ListDeploymentsResponse = Message<"capstan.v1.ListDeploymentsResponse"> & {
   /**
+   * In no particular order.
+   *
    * @generated from field: repeated capstan.v1.Deployment deployments = 1;
    */
   deployments: Deployment[];
@@ -693,6 +792,9 @@ export declare type ListDeploymentsResponse = Message<"capstan.v1.ListDeployment
 export declare const ListDeploymentsResponseSchema: GenMessage<ListDeploymentsResponse>;
 
 /**
+ * Asks for the route table; takes no parameters. For routers (the proxy,
+ * SDK handles): the answer carries the cluster secret.
+ *
  * @generated from message capstan.v1.WatchRoutesRequest
  */
 export declare type WatchRoutesRequest = Message<"capstan.v1.WatchRoutesRequest"> & {
@@ -711,11 +813,16 @@ export declare const WatchRoutesRequestSchema: GenMessage<WatchRoutesRequest>;
  */
 export declare type WatchRoutesResponse = Message<"capstan.v1.WatchRoutesResponse"> & {
   /**
+   * Increases with every change of the table.
+   *
    * @generated from field: uint64 revision = 1;
    */
   revision: bigint;
 
   /**
+   * Every deployment not being deleted, by name, each with its RUNNING
+   * replicas (possibly none: routers then answer 503, not 404).
+   *
    * @generated from field: repeated capstan.v1.Endpoint endpoints = 2;
    */
   endpoints: Endpoint[];
@@ -764,10 +871,15 @@ export declare type ClusterLinks = Message<"capstan.v1.ClusterLinks"> & {
 export declare const ClusterLinksSchema: GenMessage<ClusterLinks>;
 
 /**
+ * How to shut down.
+ *
  * @generated from message capstan.v1.ShutdownRequest
  */
 export declare type ShutdownRequest = Message<"capstan.v1.ShutdownRequest"> & {
   /**
+   * Keep the deployments stored, so that the next start brings them back;
+   * false deletes them, as Ray Serve's shutdown does.
+   *
    * @generated from field: bool keep_deployments = 1;
    */
   keepDeployments: boolean;
@@ -780,6 +892,8 @@ export declare type ShutdownRequest = Message<"capstan.v1.ShutdownRequest"> & {
 export declare const ShutdownRequestSchema: GenMessage<ShutdownRequest>;
 
 /**
+ * Empty: every replica has stopped and the control plane is stopping.
+ *
  * @generated from message capstan.v1.ShutdownResponse
  */
 export declare type ShutdownResponse = Message<"capstan.v1.ShutdownResponse"> & {
@@ -792,6 +906,8 @@ export declare type ShutdownResponse = Message<"capstan.v1.ShutdownResponse"> & 
 export declare const ShutdownResponseSchema: GenMessage<ShutdownResponse>;
 
 /**
+ * Asks for the proxy's status; takes no parameters.
+ *
  * @generated from message capstan.v1.GetProxyStatusRequest
  */
 export declare type GetProxyStatusRequest = Message<"capstan.v1.GetProxyStatusRequest"> & {
@@ -804,10 +920,14 @@ export declare type GetProxyStatusRequest = Message<"capstan.v1.GetProxyStatusRe
 export declare const GetProxyStatusRequestSchema: GenMessage<GetProxyStatusRequest>;
 
 /**
+ * The supervised proxy's status.
+ *
  * @generated from message capstan.v1.GetProxyStatusResponse
  */
 export declare type GetProxyStatusResponse = Message<"capstan.v1.GetProxyStatusResponse"> & {
   /**
+   * Its state, pid and restarts.
+   *
    * @generated from field: capstan.v1.ProxyStatus proxy = 1;
    */
   proxy?: ProxyStatus;
@@ -820,15 +940,21 @@ export declare type GetProxyStatusResponse = Message<"capstan.v1.GetProxyStatusR
 export declare const GetProxyStatusResponseSchema: GenMessage<GetProxyStatusResponse>;
 
 /**
+ * The supervised proxy: whether it runs and how often it was restarted.
+ *
  * @generated from message capstan.v1.ProxyStatus
  */
 export declare type ProxyStatus = Message<"capstan.v1.ProxyStatus"> & {
   /**
+   * Whether it runs.
+   *
    * @generated from field: capstan.v1.ProxyState state = 1;
    */
   state: ProxyState;
 
   /**
+   * Its process id on the control plane's machine; 0 when none runs.
+   *
    * @generated from field: int64 pid = 2;
    */
   pid: bigint;
@@ -875,6 +1001,8 @@ export declare type Deployment = Message<"capstan.v1.Deployment"> & {
   version: string;
 
   /**
+   * Where its rollout stands.
+   *
    * @generated from field: capstan.v1.DeploymentState state = 3;
    */
   state: DeploymentState;
@@ -887,6 +1015,8 @@ export declare type Deployment = Message<"capstan.v1.Deployment"> & {
   message: string;
 
   /**
+   * Its replicas of every version, until each has stopped.
+   *
    * @generated from field: repeated capstan.v1.Replica replicas = 5;
    */
   replicas: Replica[];
@@ -907,20 +1037,28 @@ export declare type Deployment = Message<"capstan.v1.Deployment"> & {
 export declare const DeploymentSchema: GenMessage<Deployment>;
 
 /**
+ * One replica of a deployment.
+ *
  * @generated from message capstan.v1.Replica
  */
 export declare type Replica = Message<"capstan.v1.Replica"> & {
   /**
+   * "<deployment id>-<8 hex digits>".
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 
   /**
+   * The deployment version this replica runs.
+   *
    * @generated from field: string version = 2;
    */
   version: string;
 
   /**
+   * Where it is in its life.
+   *
    * @generated from field: capstan.v1.ReplicaState state = 3;
    */
   state: ReplicaState;
@@ -933,11 +1071,16 @@ export declare type Replica = Message<"capstan.v1.Replica"> & {
   address: string;
 
   /**
+   * The executor plugin that runs it ("local", "ssh", "ray", ...).
+   *
    * @generated from field: string executor = 5;
    */
   executor: string;
 
   /**
+   * The node it runs on, as its executor names it ("local", an SSH host's
+   * name, a Ray node id); empty until placed.
+   *
    * @generated from field: string node = 6;
    */
   node: string;
@@ -963,6 +1106,8 @@ export declare const ReplicaSchema: GenMessage<Replica>;
  */
 export declare type Endpoint = Message<"capstan.v1.Endpoint"> & {
   /**
+   * The deployment's id.
+   *
    * @generated from field: string name = 1;
    */
   name: string;
@@ -975,16 +1120,22 @@ export declare type Endpoint = Message<"capstan.v1.Endpoint"> & {
   routePrefix: string;
 
   /**
+   * As DeploymentSpec.max_concurrent_queries: requests in flight per replica.
+   *
    * @generated from field: int32 max_concurrent_queries = 3;
    */
   maxConcurrentQueries: number;
 
   /**
+   * As DeploymentSpec.max_queued_requests.
+   *
    * @generated from field: int32 max_queued_requests = 4;
    */
   maxQueuedRequests: number;
 
   /**
+   * The RUNNING replicas, which take requests; empty when none does.
+   *
    * @generated from field: repeated capstan.v1.RouteReplica replicas = 5;
    */
   replicas: RouteReplica[];
@@ -1010,11 +1161,15 @@ export declare const EndpointSchema: GenMessage<Endpoint>;
  */
 export declare type RouteReplica = Message<"capstan.v1.RouteReplica"> & {
   /**
+   * As Replica.id.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 
   /**
+   * Where its ReplicaService listens, host:port.
+   *
    * @generated from field: string address = 2;
    */
   address: string;
@@ -1034,6 +1189,8 @@ export declare type RouteReplica = Message<"capstan.v1.RouteReplica"> & {
 export declare const RouteReplicaSchema: GenMessage<RouteReplica>;
 
 /**
+ * An application to plan, as ApplyApplication would take it.
+ *
  * @generated from message capstan.v1.PlanApplicationRequest
  */
 export declare type PlanApplicationRequest = Message<"capstan.v1.PlanApplicationRequest"> & {
@@ -1052,6 +1209,8 @@ export declare type PlanApplicationRequest = Message<"capstan.v1.PlanApplication
 export declare const PlanApplicationRequestSchema: GenMessage<PlanApplicationRequest>;
 
 /**
+ * What ApplyApplication would do.
+ *
  * @generated from message capstan.v1.PlanApplicationResponse
  */
 export declare type PlanApplicationResponse = Message<"capstan.v1.PlanApplicationResponse"> & {
@@ -1098,25 +1257,30 @@ export declare type DeploymentPlan = Message<"capstan.v1.DeploymentPlan"> & {
   changes: PlanChange[];
 
   /**
-   * Live replicas now and the target after the apply.
+   * Live replicas now.
    *
    * @generated from field: int32 replicas_before = 3;
    */
   replicasBefore: number;
 
   /**
+   * The replica count the apply aims at; 0 when deleted.
+   *
    * @generated from field: int32 replicas_after = 4;
    */
   replicasAfter: number;
 
   /**
-   * Empty before: not deployed yet. Empty after: deleted.
+   * The version in force now; empty: not deployed yet.
    *
    * @generated from field: string version_before = 5;
    */
   versionBefore: string;
 
   /**
+   * The version after the apply (empty: deleted, or generated at apply
+   * time because the spec sets none).
+   *
    * @generated from field: string version_after = 6;
    */
   versionAfter: string;
@@ -1160,6 +1324,8 @@ export declare type DeploymentPlan = Message<"capstan.v1.DeploymentPlan"> & {
   fits: boolean;
 
   /**
+   * Why a replica could not be placed; empty when `fits`.
+   *
    * @generated from field: string fit_message = 12;
    */
   fitMessage: string;
@@ -1186,16 +1352,22 @@ export declare const DeploymentPlanSchema: GenMessage<DeploymentPlan>;
  */
 export declare type RolloutStep = Message<"capstan.v1.RolloutStep"> & {
   /**
+   * Replicas this pass starts.
+   *
    * @generated from field: int32 started = 1;
    */
   started: number;
 
   /**
+   * Replicas this pass stops (draining them first when they serve).
+   *
    * @generated from field: int32 stopped = 2;
    */
   stopped: number;
 
   /**
+   * Running replicas this pass reconfigures in place.
+   *
    * @generated from field: int32 reconfigured = 3;
    */
   reconfigured: number;
@@ -1215,15 +1387,22 @@ export declare type RolloutStep = Message<"capstan.v1.RolloutStep"> & {
 export declare const RolloutStepSchema: GenMessage<RolloutStep>;
 
 /**
+ * A new replica count for a deployment.
+ *
  * @generated from message capstan.v1.ScaleDeploymentRequest
  */
 export declare type ScaleDeploymentRequest = Message<"capstan.v1.ScaleDeploymentRequest"> & {
   /**
+   * The deployment's id; NOT_FOUND if unknown.
+   *
    * @generated from field: string name = 1;
    */
   name: string;
 
   /**
+   * The new count: 0 to the control plane's max_replicas_per_deployment
+   * (default 1000). 0 keeps the deployment with no replicas.
+   *
    * @generated from field: int32 num_replicas = 2;
    */
   numReplicas: number;
@@ -1236,6 +1415,8 @@ export declare type ScaleDeploymentRequest = Message<"capstan.v1.ScaleDeployment
   wait: boolean;
 
   /**
+   * As ApplyDeploymentRequest.timeout_s.
+   *
    * @generated from field: double timeout_s = 4;
    */
   timeoutS: number;
@@ -1248,10 +1429,14 @@ export declare type ScaleDeploymentRequest = Message<"capstan.v1.ScaleDeployment
 export declare const ScaleDeploymentRequestSchema: GenMessage<ScaleDeploymentRequest>;
 
 /**
+ * The deployment after scaling.
+ *
  * @generated from message capstan.v1.ScaleDeploymentResponse
  */
 export declare type ScaleDeploymentResponse = Message<"capstan.v1.ScaleDeploymentResponse"> & {
   /**
+   * The deployment with its state and replicas now.
+   *
    * @generated from field: capstan.v1.Deployment deployment = 1;
    */
   deployment?: Deployment;
@@ -1264,10 +1449,14 @@ export declare type ScaleDeploymentResponse = Message<"capstan.v1.ScaleDeploymen
 export declare const ScaleDeploymentResponseSchema: GenMessage<ScaleDeploymentResponse>;
 
 /**
+ * Whose versions to list.
+ *
  * @generated from message capstan.v1.ListDeploymentVersionsRequest
  */
 export declare type ListDeploymentVersionsRequest = Message<"capstan.v1.ListDeploymentVersionsRequest"> & {
   /**
+   * The deployment's id; NOT_FOUND if it has no stored versions.
+   *
    * @generated from field: string name = 1;
    */
   name: string;
@@ -1280,10 +1469,15 @@ export declare type ListDeploymentVersionsRequest = Message<"capstan.v1.ListDepl
 export declare const ListDeploymentVersionsRequestSchema: GenMessage<ListDeploymentVersionsRequest>;
 
 /**
+ * A deployment's stored applies.
+ *
  * @generated from message capstan.v1.ListDeploymentVersionsResponse
  */
 export declare type ListDeploymentVersionsResponse = Message<"capstan.v1.ListDeploymentVersionsResponse"> & {
   /**
+   * Oldest first; the control plane keeps the latest `versions_kept`
+   * (default 20).
+   *
    * @generated from field: repeated capstan.v1.DeploymentVersion versions = 1;
    */
   versions: DeploymentVersion[];
@@ -1302,6 +1496,8 @@ export declare const ListDeploymentVersionsResponseSchema: GenMessage<ListDeploy
  */
 export declare type DeploymentVersion = Message<"capstan.v1.DeploymentVersion"> & {
   /**
+   * The version it applied (the spec's, or the one generated).
+   *
    * @generated from field: string version = 1;
    */
   version: string;
@@ -1321,6 +1517,8 @@ export declare type DeploymentVersion = Message<"capstan.v1.DeploymentVersion"> 
   appliedAt: number;
 
   /**
+   * The spec as applied, defaults filled in.
+   *
    * @generated from field: capstan.v1.DeploymentSpec spec = 4;
    */
   spec?: DeploymentSpec;
@@ -1340,10 +1538,14 @@ export declare type DeploymentVersion = Message<"capstan.v1.DeploymentVersion"> 
 export declare const DeploymentVersionSchema: GenMessage<DeploymentVersion>;
 
 /**
+ * Which version to roll back to.
+ *
  * @generated from message capstan.v1.RollbackDeploymentRequest
  */
 export declare type RollbackDeploymentRequest = Message<"capstan.v1.RollbackDeploymentRequest"> & {
   /**
+   * The deployment's id; NOT_FOUND if unknown.
+   *
    * @generated from field: string name = 1;
    */
   name: string;
@@ -1356,11 +1558,15 @@ export declare type RollbackDeploymentRequest = Message<"capstan.v1.RollbackDepl
   version: string;
 
   /**
+   * As ApplyDeploymentRequest.wait.
+   *
    * @generated from field: bool wait = 3;
    */
   wait: boolean;
 
   /**
+   * As ApplyDeploymentRequest.timeout_s.
+   *
    * @generated from field: double timeout_s = 4;
    */
   timeoutS: number;
@@ -1373,10 +1579,14 @@ export declare type RollbackDeploymentRequest = Message<"capstan.v1.RollbackDepl
 export declare const RollbackDeploymentRequestSchema: GenMessage<RollbackDeploymentRequest>;
 
 /**
+ * The deployment after the rollback's apply.
+ *
  * @generated from message capstan.v1.RollbackDeploymentResponse
  */
 export declare type RollbackDeploymentResponse = Message<"capstan.v1.RollbackDeploymentResponse"> & {
   /**
+   * The deployment with its state and replicas now.
+   *
    * @generated from field: capstan.v1.Deployment deployment = 1;
    */
   deployment?: Deployment;
@@ -1396,35 +1606,50 @@ export declare type RollbackDeploymentResponse = Message<"capstan.v1.RollbackDep
 export declare const RollbackDeploymentResponseSchema: GenMessage<RollbackDeploymentResponse>;
 
 /**
+ * An application's state, from its deployments' states, worst first:
+ * DEPLOY_FAILED, UNHEALTHY, DEPLOYING, then RUNNING.
+ *
  * @generated from enum capstan.v1.ApplicationState
  */
 export enum ApplicationState {
   /**
+   * Not used in answers.
+   *
    * @generated from enum value: APPLICATION_STATE_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
 
   /**
+   * A deployment is still rolling out, or being removed.
+   *
    * @generated from enum value: APPLICATION_STATE_DEPLOYING = 1;
    */
   DEPLOYING = 1,
 
   /**
+   * Every deployment is HEALTHY.
+   *
    * @generated from enum value: APPLICATION_STATE_RUNNING = 2;
    */
   RUNNING = 2,
 
   /**
+   * A deployment has fewer live replicas than it wants.
+   *
    * @generated from enum value: APPLICATION_STATE_UNHEALTHY = 3;
    */
   UNHEALTHY = 3,
 
   /**
+   * A deployment's last rollout failed; `message` says why.
+   *
    * @generated from enum value: APPLICATION_STATE_DEPLOY_FAILED = 4;
    */
   DEPLOY_FAILED = 4,
 
   /**
+   * The application is being deleted.
+   *
    * @generated from enum value: APPLICATION_STATE_DELETING = 5;
    */
   DELETING = 5,
@@ -1436,10 +1661,14 @@ export enum ApplicationState {
 export declare const ApplicationStateSchema: GenEnum<ApplicationState>;
 
 /**
+ * The state of the proxy a control plane supervises.
+ *
  * @generated from enum capstan.v1.ProxyState
  */
 export enum ProxyState {
   /**
+   * Not used in answers.
+   *
    * @generated from enum value: PROXY_STATE_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
@@ -1452,6 +1681,8 @@ export enum ProxyState {
   UNSUPERVISED = 1,
 
   /**
+   * The proxy process runs (it may still be starting).
+   *
    * @generated from enum value: PROXY_STATE_RUNNING = 2;
    */
   RUNNING = 2,
@@ -1465,6 +1696,8 @@ export enum ProxyState {
   BACKING_OFF = 3,
 
   /**
+   * Stopped on purpose, as the control plane shuts down.
+   *
    * @generated from enum value: PROXY_STATE_STOPPED = 4;
    */
   STOPPED = 4,
@@ -1476,10 +1709,14 @@ export enum ProxyState {
 export declare const ProxyStateSchema: GenEnum<ProxyState>;
 
 /**
+ * Where a deployment's rollout stands.
+ *
  * @generated from enum capstan.v1.DeploymentState
  */
 export enum DeploymentState {
   /**
+   * Not used in answers.
+   *
    * @generated from enum value: DEPLOYMENT_STATE_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
@@ -1492,6 +1729,8 @@ export enum DeploymentState {
   UPDATING = 1,
 
   /**
+   * The spec in force is rolled out and every replica it wants runs.
+   *
    * @generated from enum value: DEPLOYMENT_STATE_HEALTHY = 2;
    */
   HEALTHY = 2,
@@ -1511,6 +1750,8 @@ export enum DeploymentState {
   DEPLOY_FAILED = 4,
 
   /**
+   * Deleted: its route is gone and its replicas are draining.
+   *
    * @generated from enum value: DEPLOYMENT_STATE_DELETING = 5;
    */
   DELETING = 5,
@@ -1522,10 +1763,14 @@ export enum DeploymentState {
 export declare const DeploymentStateSchema: GenEnum<DeploymentState>;
 
 /**
+ * Where a replica is in its life; each state follows the one before.
+ *
  * @generated from enum capstan.v1.ReplicaState
  */
 export enum ReplicaState {
   /**
+   * Not used in answers.
+   *
    * @generated from enum value: REPLICA_STATE_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
@@ -1545,6 +1790,8 @@ export enum ReplicaState {
   STARTING = 2,
 
   /**
+   * Serving requests.
+   *
    * @generated from enum value: REPLICA_STATE_RUNNING = 3;
    */
   RUNNING = 3,
@@ -1557,6 +1804,8 @@ export enum ReplicaState {
   DRAINING = 4,
 
   /**
+   * Its process is being stopped.
+   *
    * @generated from enum value: REPLICA_STATE_STOPPING = 5;
    */
   STOPPING = 5,
@@ -1568,15 +1817,21 @@ export enum ReplicaState {
 export declare const ReplicaStateSchema: GenEnum<ReplicaState>;
 
 /**
+ * A kind of change an apply makes to a deployment.
+ *
  * @generated from enum capstan.v1.PlanChange
  */
 export enum PlanChange {
   /**
+   * Not used in answers.
+   *
    * @generated from enum value: PLAN_CHANGE_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
 
   /**
+   * The deployment is new.
+   *
    * @generated from enum value: PLAN_CHANGE_CREATE = 1;
    */
   CREATE = 1,
@@ -1596,11 +1851,15 @@ export enum PlanChange {
   RECONFIGURE = 3,
 
   /**
+   * Replicas are added or drained; none restarts.
+   *
    * @generated from enum value: PLAN_CHANGE_SCALE = 4;
    */
   SCALE = 4,
 
   /**
+   * The deployment is removed (the application no longer has it).
+   *
    * @generated from enum value: PLAN_CHANGE_DELETE = 5;
    */
   DELETE = 5,

@@ -203,13 +203,17 @@ export declare type ReplicaOptions = Message<"capstan.v1.ReplicaOptions"> & {
   numGpus: number;
 
   /**
-   * Custom resources, by name; each amount finite, 0 to 1024.
+   * Custom resources, by name (not "CPU" or "GPU": use num_cpus and
+   * num_gpus); each amount finite, 0 to 1024.
    *
    * @generated from field: map<string, double> resources = 3;
    */
   resources: { [key: string]: number };
 
   /**
+   * Variables, code folder and packages for its process; unset: the
+   * node's Python as it is.
+   *
    * @generated from field: capstan.v1.RuntimeEnv runtime_env = 4;
    */
   runtimeEnv?: RuntimeEnv;
@@ -228,6 +232,10 @@ export declare const ReplicaOptionsSchema: GenMessage<ReplicaOptions>;
  */
 export declare type RuntimeEnv = Message<"capstan.v1.RuntimeEnv"> & {
   /**
+   * Environment variables set in the replica's process, by name; a name
+   * may not be empty or hold "=". OMP_NUM_THREADS defaults to the
+   * replica's CPUs (at least 1) unless set here.
+   *
    * @generated from field: map<string, string> env_vars = 1;
    */
   envVars: { [key: string]: string };
@@ -244,14 +252,17 @@ export declare type RuntimeEnv = Message<"capstan.v1.RuntimeEnv"> & {
   workingDir: string;
 
   /**
-   * Requirements installed into a virtualenv shared by identical lists.
+   * pip requirements, installed into a virtualenv that deployments with the
+   * same list share. Not together with `conda`.
    *
    * @generated from field: repeated string pip = 3;
    */
   pip: string[];
 
   /**
-   * The name of an existing conda environment.
+   * The name of an existing conda environment on the replica's node.
+   * FAILED_PRECONDITION when the executor cannot use conda; a node
+   * without it fails the rollout, saying so.
    *
    * @generated from field: string conda = 4;
    */
@@ -265,78 +276,90 @@ export declare type RuntimeEnv = Message<"capstan.v1.RuntimeEnv"> & {
 export declare const RuntimeEnvSchema: GenMessage<RuntimeEnv>;
 
 /**
- * Demand-based autoscaling. Unset fields take Ray Serve's 1.x defaults.
- * Every number must be finite; a duration is at most 86400 (one day).
+ * Demand-based autoscaling: the replica count becomes ceil(mean ongoing
+ * requests / target_num_ongoing_requests_per_replica), clamped to
+ * [min_replicas, max_replicas], once demand has pointed the same way for the
+ * up- or downscale delay. Unset fields take Ray Serve's 1.x defaults. Every
+ * number must be finite; a duration is in seconds, at most 86400 (one day).
  *
  * @generated from message capstan.v1.AutoscalingConfig
  */
 export declare type AutoscalingConfig = Message<"capstan.v1.AutoscalingConfig"> & {
   /**
-   * 0 to max_replicas.
+   * The fewest replicas; unset means 1. 0 to max_replicas: at 0, the first
+   * request starts one at once.
    *
    * @generated from field: optional int32 min_replicas = 1;
    */
   minReplicas?: number;
 
   /**
-   * 1 to the control plane's max_replicas_per_deployment (default 1000).
+   * The most replicas; unset means 1. 1 to the control plane's
+   * max_replicas_per_deployment (default 1000).
    *
    * @generated from field: optional int32 max_replicas = 2;
    */
   maxReplicas?: number;
 
   /**
-   * Between min_replicas and max_replicas.
+   * The count an apply starts with; unset means min_replicas. Between
+   * min_replicas and max_replicas.
    *
    * @generated from field: optional int32 initial_replicas = 3;
    */
   initialReplicas?: number;
 
   /**
-   * Above 0, at most 100000.
+   * Requests in flight (queued or running) each replica should have; unset
+   * means 1. Above 0, at most 100000.
    *
    * @generated from field: optional double target_num_ongoing_requests_per_replica = 4;
    */
   targetNumOngoingRequestsPerReplica?: number;
 
   /**
-   * 0 to 86400.
+   * How long more replicas must be wanted before they are added; unset
+   * means 30. 0 to 86400.
    *
    * @generated from field: optional double upscale_delay_s = 5;
    */
   upscaleDelayS?: number;
 
   /**
-   * 0 to 86400.
+   * How long fewer replicas must be wanted before some are drained; unset
+   * means 600. 0 to 86400.
    *
    * @generated from field: optional double downscale_delay_s = 6;
    */
   downscaleDelayS?: number;
 
   /**
-   * Above 0, at most 86400.
+   * How often replicas' load is read; unset means 10. Above 0, at most
+   * 86400.
    *
    * @generated from field: optional double metrics_interval_s = 7;
    */
   metricsIntervalS?: number;
 
   /**
-   * 0 to 86400.
+   * The window whose load readings are averaged; unset means 30. 0 to
+   * 86400.
    *
    * @generated from field: optional double look_back_period_s = 8;
    */
   lookBackPeriodS?: number;
 
   /**
-   * Multiplies each scaling step (Ray Serve 2.x); unset means 1. Above 0,
-   * at most 100.
+   * Multiplies each upward step (Ray Serve 2.x): 0.5 moves half way to the
+   * wanted count; unset means 1. Above 0, at most 100.
    *
    * @generated from field: optional double upscaling_factor = 9;
    */
   upscalingFactor?: number;
 
   /**
-   * Above 0, at most 100.
+   * As upscaling_factor, for downward steps; unset means 1. Above 0, at
+   * most 100.
    *
    * @generated from field: optional double downscaling_factor = 10;
    */
@@ -392,6 +415,8 @@ export declare type DeploymentSpec = Message<"capstan.v1.DeploymentSpec"> & {
   numReplicas?: number;
 
   /**
+   * Set: the replica count follows demand instead of num_replicas.
+   *
    * @generated from field: capstan.v1.AutoscalingConfig autoscaling_config = 5;
    */
   autoscalingConfig?: AutoscalingConfig;
@@ -404,6 +429,8 @@ export declare type DeploymentSpec = Message<"capstan.v1.DeploymentSpec"> & {
   routePrefix?: string;
 
   /**
+   * What the replicas run; required.
+   *
    * @generated from field: capstan.v1.Code code = 7;
    */
   code?: Code;
@@ -449,34 +476,41 @@ export declare type DeploymentSpec = Message<"capstan.v1.DeploymentSpec"> & {
   maxQueuedRequests?: number;
 
   /**
-   * Above 0, at most 86400 (one day).
+   * Seconds between health checks of each replica (its check_health(),
+   * if it has one); unset means 10. Above 0, at most 86400 (one day).
    *
    * @generated from field: optional double health_check_period_s = 12;
    */
   healthCheckPeriodS?: number;
 
   /**
-   * Above 0, at most 86400.
+   * Seconds a health check may take before it counts as failed; unset
+   * means 30. Above 0, at most 86400.
    *
    * @generated from field: optional double health_check_timeout_s = 13;
    */
   healthCheckTimeoutS?: number;
 
   /**
-   * 0 to 86400.
+   * Seconds a replica being stopped waits, once off the route table, for
+   * routers to learn it before it drains; unset means 2. 0 to 86400.
    *
    * @generated from field: optional double graceful_shutdown_wait_loop_s = 14;
    */
   gracefulShutdownWaitLoopS?: number;
 
   /**
-   * 0 to 86400.
+   * Seconds a draining replica's requests in flight may take before it is
+   * stopped anyway; unset means 20. 0 to 86400.
    *
    * @generated from field: optional double graceful_shutdown_timeout_s = 15;
    */
   gracefulShutdownTimeoutS?: number;
 
   /**
+   * Resources and runtime environment per replica (Ray Serve's
+   * ray_actor_options); unset: 1 CPU, no GPU.
+   *
    * @generated from field: capstan.v1.ReplicaOptions replica_options = 16;
    */
   replicaOptions?: ReplicaOptions;

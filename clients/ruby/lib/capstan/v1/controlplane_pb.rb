@@ -13,7 +13,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
     end
     add_message "capstan.v1.DescribeDeploymentResponse" do
       optional :id, :string, 1, json_name: "id"
-      repeated :methods, :message, 2, "capstan.v1.MethodDescription", json_name: "methods"
+      repeated :callable_methods, :message, 2, "capstan.v1.MethodDescription", json_name: "callableMethods"
       optional :serves_http, :bool, 3, json_name: "servesHttp"
     end
     add_message "capstan.v1.GetServerInfoRequest" do

@@ -22,6 +22,7 @@ from controlplane.application import (
     source_struct,
 )
 from controlplane.deadlines import deadline as _deadline
+from controlplane.describing import Describing
 from controlplane.observing import Observing
 from controlplane.packages.store import PackageStore
 from controlplane.planning import Planner
@@ -43,7 +44,9 @@ _ROUTES_SENT_TIMEOUT_S = 2.0
 _SHUTDOWN_SLACK_S = 30.0
 
 
-class ControlPlaneService(ChangeRpcs, Observing, controlplane_pb2_grpc.ControlPlaneServiceServicer):
+class ControlPlaneService(
+    ChangeRpcs, Describing, Observing, controlplane_pb2_grpc.ControlPlaneServiceServicer
+):
     """Stores specs, wakes the reconciler, and reports what runs."""
 
     def __init__(

@@ -102,6 +102,11 @@ class Reconciler:
         self.on_pass: Callable[[float], None] = lambda duration_s: None
         self.packages: PackageStore | None = None  # where uploaded working_dirs are
 
+    @property
+    def replica_client(self) -> ReplicaClient:
+        """The channels to replicas, for RPCs that ask one (DescribeDeployment)."""
+        return self._client
+
     def wake(self) -> None:
         """Runs a pass now instead of at the next interval."""
         self._wake.set()

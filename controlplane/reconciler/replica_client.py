@@ -1,5 +1,5 @@
 """Calls from the control plane to replica workers (health, drain,
-reconfigure, stats), over one channel per replica, reused across calls.
+reconfigure, stats, describe), over one channel per replica, reused across calls.
 Every call carries the cluster secret; a replica that serves TLS is reached
 over TLS and checked against the cluster CA."""
 
@@ -72,6 +72,11 @@ class ReplicaClient:
         """The replica's identity and load (and, `with_metrics`, its user metrics)."""
         request = replica_pb2.GetStatsRequest(with_metrics=with_metrics)
         return await self._stub(ref).GetStats(request, timeout=timeout_s, metadata=self._metadata)
+
+    async def describe(self, ref: ReplicaRef, timeout_s: float) -> replica_pb2.DescribeResponse:
+        """The methods the replica's loaded code answers."""
+        request = replica_pb2.DescribeRequest()
+        return await self._stub(ref).Describe(request, timeout=timeout_s, metadata=self._metadata)
 
     async def forget(self, address: str) -> None:
         """Closes the channel to a replica that is gone."""

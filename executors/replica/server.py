@@ -25,6 +25,7 @@ from capstan.internal.v1 import replica_pb2, replica_pb2_grpc
 from capstan.links import SECRET_KEY
 from capstan.reflection import enable_reflection
 from capstan.tls import ServerTls, listen
+from executors.replica.description import describe
 from executors.replica.exchange import ExchangeStream
 from executors.replica.ingress import Lifespan, bind_methods
 from executors.replica.loader import LoadError, load
@@ -140,6 +141,12 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
 
             stats.metrics = metrics.exposition()
         return stats
+
+    @answers_errors
+    async def Describe(
+        self, request: replica_pb2.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> replica_pb2.DescribeResponse:
+        return describe(self._worker.user)
 
 
 class RunningReplica:

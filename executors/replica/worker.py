@@ -16,6 +16,7 @@ from typing import Any
 from capstan import defaults
 from capstan.errors import InvalidSpec, NotFound, Unavailable
 from capstan.internal.v1 import replica_pb2
+from executors.replica.description import public_methods
 from executors.replica.invoker import Invoker, Target
 from executors.replica.loader import UserCode
 
@@ -72,9 +73,7 @@ class Worker:
         return method == "__call__" or not method.startswith("_")
 
     def public_methods(self) -> list[str]:
-        instance = self.user.target
-        names = [n for n in dir(type(instance)) if self._is_public(n)]
-        return [n for n in names if callable(getattr(instance, n, None))]
+        return [name for name, _ in public_methods(type(self.user.target))]
 
     async def reconfigure(
         self, user_config: str | None, max_concurrent_queries: int | None

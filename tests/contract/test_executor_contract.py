@@ -48,7 +48,10 @@ async def test_launched_replica_serves_requests(make_executor: MakeExecutor) -> 
     async with ExchangeClient(ref) as client:
         assert await client.call("hello", "ann") == "> hello ann"
         stats = await client.stub.GetStats(replica_pb2.GetStatsRequest())
+        described = await client.stub.Describe(replica_pb2.DescribeRequest())
     assert (stats.replica_id, stats.nonce) == (spec.replica_id, spec.config.nonce)
+    streams = {m.name: m.is_streaming for m in described.callable_methods}
+    assert (streams["hello"], streams["count"], "_private" in streams) == (False, True, False)
 
 
 async def test_replica_reconfigures_in_place(make_executor: MakeExecutor) -> None:

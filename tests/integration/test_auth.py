@@ -78,6 +78,20 @@ async def test_streaming_call_without_token_is_unauthenticated(address: str) -> 
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+async def test_describe_needs_the_token(address: str) -> None:
+    request = cp.DescribeDeploymentRequest(name="absent")
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = controlplane_pb2_grpc.ControlPlaneServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.DescribeDeployment(request, timeout=5)
+        bearer = (("authorization", f"Bearer {TOKEN}"),)
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await stub.DescribeDeployment(request, timeout=5, metadata=bearer)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    assert missing.value.details() == 'deployment "absent" not found'
+
+
 async def test_health_check_needs_no_token(address: str) -> None:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)

@@ -102,6 +102,7 @@ async def test_a_strangers_drain_is_refused_and_the_replica_keeps_serving(
             (stub.Drain, replica_pb2.DrainRequest(timeout_s=0)),
             (stub.Reconfigure, replica_pb2.ReconfigureRequest(max_concurrent_queries=1)),
             (stub.GetStats, replica_pb2.GetStatsRequest()),
+            (stub.Describe, replica_pb2.DescribeRequest()),
             (stub.CheckHealth, replica_pb2.CheckHealthRequest()),
         ]:
             with pytest.raises(grpc.aio.AioRpcError) as refused:

@@ -3,6 +3,7 @@
 capstan start                 control plane + HTTP/gRPC proxy, in the foreground
 capstan run app.py            start (or connect), run the script's deploys, serve
 capstan status [NAME]         deployments, versions, replicas by state, and why
+capstan describe NAME         the methods a deployment answers, and which stream
 capstan deploy app.yaml       apply a Ray Serve config file (--dry-run: only the plan)
 capstan build mod:app -o F    write a config file for applications in code
 capstan config [APP]          what is applied now, as a config file
@@ -27,7 +28,7 @@ import threading
 
 from capstan import defaults
 from capstan.client import ControlPlaneClient, default_address
-from capstan.commands import declarative, logs, status, versions
+from capstan.commands import declarative, describe, logs, status, versions
 from capstan.errors import CapstanError
 from capstan.options import DEFAULT
 from capstan.targets import load_target, parse_arguments
@@ -119,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(command=_run)
 
     status.register(commands)
+    describe.register(commands)
     logs.register(commands)
 
     declarative.register(commands)

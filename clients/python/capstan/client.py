@@ -122,6 +122,14 @@ class ControlPlaneClient:
     def get(self, name: str) -> cp.Deployment:
         return self._call(self._stub.GetDeployment, cp.GetDeploymentRequest(name=name)).deployment
 
+    def describe_deployment(self, name: str) -> cp.DescribeDeploymentResponse:
+        """The methods deployment `name` answers ("app.Name" for one of an
+        application), each with its parameters and whether it streams, as a
+        running replica reports them. Raises NotFound for an unknown
+        deployment, Unavailable when none of its replicas runs."""
+        request = cp.DescribeDeploymentRequest(name=name)
+        return self._call(self._stub.DescribeDeployment, request)
+
     def list(self) -> list[cp.Deployment]:
         return list(self._call(self._stub.ListDeployments, cp.ListDeploymentsRequest()).deployments)
 

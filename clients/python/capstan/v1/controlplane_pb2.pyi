@@ -28,20 +28,35 @@ class _ApplicationState:
 class _ApplicationStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApplicationState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     APPLICATION_STATE_UNSPECIFIED: _ApplicationState.ValueType  # 0
+    """Not used in answers."""
     APPLICATION_STATE_DEPLOYING: _ApplicationState.ValueType  # 1
+    """A deployment is still rolling out, or being removed."""
     APPLICATION_STATE_RUNNING: _ApplicationState.ValueType  # 2
+    """Every deployment is HEALTHY."""
     APPLICATION_STATE_UNHEALTHY: _ApplicationState.ValueType  # 3
+    """A deployment has fewer live replicas than it wants."""
     APPLICATION_STATE_DEPLOY_FAILED: _ApplicationState.ValueType  # 4
+    """A deployment's last rollout failed; `message` says why."""
     APPLICATION_STATE_DELETING: _ApplicationState.ValueType  # 5
+    """The application is being deleted."""
 
-class ApplicationState(_ApplicationState, metaclass=_ApplicationStateEnumTypeWrapper): ...
+class ApplicationState(_ApplicationState, metaclass=_ApplicationStateEnumTypeWrapper):
+    """An application's state, from its deployments' states, worst first:
+    DEPLOY_FAILED, UNHEALTHY, DEPLOYING, then RUNNING.
+    """
 
 APPLICATION_STATE_UNSPECIFIED: ApplicationState.ValueType  # 0
+"""Not used in answers."""
 APPLICATION_STATE_DEPLOYING: ApplicationState.ValueType  # 1
+"""A deployment is still rolling out, or being removed."""
 APPLICATION_STATE_RUNNING: ApplicationState.ValueType  # 2
+"""Every deployment is HEALTHY."""
 APPLICATION_STATE_UNHEALTHY: ApplicationState.ValueType  # 3
+"""A deployment has fewer live replicas than it wants."""
 APPLICATION_STATE_DEPLOY_FAILED: ApplicationState.ValueType  # 4
+"""A deployment's last rollout failed; `message` says why."""
 APPLICATION_STATE_DELETING: ApplicationState.ValueType  # 5
+"""The application is being deleted."""
 Global___ApplicationState: _TypeAlias = ApplicationState  # noqa: Y015
 
 class _ProxyState:
@@ -51,26 +66,33 @@ class _ProxyState:
 class _ProxyStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ProxyState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PROXY_STATE_UNSPECIFIED: _ProxyState.ValueType  # 0
+    """Not used in answers."""
     PROXY_STATE_UNSUPERVISED: _ProxyState.ValueType  # 1
     """This control plane runs no proxy of its own (`python -m controlplane`)."""
     PROXY_STATE_RUNNING: _ProxyState.ValueType  # 2
+    """The proxy process runs (it may still be starting)."""
     PROXY_STATE_BACKING_OFF: _ProxyState.ValueType  # 3
     """It exited and is restarted after a backoff that grows while it keeps
     exiting; `message` says how it exited.
     """
     PROXY_STATE_STOPPED: _ProxyState.ValueType  # 4
+    """Stopped on purpose, as the control plane shuts down."""
 
-class ProxyState(_ProxyState, metaclass=_ProxyStateEnumTypeWrapper): ...
+class ProxyState(_ProxyState, metaclass=_ProxyStateEnumTypeWrapper):
+    """The state of the proxy a control plane supervises."""
 
 PROXY_STATE_UNSPECIFIED: ProxyState.ValueType  # 0
+"""Not used in answers."""
 PROXY_STATE_UNSUPERVISED: ProxyState.ValueType  # 1
 """This control plane runs no proxy of its own (`python -m controlplane`)."""
 PROXY_STATE_RUNNING: ProxyState.ValueType  # 2
+"""The proxy process runs (it may still be starting)."""
 PROXY_STATE_BACKING_OFF: ProxyState.ValueType  # 3
 """It exited and is restarted after a backoff that grows while it keeps
 exiting; `message` says how it exited.
 """
 PROXY_STATE_STOPPED: ProxyState.ValueType  # 4
+"""Stopped on purpose, as the control plane shuts down."""
 Global___ProxyState: _TypeAlias = ProxyState  # noqa: Y015
 
 class _DeploymentState:
@@ -80,26 +102,33 @@ class _DeploymentState:
 class _DeploymentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeploymentState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     DEPLOYMENT_STATE_UNSPECIFIED: _DeploymentState.ValueType  # 0
+    """Not used in answers."""
     DEPLOYMENT_STATE_UPDATING: _DeploymentState.ValueType  # 1
     """Replicas are being started, stopped or reconfigured."""
     DEPLOYMENT_STATE_HEALTHY: _DeploymentState.ValueType  # 2
+    """The spec in force is rolled out and every replica it wants runs."""
     DEPLOYMENT_STATE_UNHEALTHY: _DeploymentState.ValueType  # 3
     """Fewer replicas than desired are running and the control plane is retrying."""
     DEPLOYMENT_STATE_DEPLOY_FAILED: _DeploymentState.ValueType  # 4
     """The last apply failed; the version before it (if any) keeps serving."""
     DEPLOYMENT_STATE_DELETING: _DeploymentState.ValueType  # 5
+    """Deleted: its route is gone and its replicas are draining."""
 
-class DeploymentState(_DeploymentState, metaclass=_DeploymentStateEnumTypeWrapper): ...
+class DeploymentState(_DeploymentState, metaclass=_DeploymentStateEnumTypeWrapper):
+    """Where a deployment's rollout stands."""
 
 DEPLOYMENT_STATE_UNSPECIFIED: DeploymentState.ValueType  # 0
+"""Not used in answers."""
 DEPLOYMENT_STATE_UPDATING: DeploymentState.ValueType  # 1
 """Replicas are being started, stopped or reconfigured."""
 DEPLOYMENT_STATE_HEALTHY: DeploymentState.ValueType  # 2
+"""The spec in force is rolled out and every replica it wants runs."""
 DEPLOYMENT_STATE_UNHEALTHY: DeploymentState.ValueType  # 3
 """Fewer replicas than desired are running and the control plane is retrying."""
 DEPLOYMENT_STATE_DEPLOY_FAILED: DeploymentState.ValueType  # 4
 """The last apply failed; the version before it (if any) keeps serving."""
 DEPLOYMENT_STATE_DELETING: DeploymentState.ValueType  # 5
+"""Deleted: its route is gone and its replicas are draining."""
 Global___DeploymentState: _TypeAlias = DeploymentState  # noqa: Y015
 
 class _ReplicaState:
@@ -109,26 +138,33 @@ class _ReplicaState:
 class _ReplicaStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReplicaState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     REPLICA_STATE_UNSPECIFIED: _ReplicaState.ValueType  # 0
+    """Not used in answers."""
     REPLICA_STATE_PENDING: _ReplicaState.ValueType  # 1
     """Waiting for capacity."""
     REPLICA_STATE_STARTING: _ReplicaState.ValueType  # 2
     """Launched; constructing the user's class."""
     REPLICA_STATE_RUNNING: _ReplicaState.ValueType  # 3
+    """Serving requests."""
     REPLICA_STATE_DRAINING: _ReplicaState.ValueType  # 4
     """Finishing in-flight requests; takes no new ones."""
     REPLICA_STATE_STOPPING: _ReplicaState.ValueType  # 5
+    """Its process is being stopped."""
 
-class ReplicaState(_ReplicaState, metaclass=_ReplicaStateEnumTypeWrapper): ...
+class ReplicaState(_ReplicaState, metaclass=_ReplicaStateEnumTypeWrapper):
+    """Where a replica is in its life; each state follows the one before."""
 
 REPLICA_STATE_UNSPECIFIED: ReplicaState.ValueType  # 0
+"""Not used in answers."""
 REPLICA_STATE_PENDING: ReplicaState.ValueType  # 1
 """Waiting for capacity."""
 REPLICA_STATE_STARTING: ReplicaState.ValueType  # 2
 """Launched; constructing the user's class."""
 REPLICA_STATE_RUNNING: ReplicaState.ValueType  # 3
+"""Serving requests."""
 REPLICA_STATE_DRAINING: ReplicaState.ValueType  # 4
 """Finishing in-flight requests; takes no new ones."""
 REPLICA_STATE_STOPPING: ReplicaState.ValueType  # 5
+"""Its process is being stopped."""
 Global___ReplicaState: _TypeAlias = ReplicaState  # noqa: Y015
 
 class _PlanChange:
@@ -138,26 +174,35 @@ class _PlanChange:
 class _PlanChangeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PlanChange.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PLAN_CHANGE_UNSPECIFIED: _PlanChange.ValueType  # 0
+    """Not used in answers."""
     PLAN_CHANGE_CREATE: _PlanChange.ValueType  # 1
+    """The deployment is new."""
     PLAN_CHANGE_ROLL_OUT: _PlanChange.ValueType  # 2
     """New code or replica options: replicas restart in a rolling update."""
     PLAN_CHANGE_RECONFIGURE: _PlanChange.ValueType  # 3
     """user_config or max_ongoing_requests applied to running replicas."""
     PLAN_CHANGE_SCALE: _PlanChange.ValueType  # 4
+    """Replicas are added or drained; none restarts."""
     PLAN_CHANGE_DELETE: _PlanChange.ValueType  # 5
+    """The deployment is removed (the application no longer has it)."""
     PLAN_CHANGE_UPDATE_SETTINGS: _PlanChange.ValueType  # 6
     """Settings routers or health checks read; no replica is touched."""
 
-class PlanChange(_PlanChange, metaclass=_PlanChangeEnumTypeWrapper): ...
+class PlanChange(_PlanChange, metaclass=_PlanChangeEnumTypeWrapper):
+    """A kind of change an apply makes to a deployment."""
 
 PLAN_CHANGE_UNSPECIFIED: PlanChange.ValueType  # 0
+"""Not used in answers."""
 PLAN_CHANGE_CREATE: PlanChange.ValueType  # 1
+"""The deployment is new."""
 PLAN_CHANGE_ROLL_OUT: PlanChange.ValueType  # 2
 """New code or replica options: replicas restart in a rolling update."""
 PLAN_CHANGE_RECONFIGURE: PlanChange.ValueType  # 3
 """user_config or max_ongoing_requests applied to running replicas."""
 PLAN_CHANGE_SCALE: PlanChange.ValueType  # 4
+"""Replicas are added or drained; none restarts."""
 PLAN_CHANGE_DELETE: PlanChange.ValueType  # 5
+"""The deployment is removed (the application no longer has it)."""
 PLAN_CHANGE_UPDATE_SETTINGS: PlanChange.ValueType  # 6
 """Settings routers or health checks read; no replica is touched."""
 Global___PlanChange: _TypeAlias = PlanChange  # noqa: Y015
@@ -191,7 +236,7 @@ class DescribeDeploymentResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
-    METHODS_FIELD_NUMBER: _builtins.int
+    CALLABLE_METHODS_FIELD_NUMBER: _builtins.int
     SERVES_HTTP_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The deployment's id."""
@@ -200,19 +245,19 @@ class DescribeDeploymentResponse(_message.Message):
     its route prefix rather than by method.
     """
     @_builtins.property
-    def methods(self) -> _containers.RepeatedCompositeFieldContainer[_deployment_pb2.MethodDescription]:
+    def callable_methods(self) -> _containers.RepeatedCompositeFieldContainer[_deployment_pb2.MethodDescription]:
         """Its public methods (not starting with "_", plus "__call__"), by name."""
 
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
-        methods: _abc.Iterable[_deployment_pb2.MethodDescription] | None = ...,
+        callable_methods: _abc.Iterable[_deployment_pb2.MethodDescription] | None = ...,
         serves_http: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "methods", b"methods", "serves_http", b"serves_http"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callable_methods", b"callable_methods", "id", b"id", "serves_http", b"serves_http"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -220,6 +265,8 @@ Global___DescribeDeploymentResponse: _TypeAlias = DescribeDeploymentResponse  # 
 
 @_typing.final
 class GetServerInfoRequest(_message.Message):
+    """Asks where this Capstan serves; takes no parameters."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -235,6 +282,8 @@ Global___GetServerInfoRequest: _TypeAlias = GetServerInfoRequest  # noqa: Y015
 
 @_typing.final
 class GetServerInfoResponse(_message.Message):
+    """Where this Capstan serves."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VERSION_FIELD_NUMBER: _builtins.int
@@ -248,6 +297,7 @@ class GetServerInfoResponse(_message.Message):
     metrics_url: _builtins.str
     """/metrics and the dashboard; empty when the control plane serves no HTTP."""
     state_dir: _builtins.str
+    """The control plane's state folder, an absolute path on its own machine."""
     def __init__(
         self,
         *,
@@ -266,6 +316,10 @@ Global___GetServerInfoResponse: _TypeAlias = GetServerInfoResponse  # noqa: Y015
 
 @_typing.final
 class WatchEventsRequest(_message.Message):
+    """Which events WatchEvents sends. With neither `deployment` nor
+    `application`, every deployment's.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
@@ -274,9 +328,13 @@ class WatchEventsRequest(_message.Message):
     BACKLOG_FIELD_NUMBER: _builtins.int
     NO_FOLLOW_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
-    """Only this deployment's events ("<application>.<name>" or a plain name)."""
+    """Only this deployment's events ("<application>.<name>" or a plain name).
+    An unknown name is no error: the stream waits for its events.
+    """
     application: _builtins.str
-    """Only the events of this application's deployments."""
+    """Only the events of this application's deployments; NOT_FOUND if unknown.
+    Takes precedence over `deployment`.
+    """
     after_id: _builtins.int
     """Events with a larger id than this; 0 starts from the backlog."""
     backlog: _builtins.int
@@ -302,11 +360,15 @@ Global___WatchEventsRequest: _TypeAlias = WatchEventsRequest  # noqa: Y015
 
 @_typing.final
 class WatchEventsResponse(_message.Message):
+    """One event of the stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def event(self) -> Global___Event: ...
+    def event(self) -> Global___Event:
+        """The event, in increasing id order."""
+
     def __init__(
         self,
         *,
@@ -337,11 +399,17 @@ class Event(_message.Message):
     time_s: _builtins.float
     """Seconds since the epoch."""
     deployment: _builtins.str
+    """The deployment's id ("<application>.<name>", or a plain name)."""
     replica: _builtins.str
     """Empty for events of the deployment as a whole."""
     kind: _builtins.str
-    """started, stopped, died, start_failed, pending, state, scale, rollout, ..."""
+    """What happened, as a lowercase word: started, stopped, died,
+    start_failed, reconfigure_failed, pending, state, scaled, rolled_out,
+    or an action the reconciler took (start, stop, drain and stop,
+    reconfigure). New kinds may appear; show unknown ones as they are.
+    """
     message: _builtins.str
+    """What happened and why, for a person to read."""
     def __init__(
         self,
         *,
@@ -362,6 +430,8 @@ Global___Event: _TypeAlias = Event  # noqa: Y015
 
 @_typing.final
 class StreamLogsRequest(_message.Message):
+    """Whose output StreamLogs sends."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
@@ -369,8 +439,11 @@ class StreamLogsRequest(_message.Message):
     SINCE_S_FIELD_NUMBER: _builtins.int
     FOLLOW_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
+    """The deployment's id; NOT_FOUND if unknown."""
     replica: _builtins.str
-    """One replica's log; empty means every replica of the deployment."""
+    """One replica's log; empty means every replica of the deployment. A
+    stopped replica's log can be read while the events still name it.
+    """
     since_s: _builtins.float
     """Lines written in the last `since_s` seconds; 0 means the whole log."""
     follow: _builtins.bool
@@ -393,11 +466,14 @@ Global___StreamLogsRequest: _TypeAlias = StreamLogsRequest  # noqa: Y015
 
 @_typing.final
 class StreamLogsResponse(_message.Message):
+    """One line of a replica's output."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REPLICA_FIELD_NUMBER: _builtins.int
     LINE_FIELD_NUMBER: _builtins.int
     replica: _builtins.str
+    """The replica that wrote it (lines of several replicas interleave)."""
     line: _builtins.str
     """One line of output, without its line ending."""
     def __init__(
@@ -416,6 +492,8 @@ Global___StreamLogsResponse: _TypeAlias = StreamLogsResponse  # noqa: Y015
 
 @_typing.final
 class ApplyDeploymentRequest(_message.Message):
+    """A deployment to store and roll out."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SPEC_FIELD_NUMBER: _builtins.int
@@ -424,9 +502,15 @@ class ApplyDeploymentRequest(_message.Message):
     wait: _builtins.bool
     """Block until the rollout is done (or failed)."""
     timeout_s: _builtins.float
-    """Seconds to wait at most; 0 means no limit."""
+    """Seconds to wait at most; 0 means no limit. Past it the answer is
+    DEADLINE_EXCEEDED and the rollout goes on in the background.
+    """
     @_builtins.property
-    def spec(self) -> _deployment_pb2.DeploymentSpec: ...
+    def spec(self) -> _deployment_pb2.DeploymentSpec:
+        """The desired state; every field is validated (INVALID_ARGUMENT names the
+        wrong one). `application` must be empty: use ApplyApplication.
+        """
+
     def __init__(
         self,
         *,
@@ -444,12 +528,18 @@ Global___ApplyDeploymentRequest: _TypeAlias = ApplyDeploymentRequest  # noqa: Y0
 
 @_typing.final
 class ApplyDeploymentResponse(_message.Message):
+    """The deployment as stored after an apply."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def deployment(self) -> Global___Deployment: ...
+    def deployment(self) -> Global___Deployment:
+        """The deployment with its state and replicas now (with `wait`: after the
+        rollout).
+        """
+
     @_builtins.property
     def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Things the caller should know that did not stop the apply, e.g. code
@@ -472,6 +562,8 @@ Global___ApplyDeploymentResponse: _TypeAlias = ApplyDeploymentResponse  # noqa: 
 
 @_typing.final
 class ApplyApplicationRequest(_message.Message):
+    """An application to store and roll out."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_FIELD_NUMBER: _builtins.int
@@ -480,9 +572,13 @@ class ApplyApplicationRequest(_message.Message):
     wait: _builtins.bool
     """Block until every deployment is rolled out (or one failed)."""
     timeout_s: _builtins.float
-    """Seconds to wait at most; 0 means no limit."""
+    """Seconds to wait at most; 0 means no limit. Past it the answer is
+    DEADLINE_EXCEEDED and the rollout goes on in the background.
+    """
     @_builtins.property
-    def application(self) -> Global___ApplicationSpec: ...
+    def application(self) -> Global___ApplicationSpec:
+        """The application; validated as a whole before anything is stored."""
+
     def __init__(
         self,
         *,
@@ -500,14 +596,20 @@ Global___ApplyApplicationRequest: _TypeAlias = ApplyApplicationRequest  # noqa: 
 
 @_typing.final
 class ApplyApplicationResponse(_message.Message):
+    """The application as stored after an apply."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def application(self) -> Global___Application: ...
+    def application(self) -> Global___Application:
+        """The application with its state and deployments now."""
+
     @_builtins.property
-    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """As ApplyDeploymentResponse.warnings, for each of its deployments."""
+
     def __init__(
         self,
         *,
@@ -524,11 +626,14 @@ Global___ApplyApplicationResponse: _TypeAlias = ApplyApplicationResponse  # noqa
 
 @_typing.final
 class DeleteApplicationRequest(_message.Message):
+    """Which application to delete."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The application's name."""
     wait: _builtins.bool
     """Block until its replicas have stopped."""
     def __init__(
@@ -547,6 +652,8 @@ Global___DeleteApplicationRequest: _TypeAlias = DeleteApplicationRequest  # noqa
 
 @_typing.final
 class DeleteApplicationResponse(_message.Message):
+    """Empty: the application is gone (with `wait`) or going."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -562,10 +669,13 @@ Global___DeleteApplicationResponse: _TypeAlias = DeleteApplicationResponse  # no
 
 @_typing.final
 class GetApplicationRequest(_message.Message):
+    """Which application to read."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The application's name."""
     def __init__(
         self,
         *,
@@ -581,11 +691,15 @@ Global___GetApplicationRequest: _TypeAlias = GetApplicationRequest  # noqa: Y015
 
 @_typing.final
 class GetApplicationResponse(_message.Message):
+    """One application."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def application(self) -> Global___Application: ...
+    def application(self) -> Global___Application:
+        """The application with its state and deployments."""
+
     def __init__(
         self,
         *,
@@ -601,6 +715,8 @@ Global___GetApplicationResponse: _TypeAlias = GetApplicationResponse  # noqa: Y0
 
 @_typing.final
 class ListApplicationsRequest(_message.Message):
+    """Asks for every application; takes no parameters."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -616,11 +732,15 @@ Global___ListApplicationsRequest: _TypeAlias = ListApplicationsRequest  # noqa: 
 
 @_typing.final
 class ListApplicationsResponse(_message.Message):
+    """Every application."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def applications(self) -> _containers.RepeatedCompositeFieldContainer[Global___Application]: ...
+    def applications(self) -> _containers.RepeatedCompositeFieldContainer[Global___Application]:
+        """In no particular order."""
+
     def __init__(
         self,
         *,
@@ -701,10 +821,13 @@ class Application(_message.Message):
     DEPLOYMENTS_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """As in ApplicationSpec."""
     route_prefix: _builtins.str
     """Empty: not on HTTP."""
     ingress: _builtins.str
+    """The short name of the deployment that answers HTTP."""
     state: Global___ApplicationState.ValueType
+    """Its deployments' worst state."""
     message: _builtins.str
     """Why the application is not RUNNING, in words a person can act on."""
     @_builtins.property
@@ -736,11 +859,14 @@ Global___Application: _TypeAlias = Application  # noqa: Y015
 
 @_typing.final
 class DeleteDeploymentRequest(_message.Message):
+    """Which deployment to delete."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The deployment's id ("<application>.<name>", or a plain name)."""
     wait: _builtins.bool
     """Block until its replicas have stopped."""
     def __init__(
@@ -759,6 +885,8 @@ Global___DeleteDeploymentRequest: _TypeAlias = DeleteDeploymentRequest  # noqa: 
 
 @_typing.final
 class DeleteDeploymentResponse(_message.Message):
+    """Empty: the deployment is gone (with `wait`) or going; its route is gone."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -774,10 +902,13 @@ Global___DeleteDeploymentResponse: _TypeAlias = DeleteDeploymentResponse  # noqa
 
 @_typing.final
 class GetDeploymentRequest(_message.Message):
+    """Which deployment to read."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The deployment's id ("<application>.<name>", or a plain name)."""
     def __init__(
         self,
         *,
@@ -793,11 +924,15 @@ Global___GetDeploymentRequest: _TypeAlias = GetDeploymentRequest  # noqa: Y015
 
 @_typing.final
 class GetDeploymentResponse(_message.Message):
+    """One deployment."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def deployment(self) -> Global___Deployment: ...
+    def deployment(self) -> Global___Deployment:
+        """The deployment with its state and replicas."""
+
     def __init__(
         self,
         *,
@@ -813,6 +948,8 @@ Global___GetDeploymentResponse: _TypeAlias = GetDeploymentResponse  # noqa: Y015
 
 @_typing.final
 class ListDeploymentsRequest(_message.Message):
+    """Asks for every deployment; takes no parameters."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -828,11 +965,15 @@ Global___ListDeploymentsRequest: _TypeAlias = ListDeploymentsRequest  # noqa: Y0
 
 @_typing.final
 class ListDeploymentsResponse(_message.Message):
+    """Every deployment, of applications and on their own."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEPLOYMENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Deployment]: ...
+    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Deployment]:
+        """In no particular order."""
+
     def __init__(
         self,
         *,
@@ -848,6 +989,10 @@ Global___ListDeploymentsResponse: _TypeAlias = ListDeploymentsResponse  # noqa: 
 
 @_typing.final
 class WatchRoutesRequest(_message.Message):
+    """Asks for the route table; takes no parameters. For routers (the proxy,
+    SDK handles): the answer carries the cluster secret.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -871,8 +1016,13 @@ class WatchRoutesResponse(_message.Message):
     ENDPOINTS_FIELD_NUMBER: _builtins.int
     LINKS_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
+    """Increases with every change of the table."""
     @_builtins.property
-    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___Endpoint]: ...
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___Endpoint]:
+        """Every deployment not being deleted, by name, each with its RUNNING
+        replicas (possibly none: routers then answer 503, not 404).
+        """
+
     @_builtins.property
     def links(self) -> Global___ClusterLinks:
         """How to reach the replicas: every router needs it, so it travels with
@@ -924,10 +1074,15 @@ Global___ClusterLinks: _TypeAlias = ClusterLinks  # noqa: Y015
 
 @_typing.final
 class ShutdownRequest(_message.Message):
+    """How to shut down."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEEP_DEPLOYMENTS_FIELD_NUMBER: _builtins.int
     keep_deployments: _builtins.bool
+    """Keep the deployments stored, so that the next start brings them back;
+    false deletes them, as Ray Serve's shutdown does.
+    """
     def __init__(
         self,
         *,
@@ -943,6 +1098,8 @@ Global___ShutdownRequest: _TypeAlias = ShutdownRequest  # noqa: Y015
 
 @_typing.final
 class ShutdownResponse(_message.Message):
+    """Empty: every replica has stopped and the control plane is stopping."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -958,6 +1115,8 @@ Global___ShutdownResponse: _TypeAlias = ShutdownResponse  # noqa: Y015
 
 @_typing.final
 class GetProxyStatusRequest(_message.Message):
+    """Asks for the proxy's status; takes no parameters."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -973,11 +1132,15 @@ Global___GetProxyStatusRequest: _TypeAlias = GetProxyStatusRequest  # noqa: Y015
 
 @_typing.final
 class GetProxyStatusResponse(_message.Message):
+    """The supervised proxy's status."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PROXY_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def proxy(self) -> Global___ProxyStatus: ...
+    def proxy(self) -> Global___ProxyStatus:
+        """Its state, pid and restarts."""
+
     def __init__(
         self,
         *,
@@ -993,6 +1156,8 @@ Global___GetProxyStatusResponse: _TypeAlias = GetProxyStatusResponse  # noqa: Y0
 
 @_typing.final
 class ProxyStatus(_message.Message):
+    """The supervised proxy: whether it runs and how often it was restarted."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATE_FIELD_NUMBER: _builtins.int
@@ -1000,7 +1165,9 @@ class ProxyStatus(_message.Message):
     RESTARTS_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     state: Global___ProxyState.ValueType
+    """Whether it runs."""
     pid: _builtins.int
+    """Its process id on the control plane's machine; 0 when none runs."""
     restarts: _builtins.int
     """Restarts since this control plane started."""
     message: _builtins.str
@@ -1036,6 +1203,7 @@ class Deployment(_message.Message):
     version: _builtins.str
     """The version in force (the spec's, or one generated per apply)."""
     state: Global___DeploymentState.ValueType
+    """Where its rollout stands."""
     message: _builtins.str
     """Why the deployment is not HEALTHY, in words a person can act on."""
     id: _builtins.str
@@ -1047,7 +1215,9 @@ class Deployment(_message.Message):
         """The spec as applied, defaults filled in."""
 
     @_builtins.property
-    def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___Replica]: ...
+    def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___Replica]:
+        """Its replicas of every version, until each has stopped."""
+
     def __init__(
         self,
         *,
@@ -1068,6 +1238,8 @@ Global___Deployment: _TypeAlias = Deployment  # noqa: Y015
 
 @_typing.final
 class Replica(_message.Message):
+    """One replica of a deployment."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -1078,12 +1250,19 @@ class Replica(_message.Message):
     NODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """"<deployment id>-<8 hex digits>"."""
     version: _builtins.str
+    """The deployment version this replica runs."""
     state: Global___ReplicaState.ValueType
+    """Where it is in its life."""
     address: _builtins.str
     """Where the replica's ReplicaService listens, host:port."""
     executor: _builtins.str
+    """The executor plugin that runs it ("local", "ssh", "ray", ...)."""
     node: _builtins.str
+    """The node it runs on, as its executor names it ("local", an SSH host's
+    name, a Ray node id); empty until placed.
+    """
     message: _builtins.str
     """Why the replica is in this state, when that is not obvious."""
     def __init__(
@@ -1118,14 +1297,19 @@ class Endpoint(_message.Message):
     REPLICAS_FIELD_NUMBER: _builtins.int
     REQUEST_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The deployment's id."""
     route_prefix: _builtins.str
     """Empty: not exposed over HTTP."""
     max_concurrent_queries: _builtins.int
+    """As DeploymentSpec.max_concurrent_queries: requests in flight per replica."""
     max_queued_requests: _builtins.int
+    """As DeploymentSpec.max_queued_requests."""
     request_timeout_s: _builtins.float
     """The deployment's request_timeout_s; 0: the router's own default."""
     @_builtins.property
-    def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouteReplica]: ...
+    def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouteReplica]:
+        """The RUNNING replicas, which take requests; empty when none does."""
+
     def __init__(
         self,
         *,
@@ -1154,7 +1338,9 @@ class RouteReplica(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     TLS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """As Replica.id."""
     address: _builtins.str
+    """Where its ReplicaService listens, host:port."""
     tls: _builtins.bool
     """The replica serves TLS with a certificate of the cluster CA."""
     def __init__(
@@ -1174,6 +1360,8 @@ Global___RouteReplica: _TypeAlias = RouteReplica  # noqa: Y015
 
 @_typing.final
 class PlanApplicationRequest(_message.Message):
+    """An application to plan, as ApplyApplication would take it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_FIELD_NUMBER: _builtins.int
@@ -1196,6 +1384,8 @@ Global___PlanApplicationRequest: _TypeAlias = PlanApplicationRequest  # noqa: Y0
 
 @_typing.final
 class PlanApplicationResponse(_message.Message):
+    """What ApplyApplication would do."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEPLOYMENTS_FIELD_NUMBER: _builtins.int
@@ -1244,11 +1434,15 @@ class DeploymentPlan(_message.Message):
     id: _builtins.str
     """"<application>.<name>"."""
     replicas_before: _builtins.int
-    """Live replicas now and the target after the apply."""
+    """Live replicas now."""
     replicas_after: _builtins.int
+    """The replica count the apply aims at; 0 when deleted."""
     version_before: _builtins.str
-    """Empty before: not deployed yet. Empty after: deleted."""
+    """The version in force now; empty: not deployed yet."""
     version_after: _builtins.str
+    """The version after the apply (empty: deleted, or generated at apply
+    time because the spec sets none).
+    """
     restarts: _builtins.int
     """Replicas of the old version stopped and replaced by the rollout."""
     is_surge: _builtins.bool
@@ -1260,6 +1454,7 @@ class DeploymentPlan(_message.Message):
     resource is missing and how much exists.
     """
     fit_message: _builtins.str
+    """Why a replica could not be placed; empty when `fits`."""
     never_fits: _builtins.bool
     """The replica could not be placed even on empty nodes: the apply would
     fail at once.
@@ -1314,8 +1509,11 @@ class RolloutStep(_message.Message):
     RECONFIGURED_FIELD_NUMBER: _builtins.int
     SERVING_FIELD_NUMBER: _builtins.int
     started: _builtins.int
+    """Replicas this pass starts."""
     stopped: _builtins.int
+    """Replicas this pass stops (draining them first when they serve)."""
     reconfigured: _builtins.int
+    """Running replicas this pass reconfigures in place."""
     serving: _builtins.int
     """RUNNING replicas serving during this step."""
     def __init__(
@@ -1336,6 +1534,8 @@ Global___RolloutStep: _TypeAlias = RolloutStep  # noqa: Y015
 
 @_typing.final
 class ScaleDeploymentRequest(_message.Message):
+    """A new replica count for a deployment."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -1343,10 +1543,15 @@ class ScaleDeploymentRequest(_message.Message):
     WAIT_FIELD_NUMBER: _builtins.int
     TIMEOUT_S_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The deployment's id; NOT_FOUND if unknown."""
     num_replicas: _builtins.int
+    """The new count: 0 to the control plane's max_replicas_per_deployment
+    (default 1000). 0 keeps the deployment with no replicas.
+    """
     wait: _builtins.bool
     """Block until the count is reached."""
     timeout_s: _builtins.float
+    """As ApplyDeploymentRequest.timeout_s."""
     def __init__(
         self,
         *,
@@ -1365,11 +1570,15 @@ Global___ScaleDeploymentRequest: _TypeAlias = ScaleDeploymentRequest  # noqa: Y0
 
 @_typing.final
 class ScaleDeploymentResponse(_message.Message):
+    """The deployment after scaling."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def deployment(self) -> Global___Deployment: ...
+    def deployment(self) -> Global___Deployment:
+        """The deployment with its state and replicas now."""
+
     def __init__(
         self,
         *,
@@ -1385,10 +1594,13 @@ Global___ScaleDeploymentResponse: _TypeAlias = ScaleDeploymentResponse  # noqa: 
 
 @_typing.final
 class ListDeploymentVersionsRequest(_message.Message):
+    """Whose versions to list."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The deployment's id; NOT_FOUND if it has no stored versions."""
     def __init__(
         self,
         *,
@@ -1404,11 +1616,17 @@ Global___ListDeploymentVersionsRequest: _TypeAlias = ListDeploymentVersionsReque
 
 @_typing.final
 class ListDeploymentVersionsResponse(_message.Message):
+    """A deployment's stored applies."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VERSIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeploymentVersion]: ...
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeploymentVersion]:
+        """Oldest first; the control plane keeps the latest `versions_kept`
+        (default 20).
+        """
+
     def __init__(
         self,
         *,
@@ -1434,6 +1652,7 @@ class DeploymentVersion(_message.Message):
     SPEC_FIELD_NUMBER: _builtins.int
     IS_CURRENT_FIELD_NUMBER: _builtins.int
     version: _builtins.str
+    """The version it applied (the spec's, or the one generated)."""
     generation: _builtins.int
     """The apply's number for this deployment, counting from 1."""
     applied_at: _builtins.float
@@ -1441,7 +1660,9 @@ class DeploymentVersion(_message.Message):
     is_current: _builtins.bool
     """The version in force now."""
     @_builtins.property
-    def spec(self) -> _deployment_pb2.DeploymentSpec: ...
+    def spec(self) -> _deployment_pb2.DeploymentSpec:
+        """The spec as applied, defaults filled in."""
+
     def __init__(
         self,
         *,
@@ -1461,6 +1682,8 @@ Global___DeploymentVersion: _TypeAlias = DeploymentVersion  # noqa: Y015
 
 @_typing.final
 class RollbackDeploymentRequest(_message.Message):
+    """Which version to roll back to."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -1468,10 +1691,13 @@ class RollbackDeploymentRequest(_message.Message):
     WAIT_FIELD_NUMBER: _builtins.int
     TIMEOUT_S_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The deployment's id; NOT_FOUND if unknown."""
     version: _builtins.str
     """Empty: the latest stored version before the one in force."""
     wait: _builtins.bool
+    """As ApplyDeploymentRequest.wait."""
     timeout_s: _builtins.float
+    """As ApplyDeploymentRequest.timeout_s."""
     def __init__(
         self,
         *,
@@ -1490,6 +1716,8 @@ Global___RollbackDeploymentRequest: _TypeAlias = RollbackDeploymentRequest  # no
 
 @_typing.final
 class RollbackDeploymentResponse(_message.Message):
+    """The deployment after the rollback's apply."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
@@ -1497,7 +1725,9 @@ class RollbackDeploymentResponse(_message.Message):
     version: _builtins.str
     """The version rolled back to."""
     @_builtins.property
-    def deployment(self) -> Global___Deployment: ...
+    def deployment(self) -> Global___Deployment:
+        """The deployment with its state and replicas now."""
+
     def __init__(
         self,
         *,

@@ -219,10 +219,16 @@ class ReplicaOptions(_message.Message):
     """
     @_builtins.property
     def resources(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
-        """Custom resources, by name; each amount finite, 0 to 1024."""
+        """Custom resources, by name (not "CPU" or "GPU": use num_cpus and
+        num_gpus); each amount finite, 0 to 1024.
+        """
 
     @_builtins.property
-    def runtime_env(self) -> Global___RuntimeEnv: ...
+    def runtime_env(self) -> Global___RuntimeEnv:
+        """Variables, code folder and packages for its process; unset: the
+        node's Python as it is.
+        """
+
     def __init__(
         self,
         *,
@@ -279,12 +285,22 @@ class RuntimeEnv(_message.Message):
     packed and shipped to the replica's node.
     """
     conda: _builtins.str
-    """The name of an existing conda environment."""
+    """The name of an existing conda environment on the replica's node.
+    FAILED_PRECONDITION when the executor cannot use conda; a node
+    without it fails the rollout, saying so.
+    """
     @_builtins.property
-    def env_vars(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def env_vars(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Environment variables set in the replica's process, by name; a name
+        may not be empty or hold "=". OMP_NUM_THREADS defaults to the
+        replica's CPUs (at least 1) unless set here.
+        """
+
     @_builtins.property
     def pip(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Requirements installed into a virtualenv shared by identical lists."""
+        """pip requirements, installed into a virtualenv that deployments with the
+        same list share. Not together with `conda`.
+        """
 
     def __init__(
         self,
@@ -304,8 +320,11 @@ Global___RuntimeEnv: _TypeAlias = RuntimeEnv  # noqa: Y015
 
 @_typing.final
 class AutoscalingConfig(_message.Message):
-    """Demand-based autoscaling. Unset fields take Ray Serve's 1.x defaults.
-    Every number must be finite; a duration is at most 86400 (one day).
+    """Demand-based autoscaling: the replica count becomes ceil(mean ongoing
+    requests / target_num_ongoing_requests_per_replica), clamped to
+    [min_replicas, max_replicas], once demand has pointed the same way for the
+    up- or downscale delay. Unset fields take Ray Serve's 1.x defaults. Every
+    number must be finite; a duration is in seconds, at most 86400 (one day).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -321,27 +340,45 @@ class AutoscalingConfig(_message.Message):
     UPSCALING_FACTOR_FIELD_NUMBER: _builtins.int
     DOWNSCALING_FACTOR_FIELD_NUMBER: _builtins.int
     min_replicas: _builtins.int
-    """0 to max_replicas."""
+    """The fewest replicas; unset means 1. 0 to max_replicas: at 0, the first
+    request starts one at once.
+    """
     max_replicas: _builtins.int
-    """1 to the control plane's max_replicas_per_deployment (default 1000)."""
+    """The most replicas; unset means 1. 1 to the control plane's
+    max_replicas_per_deployment (default 1000).
+    """
     initial_replicas: _builtins.int
-    """Between min_replicas and max_replicas."""
+    """The count an apply starts with; unset means min_replicas. Between
+    min_replicas and max_replicas.
+    """
     target_num_ongoing_requests_per_replica: _builtins.float
-    """Above 0, at most 100000."""
+    """Requests in flight (queued or running) each replica should have; unset
+    means 1. Above 0, at most 100000.
+    """
     upscale_delay_s: _builtins.float
-    """0 to 86400."""
+    """How long more replicas must be wanted before they are added; unset
+    means 30. 0 to 86400.
+    """
     downscale_delay_s: _builtins.float
-    """0 to 86400."""
+    """How long fewer replicas must be wanted before some are drained; unset
+    means 600. 0 to 86400.
+    """
     metrics_interval_s: _builtins.float
-    """Above 0, at most 86400."""
+    """How often replicas' load is read; unset means 10. Above 0, at most
+    86400.
+    """
     look_back_period_s: _builtins.float
-    """0 to 86400."""
+    """The window whose load readings are averaged; unset means 30. 0 to
+    86400.
+    """
     upscaling_factor: _builtins.float
-    """Multiplies each scaling step (Ray Serve 2.x); unset means 1. Above 0,
-    at most 100.
+    """Multiplies each upward step (Ray Serve 2.x): 0.5 moves half way to the
+    wanted count; unset means 1. Above 0, at most 100.
     """
     downscaling_factor: _builtins.float
-    """Above 0, at most 100."""
+    """As upscaling_factor, for downward steps; unset means 1. Above 0, at
+    most 100.
+    """
     def __init__(
         self,
         *,
@@ -460,13 +497,21 @@ class DeploymentSpec(_message.Message):
     RESOURCE_EXHAUSTED; unset means 1000. 0 to 1000000.
     """
     health_check_period_s: _builtins.float
-    """Above 0, at most 86400 (one day)."""
+    """Seconds between health checks of each replica (its check_health(),
+    if it has one); unset means 10. Above 0, at most 86400 (one day).
+    """
     health_check_timeout_s: _builtins.float
-    """Above 0, at most 86400."""
+    """Seconds a health check may take before it counts as failed; unset
+    means 30. Above 0, at most 86400.
+    """
     graceful_shutdown_wait_loop_s: _builtins.float
-    """0 to 86400."""
+    """Seconds a replica being stopped waits, once off the route table, for
+    routers to learn it before it drains; unset means 2. 0 to 86400.
+    """
     graceful_shutdown_timeout_s: _builtins.float
-    """0 to 86400."""
+    """Seconds a draining replica's requests in flight may take before it is
+    stopped anyway; unset means 20. 0 to 86400.
+    """
     executor: _builtins.str
     """The executor plugin that runs the replicas; empty means the default."""
     application: _builtins.str
@@ -480,9 +525,13 @@ class DeploymentSpec(_message.Message):
     response starts.
     """
     @_builtins.property
-    def autoscaling_config(self) -> Global___AutoscalingConfig: ...
+    def autoscaling_config(self) -> Global___AutoscalingConfig:
+        """Set: the replica count follows demand instead of num_replicas."""
+
     @_builtins.property
-    def code(self) -> Global___Code: ...
+    def code(self) -> Global___Code:
+        """What the replicas run; required."""
+
     @_builtins.property
     def init_arguments(self) -> Global___Arguments:
         """The class's constructor arguments as JSON values; unset means none. A
@@ -503,7 +552,11 @@ class DeploymentSpec(_message.Message):
         """
 
     @_builtins.property
-    def replica_options(self) -> Global___ReplicaOptions: ...
+    def replica_options(self) -> Global___ReplicaOptions:
+        """Resources and runtime environment per replica (Ray Serve's
+        ray_actor_options); unset: 1 CPU, no GPU.
+        """
+
     @_builtins.property
     def logging_config(self) -> Global___LoggingConfig:
         """How replicas log; unset: INFO as text, with an access log."""

@@ -143,21 +143,21 @@ Global___DescribeRequest: _TypeAlias = DescribeRequest  # noqa: Y015
 class DescribeResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    METHODS_FIELD_NUMBER: _builtins.int
+    CALLABLE_METHODS_FIELD_NUMBER: _builtins.int
     SERVES_HTTP_FIELD_NUMBER: _builtins.int
     serves_http: _builtins.bool
     """The deployment is an ASGI app (FastAPI, Starlette): it answers HTTP."""
     @_builtins.property
-    def methods(self) -> _containers.RepeatedCompositeFieldContainer[_deployment_pb2.MethodDescription]: ...
+    def callable_methods(self) -> _containers.RepeatedCompositeFieldContainer[_deployment_pb2.MethodDescription]: ...
     def __init__(
         self,
         *,
-        methods: _abc.Iterable[_deployment_pb2.MethodDescription] | None = ...,
+        callable_methods: _abc.Iterable[_deployment_pb2.MethodDescription] | None = ...,
         serves_http: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["methods", b"methods", "serves_http", b"serves_http"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callable_methods", b"callable_methods", "serves_http", b"serves_http"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -186,12 +186,12 @@ def never_fits(options: ReplicaOptions, executor: str, nodes: Sequence[Node]) ->
                 f"a replica needs {_amount(want, unit)} but no node of executor {executor!r} "
                 f"has that much ({_number(most)} at most on one node, {_number(total)} in "
                 f"total on {where}); declare more with {_setting(executor, nodes, field)} "
-                f"in the capstan config, or ask for less in ray_actor_options"
+                f"in the capstan config, or ask for less in replica_options (ray_actor_options)"
             )
     return (
         f"a replica needs {_number(options.num_cpus)} CPU, {_number(options.num_gpus)} GPU "
         f"and {dict(options.resources)} together, which no single node of executor "
-        f"{executor!r} has; ask for less in ray_actor_options"
+        f"{executor!r} has; ask for less in replica_options (ray_actor_options)"
     )
 
 

@@ -57,5 +57,6 @@ def check_import_path(import_path: str, modules: frozenset[str], uri: str) -> No
         shown = ", ".join(sorted(modules)[:10]) or "none"
         raise InvalidSpec(
             f"code.import_path {import_path!r}: module {top!r} is not in the package "
-            f"runtime_env.working_dir {uri!r} (its top-level modules: {shown})"
+            f"replica_options.runtime_env.working_dir {uri!r} (its top-level modules: {shown})",
+            "code.import_path",
         )

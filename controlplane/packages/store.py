@@ -148,9 +148,11 @@ class PackageStore:
         uri = spec.replica.working_dir
         archive = self.archive(sha256)
         if archive is None:
+            field = "replica_options.runtime_env.working_dir"
             raise InvalidSpec(
-                f"runtime_env.working_dir {uri!r} is not stored on the control plane; "
-                "upload it first (PackageService.UploadPackage)"
+                f"{field} {uri!r} is not stored on the control plane; "
+                "upload it first (PackageService.UploadPackage)",
+                field,
             )
         os.utime(archive.path)
         if spec.import_path:

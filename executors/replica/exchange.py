@@ -185,6 +185,10 @@ class ExchangeStream:
                 # Ray Serve 1.x hands an HTTP-style __call__(self, request) an empty
                 # request when a handle calls it without arguments; ported apps rely on it.
                 args = (http.empty_request(worker.config.deployment.route_prefix),)
+            if invocation.arguments.encoding != replica_pb2.ENCODING_PICKLE:
+                # JSON comes from other languages: say when it misses the signature.
+                # Python handles skip the check (and its cost); a TypeError is theirs.
+                target.check_arguments(args, kwargs)
         except CapstanError as error:
             return Response(id=rid, done=True, error=_error(error.code.value[0], error.message))
         try:

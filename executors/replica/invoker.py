@@ -24,6 +24,8 @@ import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from capstan.errors import InvalidSpec
+
 _EXHAUSTED = object()
 # Threads for hooks: check_health and reconfigure may run at once.
 _HOOK_THREADS = 2
@@ -40,26 +42,43 @@ class Target:
     is_async_generator: bool
     # Takes exactly one required positional argument: an HTTP-style handler.
     wants_request: bool = False
+    # None when Python cannot tell (some builtins).
+    signature: inspect.Signature | None = None
 
     @classmethod
     def of(cls, name: str, fn: Callable[..., Any]) -> Target:
         # An instance with an async __call__ is not itself a coroutine function.
         call = getattr(fn, "__call__", None)  # noqa: B004
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):
+            signature = None
         return cls(
             name,
             fn,
             inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call),
             inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(call),
-            _takes_one_argument(fn),
+            signature is not None and _takes_one_argument(signature),
+            signature,
         )
 
+    def check_arguments(self, args: Any, kwargs: dict[str, Any]) -> None:
+        """Raises `InvalidSpec` (field `arguments`) when the arguments do
+        not fit the signature, so a caller learns it sent the wrong ones
+        rather than that the user's code raised a TypeError."""
+        if self.signature is None:
+            return
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as error:
+            raise InvalidSpec(
+                f"arguments do not fit {self.name}{self.signature}: {error}", "arguments"
+            ) from None
 
-def _takes_one_argument(fn: Callable[..., Any]) -> bool:
-    try:
-        parameters = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return False
+
+def _takes_one_argument(signature: inspect.Signature) -> bool:
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    parameters = signature.parameters.values()
     required = [p for p in parameters if p.kind in positional and p.default is p.empty]
     return len(required) == 1
 

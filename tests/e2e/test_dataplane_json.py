@@ -110,3 +110,11 @@ def test_init_arguments_json_cannot_carry_are_pickled(serve, cluster: Cluster) -
         assert deployment.get_handle().greet.remote("Ada").result() == "1/3, Ada!"
     finally:
         deployment.delete()
+
+
+def test_arguments_that_miss_the_signature_are_invalid_argument(greeter: str, dataplane) -> None:
+    request = dataplane_pb2.CallRequest(deployment=greeter, method_name="greet")
+    with pytest.raises(grpc.RpcError) as failure:
+        dataplane.Call(request, timeout=30)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "missing a required argument: 'name'" in failure.value.details()

@@ -105,6 +105,23 @@ async def test_result_that_json_cannot_carry_is_internal(client: ExchangeClient)
         await client.call("unserialisable")
 
 
+async def test_json_arguments_that_miss_the_signature_are_invalid(
+    client: ExchangeClient,
+) -> None:
+    with pytest.raises(CallFailed) as failure:
+        await client.call("hello", "ann", shout=True)
+    assert failure.value.code == Code.INVALID_ARGUMENT
+    assert failure.value.error.message == (
+        "arguments do not fit Echo.hello(name: str) -> str: "
+        "got an unexpected keyword argument 'shout'"
+    )
+    # A Python handle's pickled arguments are not checked: its TypeError is the user's.
+    with pytest.raises(CallFailed) as failure:
+        await client.call("hello", pickled=True)
+    assert failure.value.code == Code.UNKNOWN
+    assert failure.value.error.exception_type == "TypeError"
+
+
 @pytest.mark.parametrize(
     ("args", "kwargs", "field"),
     [

@@ -13,6 +13,7 @@ from google.protobuf import any_pb2, struct_pb2
 
 from capstan import defaults, json_values
 from capstan.errors import InvalidSpec
+from capstan.internal.v1 import replica_pb2
 from capstan.v1 import deployment_pb2
 from controlplane import limits
 from controlplane.limits import MAX_DURATION_S, parse_json, require_between
@@ -176,6 +177,7 @@ class DeploymentSpec:
             "code",
             "code must give exactly one of import_path or sdk_object",
         )
+        _require_sdk_type(self.sdk_object, replica_pb2.PythonObject, "code.sdk_object")
         if self.import_path:
             _require(
                 bool(_IMPORT_PATH.fullmatch(self.import_path)),
@@ -186,6 +188,8 @@ class DeploymentSpec:
     def _check_init_arguments(self) -> None:
         # sdk_init_arguments are not opened here: only the replica can (a
         # pickle may need the user's packages).
+        kind = replica_pb2.EncodedArguments
+        _require_sdk_type(self.sdk_init_arguments, kind, "sdk_init_arguments")
         has_json = self.init_arguments.ByteSize() > 0
         _require(
             not (has_json and self.sdk_init_arguments is not None),
@@ -325,6 +329,19 @@ class DeploymentSpec:
         else:
             msg.autoscaling_config.CopyFrom(self.autoscaling.to_proto())
         return msg
+
+
+def _require_sdk_type(packed: any_pb2.Any | None, kind: type, field: str) -> None:
+    """Every executor starts the Python replica worker, so an SDK object of
+    another type (another language's SDK) could never load: refused now
+    rather than as a failed rollout."""
+    expected = f"type.googleapis.com/{kind.DESCRIPTOR.full_name}"
+    _require(
+        packed is None or packed.type_url == expected,
+        field,
+        f"{field} holds a {packed.type_url if packed else ''!r}; "
+        f"Capstan's replicas load {expected}",
+    )
 
 
 def check_name(name: str, field: str, path: str = "") -> None:

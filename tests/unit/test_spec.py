@@ -154,3 +154,18 @@ def test_code_hash_tracks_what_needs_a_restart() -> None:
     assert more_cpus.code_hash() != spec.code_hash()
     other_code = dataclasses.replace(spec, import_path="app:Other")
     assert other_code.code_hash() != spec.code_hash()
+
+
+def test_an_sdk_object_no_replica_can_load_is_refused_at_the_edge() -> None:
+    msg = proto(import_path="")
+    msg.code.sdk_object.Pack(deployment_pb2.LoggingConfig())  # say, another SDK's object
+    with pytest.raises(InvalidSpec) as caught:
+        DeploymentSpec.from_proto(msg)
+    assert "holds a 'type.googleapis.com/capstan.v1.LoggingConfig'" in caught.value.message
+    assert caught.value.field == "code.sdk_object"
+    msg.code.sdk_object.Pack(replica_pb2.PythonObject(cloudpickle=b"..."))
+    assert DeploymentSpec.from_proto(msg).sdk_object == msg.code.sdk_object
+    msg.sdk_init_arguments.Pack(replica_pb2.PythonObject())
+    with pytest.raises(InvalidSpec) as caught:
+        DeploymentSpec.from_proto(msg)
+    assert caught.value.field == "sdk_init_arguments"

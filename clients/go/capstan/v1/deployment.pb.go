@@ -684,14 +684,17 @@ type DeploymentSpec struct {
 	// What the replicas run; required.
 	Code *Code `protobuf:"bytes,7,opt,name=code,proto3" json:"code,omitempty"`
 	// The class's constructor arguments as JSON values; unset means none. A
-	// function deployment takes none. Nested at most 100 deep.
+	// function deployment takes none. Keep JSON nesting under 40 levels:
+	// protobuf decodes at most 100 message levels and each JSON level takes
+	// two, so a deeper value is refused as a malformed message
+	// (INVALID_ARGUMENT) before any other check.
 	InitArguments *Arguments `protobuf:"bytes,8,opt,name=init_arguments,json=initArguments,proto3" json:"init_arguments,omitempty"`
 	// Constructor arguments in a form only one SDK produces, used instead of
 	// init_arguments: the Python SDK sends a capstan.internal.v1.EncodedArguments
 	// here for values JSON cannot carry, such as handles to other deployments.
 	SdkInitArguments *anypb.Any `protobuf:"bytes,22,opt,name=sdk_init_arguments,json=sdkInitArguments,proto3" json:"sdk_init_arguments,omitempty"`
 	// The value passed to the class's reconfigure(); unset means none. At most
-	// 1 MiB as JSON, nested at most 100 deep.
+	// 1 MiB as JSON; nesting as for init_arguments.
 	UserConfig *structpb.Value `protobuf:"bytes,21,opt,name=user_config,json=userConfig,proto3" json:"user_config,omitempty"`
 	// Requests in flight per replica; unset means 100. 1 to 100000.
 	MaxConcurrentQueries *int32 `protobuf:"varint,10,opt,name=max_concurrent_queries,json=maxConcurrentQueries,proto3,oneof" json:"max_concurrent_queries,omitempty"`

@@ -535,7 +535,10 @@ class DeploymentSpec(_message.Message):
     @_builtins.property
     def init_arguments(self) -> Global___Arguments:
         """The class's constructor arguments as JSON values; unset means none. A
-        function deployment takes none. Nested at most 100 deep.
+        function deployment takes none. Keep JSON nesting under 40 levels:
+        protobuf decodes at most 100 message levels and each JSON level takes
+        two, so a deeper value is refused as a malformed message
+        (INVALID_ARGUMENT) before any other check.
         """
 
     @_builtins.property
@@ -548,7 +551,7 @@ class DeploymentSpec(_message.Message):
     @_builtins.property
     def user_config(self) -> _struct_pb2.Value:
         """The value passed to the class's reconfigure(); unset means none. At most
-        1 MiB as JSON, nested at most 100 deep.
+        1 MiB as JSON; nesting as for init_arguments.
         """
 
     @_builtins.property

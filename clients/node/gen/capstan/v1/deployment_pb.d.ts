@@ -437,7 +437,10 @@ export declare type DeploymentSpec = Message<"capstan.v1.DeploymentSpec"> & {
 
   /**
    * The class's constructor arguments as JSON values; unset means none. A
-   * function deployment takes none. Nested at most 100 deep.
+   * function deployment takes none. Keep JSON nesting under 40 levels:
+   * protobuf decodes at most 100 message levels and each JSON level takes
+   * two, so a deeper value is refused as a malformed message
+   * (INVALID_ARGUMENT) before any other check.
    *
    * @generated from field: capstan.v1.Arguments init_arguments = 8;
    */
@@ -454,7 +457,7 @@ export declare type DeploymentSpec = Message<"capstan.v1.DeploymentSpec"> & {
 
   /**
    * The value passed to the class's reconfigure(); unset means none. At most
-   * 1 MiB as JSON, nested at most 100 deep.
+   * 1 MiB as JSON; nesting as for init_arguments.
    *
    * @generated from field: google.protobuf.Value user_config = 21;
    */

@@ -18,6 +18,7 @@ import concurrent.futures
 import functools
 import logging
 import os
+import time
 import traceback
 from typing import Any
 
@@ -27,7 +28,7 @@ from capstan.context import set_multiplexed_model_id
 from capstan.errors import CapstanError
 from capstan.framing import CHUNK_BYTES, split_http
 from capstan.internal.v1 import replica_pb2
-from executors.replica import http, websocket
+from executors.replica import access_log, http, websocket
 from executors.replica.invoker import Target, is_stream
 from executors.replica.payload import decode_arguments, encode_result
 from executors.replica.worker import Worker
@@ -66,6 +67,8 @@ class ExchangeStream:
         self._reading = True
         self._closing = False
         self._ended = False
+        # Each request's label and start, for its access line; None when off.
+        self._access: dict[int, tuple[str, float]] | None = {} if access_log.is_on() else None
 
     async def read(self, context: grpc.aio.ServicerContext) -> None:
         """Admits each request as it arrives, until the caller half-closes."""
@@ -125,6 +128,8 @@ class ExchangeStream:
             task = asyncio.get_running_loop().create_task(coro)
             task.add_done_callback(functools.partial(self._finish, rid))
             self._tasks[rid] = task
+            if self._access is not None:
+                self._access[rid] = (access_log.label(request), time.perf_counter())
 
     def _inbound_for(self, rid: int, request: replica_pb2.HttpRequest) -> http.Inbound:
         if request.websocket:
@@ -164,6 +169,9 @@ class ExchangeStream:
         else:
             message = task.result()
         self._emit(message)
+        if self._access is not None:
+            what, started = self._access.pop(rid)
+            access_log.finished(what, started, access_log.outcome(message))
         if not worker.ongoing and worker.draining:
             worker.idle.set()
         self._end_if_idle()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pathlib
 import subprocess
 import sys
 
@@ -90,6 +91,62 @@ def test_logging_config_json_lines(serve, cluster: Cluster) -> None:
 
     [entry] = eventually_sync(logged, "the user's debug line in the replica log", timeout_s=10)
     assert entry["levelname"] == "DEBUG" and entry["deployment"] == "Chatty"
+
+
+def test_logging_config_attrs_logs_dir_and_no_access_lines(
+    serve, cluster: Cluster, tmp_path: pathlib.Path
+) -> None:
+    logging_config = {
+        "encoding": "JSON",
+        "additional_log_standard_attrs": ["funcName", "lineno"],
+        "enable_access_log": False,
+        "logs_dir": str(tmp_path),
+    }
+
+    @serve.deployment(logging_config=logging_config)
+    class Quiet:
+        def __call__(self, request):
+            logging.getLogger("user.code").info("quiet answered")
+            return serve.get_replica_context().replica_id.unique_id
+
+    handle = serve.run(Quiet.bind(), name="quiet", route_prefix="/quiet")
+    replica = httpx.get(cluster.http_url + "/quiet", timeout=30).text
+    assert handle.remote().result() == replica  # a handle call too
+
+    def answered(lines: list[str]) -> list[dict]:
+        entries = [json.loads(line) for line in lines if line.startswith("{")]
+        return [e for e in entries if e["message"] == "quiet answered"]
+
+    def in_logs_dir() -> list[str] | None:
+        files = list(tmp_path.glob(f"replica_*_{replica}.log"))
+        lines = files[0].read_text().splitlines() if files else []
+        return lines if len(answered(lines)) == 2 else None
+
+    lines = eventually_sync(in_logs_dir, "both answers in the logs_dir file", timeout_s=10)
+    shown = [r.line for r in cluster.client().stream_logs("quiet.Quiet", replica=replica)]
+    for where in (lines, shown):
+        entries = answered(where)
+        assert len(entries) == 2, where
+        assert all(e["funcName"] == "__call__" and e["lineno"] > 0 for e in entries)
+        assert not [line for line in where if "capstan.replica.access" in line], where
+
+
+def test_access_lines_by_default(serve, cluster: Cluster) -> None:
+    @serve.deployment(logging_config={"encoding": "JSON"})
+    class Loud:
+        def __call__(self, request):
+            return "ok"
+
+    serve.run(Loud.bind(), name="loud", route_prefix="/loud")
+    httpx.get(cluster.http_url + "/loud/x", timeout=30).raise_for_status()
+
+    def access_lines() -> list[dict]:
+        lines = [r.line for r in cluster.client().stream_logs("loud.Loud")]
+        entries = [json.loads(line) for line in lines if line.startswith("{")]
+        return [e for e in entries if e["name"] == "capstan.replica.access"]
+
+    [entry] = eventually_sync(access_lines, "the access line of GET /loud/x", timeout_s=10)
+    assert entry["message"].startswith("GET /loud/x 200 ")
 
 
 def test_unchanged_version_keeps_the_running_code(serve) -> None:

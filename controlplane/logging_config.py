@@ -9,7 +9,7 @@ from capstan.v1 import deployment_pb2
 
 ENCODINGS = ("", "TEXT", "JSON")
 LEVELS = ("", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-# What a LogRecord has of its own; JSON lines may add any of these.
+# What a LogRecord has of its own; replica log lines may add any of these.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({})))
 _MAX_PATH_CHARS = 4096
 

@@ -9,6 +9,7 @@ every executor honours a runtime_env's env_vars and working_dir."""
 from __future__ import annotations
 
 import collections
+import json
 import pathlib
 import uuid
 from collections.abc import Iterator
@@ -252,6 +253,31 @@ def test_env_vars_reach_replicas_on_every_executor(
     for executor in EXECUTORS:
         answer = get(cluster, f"/env_{executor}?env=CAPSTAN_GREETING").json()
         assert answer["env"] == {"CAPSTAN_GREETING": f"hello from {executor}"}, executor
+
+
+def test_logs_dir_holds_the_replica_log_on_every_executor(
+    client: ControlPlaneClient, tmp_path: pathlib.Path
+) -> None:
+    # Every host here is this machine, so each replica's logs_dir is readable.
+    specs = []
+    for executor in EXECUTORS:
+        spec = probe(f"logs_{executor}", executor=executor)
+        spec.logging_config.CopyFrom(
+            deployment_pb2.LoggingConfig(
+                encoding="JSON",
+                logs_dir=str(tmp_path / executor),
+                additional_log_standard_attrs=["funcName"],
+            )
+        )
+        specs.append(spec)
+    apply_all(client, specs)
+
+    for executor in EXECUTORS:
+        [replica] = client.get(f"logs_{executor}").replicas
+        [path] = (tmp_path / executor).glob(f"replica_*_{replica.id}.log")
+        entries = [json.loads(line) for line in path.read_text().splitlines()]
+        assert any(e["message"].startswith("serving Probe") for e in entries), entries
+        assert all(e["funcName"] for e in entries), executor
 
 
 @pytest.mark.parametrize("executor", ["local", "ssh", "ray"])

@@ -1,5 +1,5 @@
 """The replica's access log: one INFO line per request as it ends, as Ray
-Serve's replicas write (`CALL method OK 1.2ms`, `GET /path 200 3.4ms`).
+Serve's replicas write (`CALL method OK 1.2ms`, `GET /path [request id] 200 3.4ms`).
 
 A deployment turns it off with `logging_config.enable_access_log: false`;
 its log_level filters these lines like any other INFO line. The lines go
@@ -18,6 +18,7 @@ from capstan.internal.v1 import replica_pb2
 
 log = logging.getLogger("capstan.replica.access")
 _CANCELLED = grpc.StatusCode.CANCELLED.value[0]
+_REQUEST_ID = b"x-request-id"
 
 
 def enable(on: bool) -> None:
@@ -31,11 +32,17 @@ def is_on() -> bool:
 
 
 def label(request: replica_pb2.RequestFrame) -> str:
-    """What a request asked for: "CALL method" or "GET /path"."""
+    """What a request asked for: "CALL method" or "GET /path"; an HTTP
+    request also names the id the proxy gave it (the key of the proxy's own
+    access line): "GET /path [ID]"."""
     if request.WhichOneof("kind") == "invocation":
         return f"CALL {request.invocation.method_name or '__call__'}"
-    kind = "WEBSOCKET" if request.http.websocket else request.http.method
-    return f"{kind} {request.http.path}"
+    http = request.http
+    kind = "WEBSOCKET" if http.websocket else http.method
+    for header in http.headers:
+        if header.name == _REQUEST_ID:
+            return f"{kind} {http.path} [{header.value.decode('latin-1')}]"
+    return f"{kind} {http.path}"
 
 
 def finished(what: str, started: float, outcome: str) -> None:

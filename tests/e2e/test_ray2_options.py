@@ -138,7 +138,8 @@ def test_access_lines_by_default(serve, cluster: Cluster) -> None:
             return "ok"
 
     serve.run(Loud.bind(), name="loud", route_prefix="/loud")
-    httpx.get(cluster.http_url + "/loud/x", timeout=30).raise_for_status()
+    headers = {"X-Request-ID": "loud-1"}
+    httpx.get(cluster.http_url + "/loud/x", headers=headers, timeout=30).raise_for_status()
 
     def access_lines() -> list[dict]:
         lines = [r.line for r in cluster.client().stream_logs("loud.Loud")]
@@ -146,7 +147,7 @@ def test_access_lines_by_default(serve, cluster: Cluster) -> None:
         return [e for e in entries if e["name"] == "capstan.replica.access"]
 
     [entry] = eventually_sync(access_lines, "the access line of GET /loud/x", timeout_s=10)
-    assert entry["message"].startswith("GET /loud/x 200 ")
+    assert entry["message"].startswith("GET /loud/x [loud-1] 200 ")
 
 
 def test_unchanged_version_keeps_the_running_code(serve) -> None:

@@ -130,3 +130,5 @@ def test_access_line_outcomes() -> None:
     assert access_log.label(call) == "CALL predict"
     get = replica_pb2.RequestFrame(http=replica_pb2.HttpRequest(method="GET", path="/a"))
     assert access_log.label(get) == "GET /a"
+    get.http.headers.add(name=b"x-request-id", value=b"abc-1")
+    assert access_log.label(get) == "GET /a [abc-1]"

@@ -42,13 +42,12 @@ def apply_logging_config(config: replica_pb2.ReplicaConfig) -> None:
 
     Raises `LoadError` when logs_dir cannot be written."""
     spec = config.deployment
-    settings = spec.logging_config if spec.HasField("logging_config") else None
-    access_log.enable(
-        settings is None or not settings.HasField("enable_access_log") or settings.enable_access_log
-    )
+    settings = spec.logging_config  # all defaults when the spec has none
+    unset = not settings.HasField("enable_access_log")
+    access_log.enable(unset or settings.enable_access_log)
     root = logging.getLogger()
     _remove_logs_dir_handlers(root)
-    if settings is None:
+    if not spec.HasField("logging_config"):
         return
     root.setLevel(settings.log_level or "INFO")
     formatter = _formatter(config, settings)

@@ -272,9 +272,12 @@ type LoggingConfig struct {
 	LogLevel string `protobuf:"bytes,2,opt,name=log_level,json=logLevel,proto3" json:"log_level,omitempty"`
 	// Log one line per request; unset means true.
 	EnableAccessLog *bool `protobuf:"varint,3,opt,name=enable_access_log,json=enableAccessLog,proto3,oneof" json:"enable_access_log,omitempty"`
-	// The folder replicas write their logs in; empty: the executor's default.
+	// A folder on the replica's node where each replica also writes its log
+	// to replica_<app>_<deployment>_<replica id>.log (as Ray Serve names it);
+	// empty: no extra file. `capstan logs` reads the executor's own log either way.
 	LogsDir string `protobuf:"bytes,4,opt,name=logs_dir,json=logsDir,proto3" json:"logs_dir,omitempty"`
-	// Extra standard LogRecord attributes to add to each line (JSON only).
+	// Extra standard LogRecord attributes (e.g. "funcName", "lineno") added to
+	// each line: as keys in JSON, as name=value at the end in TEXT.
 	AdditionalLogStandardAttrs []string `protobuf:"bytes,5,rep,name=additional_log_standard_attrs,json=additionalLogStandardAttrs,proto3" json:"additional_log_standard_attrs,omitempty"`
 }
 

@@ -153,10 +153,15 @@ class LoggingConfig(_message.Message):
     enable_access_log: _builtins.bool
     """Log one line per request; unset means true."""
     logs_dir: _builtins.str
-    """The folder replicas write their logs in; empty: the executor's default."""
+    """A folder on the replica's node where each replica also writes its log
+    to replica_<app>_<deployment>_<replica id>.log (as Ray Serve names it);
+    empty: no extra file. `capstan logs` reads the executor's own log either way.
+    """
     @_builtins.property
     def additional_log_standard_attrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Extra standard LogRecord attributes to add to each line (JSON only)."""
+        """Extra standard LogRecord attributes (e.g. "funcName", "lineno") added to
+        each line: as keys in JSON, as name=value at the end in TEXT.
+        """
 
     def __init__(
         self,

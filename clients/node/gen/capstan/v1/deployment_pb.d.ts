@@ -159,14 +159,17 @@ export declare type LoggingConfig = Message<"capstan.v1.LoggingConfig"> & {
   enableAccessLog?: boolean;
 
   /**
-   * The folder replicas write their logs in; empty: the executor's default.
+   * A folder on the replica's node where each replica also writes its log
+   * to replica_<app>_<deployment>_<replica id>.log (as Ray Serve names it);
+   * empty: no extra file. `capstan logs` reads the executor's own log either way.
    *
    * @generated from field: string logs_dir = 4;
    */
   logsDir: string;
 
   /**
-   * Extra standard LogRecord attributes to add to each line (JSON only).
+   * Extra standard LogRecord attributes (e.g. "funcName", "lineno") added to
+   * each line: as keys in JSON, as name=value at the end in TEXT.
    *
    * @generated from field: repeated string additional_log_standard_attrs = 5;
    */

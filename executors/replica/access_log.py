@@ -1,7 +1,7 @@
 """The replica's access log: one INFO line per request as it ends, as Ray
 Serve's replicas write (`CALL method OK 1.2ms`, `GET /path [request id] 200 3.4ms`).
 
-A deployment turns it off with `logging_config.enable_access_log: false`;
+Off unless a deployment sets `logging_config.enable_access_log: true`;
 its log_level filters these lines like any other INFO line. The lines go
 through the logger "capstan.replica.access", so the replica's format
 (JSON, extra attributes) applies to them too.

@@ -38,13 +38,15 @@ class _LogsDirHandler(logging.FileHandler):
 
 def apply_logging_config(config: replica_pb2.ReplicaConfig) -> None:
     """Sets levels, formats and files from the deployment's logging_config;
-    leaves the defaults (access lines on) when it has none.
+    leaves the defaults (INFO as text, no access lines) when it has none.
 
     Raises `LoadError` when logs_dir cannot be written."""
     spec = config.deployment
     settings = spec.logging_config  # all defaults when the spec has none
-    unset = not settings.HasField("enable_access_log")
-    access_log.enable(unset or settings.enable_access_log)
+    # Off unless asked for, unlike Ray Serve: the proxy already logs every
+    # HTTP request, and a line per request here cost the hello benchmark
+    # 0.03 to 0.09 ms of CPU per request (15 to 30% of its throughput).
+    access_log.enable(settings.HasField("enable_access_log") and settings.enable_access_log)
     root = logging.getLogger()
     _remove_logs_dir_handlers(root)
     if not spec.HasField("logging_config"):

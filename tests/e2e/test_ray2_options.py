@@ -131,8 +131,8 @@ def test_logging_config_attrs_logs_dir_and_no_access_lines(
         assert not [line for line in where if "capstan.replica.access" in line], where
 
 
-def test_access_lines_by_default(serve, cluster: Cluster) -> None:
-    @serve.deployment(logging_config={"encoding": "JSON"})
+def test_access_lines_when_enabled(serve, cluster: Cluster) -> None:
+    @serve.deployment(logging_config={"encoding": "JSON", "enable_access_log": True})
     class Loud:
         def __call__(self, request):
             return "ok"

@@ -71,7 +71,7 @@ def process_logging() -> Iterator[logging.Logger]:
     stream = logging.StreamHandler()
     root.handlers = [stream]
     yield root
-    apply_logging_config(_config())  # closes a logs_dir file, turns access lines on
+    apply_logging_config(_config())  # closes a logs_dir file, turns access lines off
     root.handlers = handlers
     root.setLevel(level)
 
@@ -101,10 +101,12 @@ def test_log_level_filters(process_logging, tmp_path: pathlib.Path) -> None:
     assert "WARNING replica r7: loud enough" in text
 
 
-def test_access_lines_are_on_unless_turned_off(process_logging) -> None:
+def test_access_lines_are_off_unless_turned_on(process_logging) -> None:
     apply_logging_config(_config())
-    assert access_log.is_on()
+    assert not access_log.is_on()
     apply_logging_config(_config(encoding="JSON"))
+    assert not access_log.is_on()
+    apply_logging_config(_config(enable_access_log=True))
     assert access_log.is_on()
     apply_logging_config(_config(enable_access_log=False))
     assert not access_log.is_on()

@@ -75,7 +75,9 @@ class LoggingConfig:
     encoding: str = "TEXT"
     log_level: str | int = "INFO"
     logs_dir: str | None = None
-    enable_access_log: bool = True
+    # None: Capstan's default, off (the proxy logs every HTTP request; see
+    # capstan.v1.LoggingConfig). Ray Serve's default is True.
+    enable_access_log: bool | None = None
     additional_log_standard_attrs: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -112,7 +114,7 @@ class LoggingConfig:
         return deployment_pb2.LoggingConfig(
             encoding=self.encoding,
             log_level=str(self.log_level),
-            enable_access_log=self.enable_access_log,
+            enable_access_log=self.enable_access_log,  # None leaves it unset
             logs_dir=self.logs_dir or "",
             additional_log_standard_attrs=list(self.additional_log_standard_attrs),
         )

@@ -18,13 +18,15 @@ from typing import Generic, TypeVar
 
 from capstan.errors import InvalidSpec
 
+R = TypeVar("R")
 T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-# Well under gRPC's 64 MiB message limit, so a page of items that each stay
-# within their own 16 MiB spec limit still passes.
-PAGE_BUDGET_BYTES = 16 * 1024 * 1024
+# Under the 4 MiB that gRPC clients in Go, Node, Ruby and Python accept by
+# default (our own accept 64 MiB), so a client generated from the protos
+# lists without raising its limit unless one item alone is larger.
+PAGE_BUDGET_BYTES = 3 * 1024 * 1024
 # A repeated field's tag and length prefix per item, at most.
 _ITEM_OVERHEAD_BYTES = 6
 _TOKEN_PREFIX = "after:"
@@ -39,23 +41,27 @@ class Page(Generic[T]):
 
 
 def take_page(
-    items: Iterable[tuple[str, T]],
+    records: Iterable[tuple[str, R]],
+    build: Callable[[R], T],
     size_bytes: Callable[[T], int],
+    *,
     page_size: int,
     page_token: str,
     budget_bytes: int = PAGE_BUDGET_BYTES,
 ) -> Page[T]:
-    """The page of `items` ((id, item) pairs, ascending by id) that starts
-    after `page_token`. `items` is read lazily, up to one past the page."""
+    """The page of items built from `records` ((id, record) pairs, ascending
+    by id) that starts after `page_token`. Only records after the token are
+    built, up to one past the page."""
     limit = _page_limit(page_size)
     after = decode_token(page_token)
     taken: list[T] = []
     last_id, used = "", 0
-    for item_id, item in items:
+    for item_id, record in records:
         if after is not None and item_id <= after:
             continue
         if len(taken) >= limit:
             return Page(tuple(taken), encode_token(last_id))
+        item = build(record)
         cost = size_bytes(item) + _ITEM_OVERHEAD_BYTES
         if taken and used + cost > budget_bytes:
             return Page(tuple(taken), encode_token(last_id))

@@ -25,7 +25,7 @@ from controlplane.deadlines import deadline as _deadline
 from controlplane.describing import Describing
 from controlplane.observing import Observing
 from controlplane.packages.store import PackageStore
-from controlplane.paging import take_page
+from controlplane.paging import decode_token, take_page
 from controlplane.planning import Planner
 from controlplane.reconciler.loop import Reconciler
 from controlplane.reconciler.routes import RouteTable
@@ -184,7 +184,13 @@ class ControlPlaneService(
         """One page of the applications, with their state and deployments."""
         apps = sorted(await self._store.applications(), key=lambda app: app.name)
         found = [(app.name, await self._application(app.name, app)) for app in apps]
-        page = take_page(found, cp.Application.ByteSize, request.page_size, request.page_token)
+        page = take_page(
+            found,
+            lambda app: app,
+            cp.Application.ByteSize,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
         return cp.ListApplicationsResponse(
             applications=page.items, next_page_token=page.next_page_token
         )
@@ -272,14 +278,16 @@ class ControlPlaneService(
         self, request: cp.ListDeploymentsRequest, context: grpc.aio.ServicerContext
     ) -> cp.ListDeploymentsResponse:
         """One page of the deployments, with their state and replicas."""
-        records = sorted(await self._store.deployments(), key=lambda r: r.name)
+        after = decode_token(request.page_token)  # read only what the page may hold
+        records = sorted(await self._store.deployments(after), key=lambda r: r.name)
         replicas = await self._store.replicas()
-        # Built lazily, so a page builds only its own messages (and one more).
-        found = (
-            (r.name, _deployment_proto(r, [x for x in replicas if x.deployment == r.name]))
-            for r in records
+        page = take_page(
+            ((r.name, r) for r in records),
+            lambda r: _deployment_proto(r, [x for x in replicas if x.deployment == r.name]),
+            cp.Deployment.ByteSize,
+            page_size=request.page_size,
+            page_token=request.page_token,
         )
-        page = take_page(found, cp.Deployment.ByteSize, request.page_size, request.page_token)
         return cp.ListDeploymentsResponse(
             deployments=page.items, next_page_token=page.next_page_token
         )

@@ -17,7 +17,10 @@ ITEMS = [("a", 10), ("b", 10), ("c", 10), ("d", 10), ("e", 10)]
 
 def _page(page_size: int, after: str | None, budget: int = 1 << 20, items=ITEMS):
     token = "" if after is None else encode_token(after)
-    page = take_page([(i, (i, s)) for i, s in items], lambda x: x[1], page_size, token, budget)
+    records = [(i, (i, s)) for i, s in items]
+    page = take_page(
+        records, tuple, lambda x: x[1], page_size=page_size, page_token=token, budget_bytes=budget
+    )
     next_after = decode_token(page.next_page_token)
     return [i for i, _ in page.items], next_after
 
@@ -71,11 +74,23 @@ def test_the_token_is_opaque_but_round_trips_any_id() -> None:
 @pytest.mark.parametrize("token", ["not base64!", "YWJj", "%%%", "\u00e9", "//8="])
 def test_a_malformed_token_is_invalid_and_names_page_token(token: str) -> None:
     with pytest.raises(InvalidSpec, match="page_token") as raised:
-        take_page(iter(()), len, 10, token)
+        take_page(iter(()), str, len, page_size=10, page_token=token)
     assert raised.value.field == "page_token"
 
 
 def test_a_negative_page_size_names_page_size() -> None:
     with pytest.raises(InvalidSpec, match="page_size") as raised:
-        take_page(iter(()), len, -1, "")
+        take_page(iter(()), str, len, page_size=-1, page_token="")
     assert raised.value.field == "page_size"
+
+
+def test_only_records_after_the_token_and_in_the_page_are_built() -> None:
+    built: list[str] = []
+
+    def build(record: str) -> str:
+        built.append(record)
+        return record
+
+    records = [(i, i) for i, _ in ITEMS]
+    page = take_page(records, build, len, page_size=2, page_token=encode_token("a"))
+    assert (page.items, built) == (("b", "c"), ["b", "c"])

@@ -1406,9 +1406,9 @@ type ListApplicationsRequest struct {
 	unknownFields protoimpl.UnknownFields
 
 	// At most this many applications in the page; 0 means the server's default
-	// (100), more than 1000 means 1000. The server may return fewer (it also
-	// keeps each page well under the gRPC message limit), but at least one
-	// while any remain.
+	// (100), more than 1000 means 1000. The server may return fewer: it keeps
+	// a page within about 3 MiB, under the 4 MiB a gRPC client accepts by
+	// default, though a page always holds one item while any remain.
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Empty for the first page; else the next_page_token of the page before.
 	// Opaque: pass it back unchanged.
@@ -1916,9 +1916,9 @@ type ListDeploymentsRequest struct {
 	unknownFields protoimpl.UnknownFields
 
 	// At most this many deployments in the page; 0 means the server's default
-	// (100), more than 1000 means 1000. The server may return fewer (it also
-	// keeps each page well under the gRPC message limit), but at least one
-	// while any remain.
+	// (100), more than 1000 means 1000. The server may return fewer: it keeps
+	// a page within about 3 MiB, under the 4 MiB a gRPC client accepts by
+	// default, though a page always holds one item while any remain.
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Empty for the first page; else the next_page_token of the page before.
 	// Opaque: pass it back unchanged.

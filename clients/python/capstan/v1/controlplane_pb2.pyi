@@ -723,9 +723,9 @@ class ListApplicationsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many applications in the page; 0 means the server's default
-    (100), more than 1000 means 1000. The server may return fewer (it also
-    keeps each page well under the gRPC message limit), but at least one
-    while any remain.
+    (100), more than 1000 means 1000. The server may return fewer: it keeps
+    a page within about 3 MiB, under the 4 MiB a gRPC client accepts by
+    default, though a page always holds one item while any remain.
     """
     page_token: _builtins.str
     """Empty for the first page; else the next_page_token of the page before.
@@ -979,9 +979,9 @@ class ListDeploymentsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many deployments in the page; 0 means the server's default
-    (100), more than 1000 means 1000. The server may return fewer (it also
-    keeps each page well under the gRPC message limit), but at least one
-    while any remain.
+    (100), more than 1000 means 1000. The server may return fewer: it keeps
+    a page within about 3 MiB, under the 4 MiB a gRPC client accepts by
+    default, though a page always holds one item while any remain.
     """
     page_token: _builtins.str
     """Empty for the first page; else the next_page_token of the page before.

@@ -535,9 +535,9 @@ export declare const GetApplicationResponseSchema: GenMessage<GetApplicationResp
 export declare type ListApplicationsRequest = Message<"capstan.v1.ListApplicationsRequest"> & {
   /**
    * At most this many applications in the page; 0 means the server's default
-   * (100), more than 1000 means 1000. The server may return fewer (it also
-   * keeps each page well under the gRPC message limit), but at least one
-   * while any remain.
+   * (100), more than 1000 means 1000. The server may return fewer: it keeps
+   * a page within about 3 MiB, under the 4 MiB a gRPC client accepts by
+   * default, though a page always holds one item while any remain.
    *
    * @generated from field: int32 page_size = 1;
    */
@@ -791,9 +791,9 @@ export declare const GetDeploymentResponseSchema: GenMessage<GetDeploymentRespon
 export declare type ListDeploymentsRequest = Message<"capstan.v1.ListDeploymentsRequest"> & {
   /**
    * At most this many deployments in the page; 0 means the server's default
-   * (100), more than 1000 means 1000. The server may return fewer (it also
-   * keeps each page well under the gRPC message limit), but at least one
-   * while any remain.
+   * (100), more than 1000 means 1000. The server may return fewer: it keeps
+   * a page within about 3 MiB, under the 4 MiB a gRPC client accepts by
+   * default, though a page always holds one item while any remain.
    *
    * @generated from field: int32 page_size = 1;
    */

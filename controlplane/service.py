@@ -182,7 +182,9 @@ class ControlPlaneService(
         self, request: cp.ListApplicationsRequest, context: grpc.aio.ServicerContext
     ) -> cp.ListApplicationsResponse:
         """One page of the applications, with their state and deployments."""
+        after = decode_token(request.page_token)  # build only what the page may hold
         apps = sorted(await self._store.applications(), key=lambda app: app.name)
+        apps = [app for app in apps if after is None or app.name > after]
         found = [(app.name, await self._application(app.name, app)) for app in apps]
         page = take_page(
             found,

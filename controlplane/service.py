@@ -25,6 +25,7 @@ from controlplane.deadlines import deadline as _deadline
 from controlplane.describing import Describing
 from controlplane.observing import Observing
 from controlplane.packages.store import PackageStore
+from controlplane.paging import decode_token, take_page
 from controlplane.planning import Planner
 from controlplane.reconciler.loop import Reconciler
 from controlplane.reconciler.routes import RouteTable
@@ -180,10 +181,20 @@ class ControlPlaneService(
     async def ListApplications(
         self, request: cp.ListApplicationsRequest, context: grpc.aio.ServicerContext
     ) -> cp.ListApplicationsResponse:
-        """Every application with its state and deployments."""
-        apps = await self._store.applications()
+        """One page of the applications, with their state and deployments."""
+        after = decode_token(request.page_token)  # build only what the page may hold
+        apps = sorted(await self._store.applications(), key=lambda app: app.name)
+        apps = [app for app in apps if after is None or app.name > after]
+        found = [(app.name, await self._application(app.name, app)) for app in apps]
+        page = take_page(
+            found,
+            lambda app: app,
+            cp.Application.ByteSize,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
         return cp.ListApplicationsResponse(
-            applications=[await self._application(app.name, app) for app in apps]
+            applications=page.items, next_page_token=page.next_page_token
         )
 
     async def _application(self, name: str, app: ApplicationRecord | None = None) -> cp.Application:
@@ -268,14 +279,19 @@ class ControlPlaneService(
     async def ListDeployments(
         self, request: cp.ListDeploymentsRequest, context: grpc.aio.ServicerContext
     ) -> cp.ListDeploymentsResponse:
-        """Every deployment with its state and replicas."""
-        records = await self._store.deployments()
+        """One page of the deployments, with their state and replicas."""
+        after = decode_token(request.page_token)  # read only what the page may hold
+        records = sorted(await self._store.deployments(after), key=lambda r: r.name)
         replicas = await self._store.replicas()
+        page = take_page(
+            ((r.name, r) for r in records),
+            lambda r: _deployment_proto(r, [x for x in replicas if x.deployment == r.name]),
+            cp.Deployment.ByteSize,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
         return cp.ListDeploymentsResponse(
-            deployments=[
-                _deployment_proto(r, [x for x in replicas if x.deployment == r.name])
-                for r in records
-            ]
+            deployments=page.items, next_page_token=page.next_page_token
         )
 
     @answers_errors

@@ -170,6 +170,13 @@ try {
   // After a failure, still leave nothing behind (the failure is what counts).
   if (!seen.deleted) await control.deleteDeployment({ name: NAME }).catch(() => {});
 }
-const listed = await control.listDeployments({});
-seen.after_delete = listed.deployments.map((d) => d.id);
+// Listing comes in pages (AIP-158): follow nextPageToken until it is empty.
+const afterDelete = [];
+let pageToken = "";
+do {
+  const page = await control.listDeployments({ pageToken });
+  afterDelete.push(...page.deployments.map((d) => d.id));
+  pageToken = page.nextPageToken;
+} while (pageToken);
+seen.after_delete = afterDelete;
 console.log(JSON.stringify(seen));

@@ -65,10 +65,7 @@ def make_app(sources: Sources) -> Starlette:
         return FileResponse(_DASHBOARD, media_type="text/html; charset=utf-8")
 
     async def deployments(request: Request) -> Response:
-        reply = await sources.stub.ListDeployments(
-            cp.ListDeploymentsRequest(), metadata=sources.metadata, timeout=5
-        )
-        return JSONResponse([_deployment(d) for d in reply.deployments])
+        return JSONResponse([_deployment(d) for d in await _all_deployments(sources)])
 
     async def events(request: Request) -> Response:
         after = int(request.query_params.get("after", "0") or 0)
@@ -114,3 +111,16 @@ def _deployment(deployment: cp.Deployment) -> dict:
     shown.spec.code.ClearField("sdk_object")
     shown.spec.ClearField("sdk_init_arguments")
     return json_format.MessageToDict(shown, preserving_proto_field_name=True)
+
+
+async def _all_deployments(sources: Sources) -> list[cp.Deployment]:
+    """Every deployment, page by page: one page may be cut short to stay
+    under the message limit."""
+    found: list[cp.Deployment] = []
+    request = cp.ListDeploymentsRequest()
+    while True:
+        reply = await sources.stub.ListDeployments(request, metadata=sources.metadata, timeout=5)
+        found.extend(reply.deployments)
+        if not reply.next_page_token:
+            return found
+        request.page_token = reply.next_page_token

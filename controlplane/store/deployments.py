@@ -99,12 +99,18 @@ class Deployments(Events):
         row = self._conn.execute(_SELECT_DEPLOYMENT + " WHERE name = ?", (name,)).fetchone()
         return _deployment(row, self._specs.load) if row else None
 
-    async def deployments(self) -> list[DeploymentRecord]:
-        return await self._run(self._deployments)
+    async def deployments(self, after: str | None = None) -> list[DeploymentRecord]:
+        """Every deployment in order of name; with `after`, only those named
+        after it (the pages of ListDeployments after the first)."""
+        return await self._run(self._deployments, after)
 
-    def _deployments(self) -> list[DeploymentRecord]:
-        rows = self._conn.execute(_SELECT_DEPLOYMENT + " ORDER BY name").fetchall()
-        self._specs.sweep()
+    def _deployments(self, after: str | None) -> list[DeploymentRecord]:
+        if after is None:
+            rows = self._conn.execute(_SELECT_DEPLOYMENT + " ORDER BY name").fetchall()
+            self._specs.sweep()  # once per whole listing, so a page forgets nothing
+        else:
+            query = _SELECT_DEPLOYMENT + " WHERE name > ? ORDER BY name"
+            rows = self._conn.execute(query, (after,)).fetchall()
         return [_deployment(row, self._specs.load) for row in rows]
 
     async def history(self, name: str) -> list[VersionRecord]:

@@ -83,8 +83,10 @@ class ControlPlaneClient:
         return self._call(self._stub.GetApplication, request).application
 
     def list_applications(self) -> list[cp.Application]:
-        reply = self._call(self._stub.ListApplications, cp.ListApplicationsRequest())
-        return list(reply.applications)
+        """Every application, page by page."""
+        return self._all_pages(
+            self._stub.ListApplications, cp.ListApplicationsRequest(), "applications"
+        )
 
     def plan_application(self, app: cp.ApplicationSpec) -> cp.PlanApplicationResponse:
         """What applying `app` would do; changes nothing (but uploads its
@@ -131,7 +133,10 @@ class ControlPlaneClient:
         return self._call(self._stub.DescribeDeployment, request)
 
     def list(self) -> list[cp.Deployment]:
-        return list(self._call(self._stub.ListDeployments, cp.ListDeploymentsRequest()).deployments)
+        """Every deployment, page by page."""
+        return self._all_pages(
+            self._stub.ListDeployments, cp.ListDeploymentsRequest(), "deployments"
+        )
 
     def shutdown(self, *, keep_deployments: bool = False) -> None:
         request = cp.ShutdownRequest(keep_deployments=keep_deployments)
@@ -179,6 +184,17 @@ class ControlPlaneClient:
 
     def close(self) -> None:
         self._channel.close()
+
+    def _all_pages(self, method, request, field: str) -> list:
+        """The items of `field` over every page of a List call (AIP-158):
+        one page alone may be cut short to stay under the message limit."""
+        found: list = []
+        while True:
+            reply = self._call(method, request)
+            found.extend(getattr(reply, field))
+            if not reply.next_page_token:
+                return found
+            request.page_token = reply.next_page_token
 
     def _call(self, method, request):
         try:

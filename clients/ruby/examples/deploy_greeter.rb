@@ -102,6 +102,14 @@ ensure
     nil # the apply failed before storing anything; its error is the one to see
   end
 end
-seen['after_delete'] = control.list_deployments(V1::ListDeploymentsRequest.new).deployments.map(&:id)
+# Listing comes in pages (AIP-158): follow next_page_token until it is empty.
+seen['after_delete'] = []
+page_token = ''
+loop do
+  page = control.list_deployments(V1::ListDeploymentsRequest.new(page_token: page_token))
+  seen['after_delete'].concat(page.deployments.map(&:id))
+  page_token = page.next_page_token
+  break if page_token.empty?
+end
 
 puts JSON.generate(seen)

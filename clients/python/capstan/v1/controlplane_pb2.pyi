@@ -715,16 +715,31 @@ Global___GetApplicationResponse: _TypeAlias = GetApplicationResponse  # noqa: Y0
 
 @_typing.final
 class ListApplicationsRequest(_message.Message):
-    """Asks for every application; takes no parameters."""
+    """Asks for one page of the applications, in order of name (AIP-158 paging)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many applications in the page; 0 means the server's default
+    (100), more than 1000 means 1000. The server may return fewer: it keeps
+    a page within about 3 MiB, under the 4 MiB a gRPC client accepts by
+    default, though a page always holds one item while any remain.
+    """
+    page_token: _builtins.str
+    """Empty for the first page; else the next_page_token of the page before.
+    Opaque: pass it back unchanged.
+    """
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -732,23 +747,29 @@ Global___ListApplicationsRequest: _TypeAlias = ListApplicationsRequest  # noqa: 
 
 @_typing.final
 class ListApplicationsResponse(_message.Message):
-    """Every application."""
+    """One page of the applications."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token to get the next page; empty on the last page. An
+    application present throughout the listing appears exactly once.
+    """
     @_builtins.property
     def applications(self) -> _containers.RepeatedCompositeFieldContainer[Global___Application]:
-        """In no particular order."""
+        """In order of name, after those of the pages before."""
 
     def __init__(
         self,
         *,
         applications: _abc.Iterable[Global___Application] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applications", b"applications"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applications", b"applications", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -948,16 +969,33 @@ Global___GetDeploymentResponse: _TypeAlias = GetDeploymentResponse  # noqa: Y015
 
 @_typing.final
 class ListDeploymentsRequest(_message.Message):
-    """Asks for every deployment; takes no parameters."""
+    """Asks for one page of the deployments, of applications and on their own,
+    in order of id (AIP-158 paging).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many deployments in the page; 0 means the server's default
+    (100), more than 1000 means 1000. The server may return fewer: it keeps
+    a page within about 3 MiB, under the 4 MiB a gRPC client accepts by
+    default, though a page always holds one item while any remain.
+    """
+    page_token: _builtins.str
+    """Empty for the first page; else the next_page_token of the page before.
+    Opaque: pass it back unchanged.
+    """
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -965,23 +1003,29 @@ Global___ListDeploymentsRequest: _TypeAlias = ListDeploymentsRequest  # noqa: Y0
 
 @_typing.final
 class ListDeploymentsResponse(_message.Message):
-    """Every deployment, of applications and on their own."""
+    """One page of the deployments."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token to get the next page; empty on the last page. A
+    deployment present throughout the listing appears exactly once.
+    """
     @_builtins.property
     def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Deployment]:
-        """In no particular order."""
+        """In order of id, after those of the pages before."""
 
     def __init__(
         self,
         *,
         deployments: _abc.Iterable[Global___Deployment] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployments", b"deployments"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployments", b"deployments", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -528,11 +528,28 @@ export declare type GetApplicationResponse = Message<"capstan.v1.GetApplicationR
 export declare const GetApplicationResponseSchema: GenMessage<GetApplicationResponse>;
 
 /**
- * Asks for every application; takes no parameters.
+ * Asks for one page of the applications, in order of name (AIP-158 paging).
  *
  * @generated from message capstan.v1.ListApplicationsRequest
  */
 export declare type ListApplicationsRequest = Message<"capstan.v1.ListApplicationsRequest"> & {
+  /**
+   * At most this many applications in the page; 0 means the server's default
+   * (100), more than 1000 means 1000. The server may return fewer: it keeps
+   * a page within about 3 MiB, under the 4 MiB a gRPC client accepts by
+   * default, though a page always holds one item while any remain.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * Empty for the first page; else the next_page_token of the page before.
+   * Opaque: pass it back unchanged.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
 };
 
 /**
@@ -542,17 +559,25 @@ export declare type ListApplicationsRequest = Message<"capstan.v1.ListApplicatio
 export declare const ListApplicationsRequestSchema: GenMessage<ListApplicationsRequest>;
 
 /**
- * Every application.
+ * One page of the applications.
  *
  * @generated from message capstan.v1.ListApplicationsResponse
  */
 export declare type ListApplicationsResponse = Message<"capstan.v1.ListApplicationsResponse"> & {
   /**
-   * In no particular order.
+   * In order of name, after those of the pages before.
    *
    * @generated from field: repeated capstan.v1.Application applications = 1;
    */
   applications: Application[];
+
+  /**
+   * Pass as page_token to get the next page; empty on the last page. An
+   * application present throughout the listing appears exactly once.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -758,11 +783,29 @@ export declare type GetDeploymentResponse = Message<"capstan.v1.GetDeploymentRes
 export declare const GetDeploymentResponseSchema: GenMessage<GetDeploymentResponse>;
 
 /**
- * Asks for every deployment; takes no parameters.
+ * Asks for one page of the deployments, of applications and on their own,
+ * in order of id (AIP-158 paging).
  *
  * @generated from message capstan.v1.ListDeploymentsRequest
  */
 export declare type ListDeploymentsRequest = Message<"capstan.v1.ListDeploymentsRequest"> & {
+  /**
+   * At most this many deployments in the page; 0 means the server's default
+   * (100), more than 1000 means 1000. The server may return fewer: it keeps
+   * a page within about 3 MiB, under the 4 MiB a gRPC client accepts by
+   * default, though a page always holds one item while any remain.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * Empty for the first page; else the next_page_token of the page before.
+   * Opaque: pass it back unchanged.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
 };
 
 /**
@@ -772,17 +815,25 @@ export declare type ListDeploymentsRequest = Message<"capstan.v1.ListDeployments
 export declare const ListDeploymentsRequestSchema: GenMessage<ListDeploymentsRequest>;
 
 /**
- * Every deployment, of applications and on their own.
+ * One page of the deployments.
  *
  * @generated from message capstan.v1.ListDeploymentsResponse
  */
 export declare type ListDeploymentsResponse = Message<"capstan.v1.ListDeploymentsResponse"> & {
   /**
-   * In no particular order.
+   * In order of id, after those of the pages before.
    *
    * @generated from field: repeated capstan.v1.Deployment deployments = 1;
    */
   deployments: Deployment[];
+
+  /**
+   * Pass as page_token to get the next page; empty on the last page. A
+   * deployment present throughout the listing appears exactly once.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**

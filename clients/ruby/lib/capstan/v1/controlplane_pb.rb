@@ -83,9 +83,12 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :application, :message, 1, "capstan.v1.Application", json_name: "application"
     end
     add_message "capstan.v1.ListApplicationsRequest" do
+      optional :page_size, :int32, 1, json_name: "pageSize"
+      optional :page_token, :string, 2, json_name: "pageToken"
     end
     add_message "capstan.v1.ListApplicationsResponse" do
       repeated :applications, :message, 1, "capstan.v1.Application", json_name: "applications"
+      optional :next_page_token, :string, 2, json_name: "nextPageToken"
     end
     add_message "capstan.v1.ApplicationSpec" do
       optional :name, :string, 1, json_name: "name"
@@ -116,9 +119,12 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :deployment, :message, 1, "capstan.v1.Deployment", json_name: "deployment"
     end
     add_message "capstan.v1.ListDeploymentsRequest" do
+      optional :page_size, :int32, 1, json_name: "pageSize"
+      optional :page_token, :string, 2, json_name: "pageToken"
     end
     add_message "capstan.v1.ListDeploymentsResponse" do
       repeated :deployments, :message, 1, "capstan.v1.Deployment", json_name: "deployments"
+      optional :next_page_token, :string, 2, json_name: "nextPageToken"
     end
     add_message "capstan.v1.WatchRoutesRequest" do
     end

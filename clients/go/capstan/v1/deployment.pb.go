@@ -270,7 +270,9 @@ type LoggingConfig struct {
 	Encoding string `protobuf:"bytes,1,opt,name=encoding,proto3" json:"encoding,omitempty"`
 	// DEBUG, INFO, WARNING, ERROR or CRITICAL; empty means INFO.
 	LogLevel string `protobuf:"bytes,2,opt,name=log_level,json=logLevel,proto3" json:"log_level,omitempty"`
-	// Log one line per request; unset means true.
+	// Each replica logs one line per request it ends; unset means false
+	// (Ray Serve's default is true: the proxy's access log already has a line
+	// per HTTP request, and a replica's line costs CPU on the request path).
 	EnableAccessLog *bool `protobuf:"varint,3,opt,name=enable_access_log,json=enableAccessLog,proto3,oneof" json:"enable_access_log,omitempty"`
 	// A folder on the replica's node where each replica also writes its log
 	// to replica_<app>_<deployment>_<replica id>.log (as Ray Serve names it);

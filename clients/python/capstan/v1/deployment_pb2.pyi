@@ -151,7 +151,10 @@ class LoggingConfig(_message.Message):
     log_level: _builtins.str
     """DEBUG, INFO, WARNING, ERROR or CRITICAL; empty means INFO."""
     enable_access_log: _builtins.bool
-    """Log one line per request; unset means true."""
+    """Each replica logs one line per request it ends; unset means false
+    (Ray Serve's default is true: the proxy's access log already has a line
+    per HTTP request, and a replica's line costs CPU on the request path).
+    """
     logs_dir: _builtins.str
     """A folder on the replica's node where each replica also writes its log
     to replica_<app>_<deployment>_<replica id>.log (as Ray Serve names it);

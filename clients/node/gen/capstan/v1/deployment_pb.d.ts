@@ -152,7 +152,9 @@ export declare type LoggingConfig = Message<"capstan.v1.LoggingConfig"> & {
   logLevel: string;
 
   /**
-   * Log one line per request; unset means true.
+   * Each replica logs one line per request it ends; unset means false
+   * (Ray Serve's default is true: the proxy's access log already has a line
+   * per HTTP request, and a replica's line costs CPU on the request path).
    *
    * @generated from field: optional bool enable_access_log = 3;
    */

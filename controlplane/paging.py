@@ -52,7 +52,7 @@ def take_page(
     """The page of items built from `records` ((id, record) pairs, ascending
     by id) that starts after `page_token`. Only records after the token are
     built, up to one past the page."""
-    limit = _page_limit(page_size)
+    limit = page_limit(page_size)
     after = decode_token(page_token)
     taken: list[T] = []
     last_id, used = "", 0
@@ -92,7 +92,9 @@ def decode_token(token: str) -> str | None:
     return text.removeprefix(_TOKEN_PREFIX)
 
 
-def _page_limit(page_size: int) -> int:
+def page_limit(page_size: int) -> int:
+    """How many items a page holds at most for a request's `page_size`; a
+    caller reads one record more than this to know whether a page follows."""
     if page_size < 0:
         raise InvalidSpec(f"page_size {page_size} must not be negative", "page_size")
     return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)

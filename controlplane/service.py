@@ -25,7 +25,7 @@ from controlplane.deadlines import deadline as _deadline
 from controlplane.describing import Describing
 from controlplane.observing import Observing
 from controlplane.packages.store import PackageStore
-from controlplane.paging import decode_token, take_page
+from controlplane.paging import decode_token, page_limit, take_page
 from controlplane.planning import Planner
 from controlplane.reconciler.loop import Reconciler
 from controlplane.reconciler.routes import RouteTable
@@ -182,9 +182,13 @@ class ControlPlaneService(
         self, request: cp.ListApplicationsRequest, context: grpc.aio.ServicerContext
     ) -> cp.ListApplicationsResponse:
         """One page of the applications, with their state and deployments."""
-        after = decode_token(request.page_token)  # build only what the page may hold
-        apps = sorted(await self._store.applications(), key=lambda app: app.name)
-        apps = [app for app in apps if after is None or app.name > after]
+        # Build only what the page may hold: the applications after the
+        # token (the store gives them by name), one past the page at most.
+        after = decode_token(request.page_token)
+        apps = [
+            app for app in await self._store.applications() if after is None or app.name > after
+        ]
+        apps = apps[: page_limit(request.page_size) + 1]
         found = [(app.name, await self._application(app.name, app)) for app in apps]
         page = take_page(
             found,
@@ -280,12 +284,15 @@ class ControlPlaneService(
         self, request: cp.ListDeploymentsRequest, context: grpc.aio.ServicerContext
     ) -> cp.ListDeploymentsResponse:
         """One page of the deployments, with their state and replicas."""
-        after = decode_token(request.page_token)  # read only what the page may hold
-        records = sorted(await self._store.deployments(after), key=lambda r: r.name)
-        replicas = await self._store.replicas()
+        # Read only what the page may hold: one record past it at most.
+        after = decode_token(request.page_token)
+        records = await self._store.deployments(after, page_limit(request.page_size) + 1)
+        replicas: dict[str, list] = {}
+        for replica in await self._store.replicas():
+            replicas.setdefault(replica.deployment, []).append(replica)
         page = take_page(
             ((r.name, r) for r in records),
-            lambda r: _deployment_proto(r, [x for x in replicas if x.deployment == r.name]),
+            lambda r: _deployment_proto(r, replicas.get(r.name, [])),
             cp.Deployment.ByteSize,
             page_size=request.page_size,
             page_token=request.page_token,

@@ -16,6 +16,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from capstan.channels import channel_options
+from capstan.json_values import readable_deployment
 from capstan.v1 import controlplane_pb2 as cp
 from capstan.v1 import controlplane_pb2_grpc
 from controlplane.http.metrics import ControlPlaneMetrics
@@ -65,7 +66,7 @@ def make_app(sources: Sources) -> Starlette:
         return FileResponse(_DASHBOARD, media_type="text/html; charset=utf-8")
 
     async def deployments(request: Request) -> Response:
-        return JSONResponse([_deployment(d) for d in await _all_deployments(sources)])
+        return JSONResponse([readable_deployment(d) for d in await _all_deployments(sources)])
 
     async def events(request: Request) -> Response:
         after = int(request.query_params.get("after", "0") or 0)
@@ -101,16 +102,6 @@ def make_app(sources: Sources) -> Starlette:
             Route("/api/logs/{deployment}/{replica}", logs),
         ]
     )
-
-
-def _deployment(deployment: cp.Deployment) -> dict:
-    # SDK payloads (pickles) mean nothing to a reader, and their types are
-    # not known here, so proto JSON could not print them anyway.
-    shown = cp.Deployment()
-    shown.CopyFrom(deployment)
-    shown.spec.code.ClearField("sdk_object")
-    shown.spec.ClearField("sdk_init_arguments")
-    return json_format.MessageToDict(shown, preserving_proto_field_name=True)
 
 
 async def _all_deployments(sources: Sources) -> list[cp.Deployment]:

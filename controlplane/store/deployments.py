@@ -99,18 +99,21 @@ class Deployments(Events):
         row = self._conn.execute(_SELECT_DEPLOYMENT + " WHERE name = ?", (name,)).fetchone()
         return _deployment(row, self._specs.load) if row else None
 
-    async def deployments(self, after: str | None = None) -> list[DeploymentRecord]:
+    async def deployments(
+        self, after: str | None = None, limit: int | None = None
+    ) -> list[DeploymentRecord]:
         """Every deployment in order of name; with `after`, only those named
-        after it (the pages of ListDeployments after the first)."""
-        return await self._run(self._deployments, after)
+        after it, and with `limit`, at most that many (a page of
+        ListDeployments reads no more than it may hold)."""
+        return await self._run(self._deployments, after, limit)
 
-    def _deployments(self, after: str | None) -> list[DeploymentRecord]:
-        if after is None:
-            rows = self._conn.execute(_SELECT_DEPLOYMENT + " ORDER BY name").fetchall()
+    def _deployments(self, after: str | None, limit: int | None) -> list[DeploymentRecord]:
+        query = _SELECT_DEPLOYMENT + (" WHERE name > ?" if after is not None else "")
+        query += " ORDER BY name LIMIT ?"
+        params = (*([after] if after is not None else []), -1 if limit is None else limit)
+        rows = self._conn.execute(query, params).fetchall()
+        if after is None and limit is None:
             self._specs.sweep()  # once per whole listing, so a page forgets nothing
-        else:
-            query = _SELECT_DEPLOYMENT + " WHERE name > ? ORDER BY name"
-            rows = self._conn.execute(query, (after,)).fetchall()
         return [_deployment(row, self._specs.load) for row in rows]
 
     async def history(self, name: str) -> list[VersionRecord]:

@@ -17,7 +17,7 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 
 from capstan.errors import InvalidSpec
-from capstan.v1 import deployment_pb2
+from capstan.v1 import controlplane_pb2, deployment_pb2
 
 # Doubles hold every integer up to 2**53 exactly; past it a whole number
 # stays a float, as it would be rounded anyway.
@@ -83,6 +83,17 @@ def arguments_to_python(
     args = to_python(arguments.args, f"{field}.args") if arguments.HasField("args") else []
     kwargs = to_python(arguments.kwargs, f"{field}.kwargs") if arguments.HasField("kwargs") else {}
     return args, kwargs
+
+
+def readable_deployment(deployment: controlplane_pb2.Deployment) -> dict[str, Any]:
+    """A deployment as proto JSON for people (`capstan status -o json`, the
+    dashboard): without the SDK's payloads (pickles), which mean nothing to
+    a reader and whose types proto JSON may not know."""
+    shown = controlplane_pb2.Deployment()
+    shown.CopyFrom(deployment)
+    shown.spec.code.ClearField("sdk_object")
+    shown.spec.ClearField("sdk_init_arguments")
+    return json_format.MessageToDict(shown, preserving_proto_field_name=True)
 
 
 def _plain(value: Any, field: str) -> Any:

@@ -11,9 +11,9 @@ import threading
 import time
 
 import yaml
-from google.protobuf import json_format
 
 from capstan.client import ControlPlaneClient
+from capstan.json_values import readable_deployment
 from capstan.progress import describe_event
 from capstan.v1 import controlplane_pb2 as cp
 
@@ -73,7 +73,7 @@ def render(deployments: list[cp.Deployment], output: str) -> str:
     """The deployments as text, or as a JSON or YAML document."""
     if output == "text":
         return "\n".join(describe(d) for d in deployments) or "no deployments"
-    document = {"deployments": [_as_dict(d) for d in deployments]}
+    document = {"deployments": [readable_deployment(d) for d in deployments]}
     if output == "json":
         return json.dumps(document, indent=2)
     return yaml.safe_dump(document, sort_keys=False).rstrip()
@@ -126,14 +126,3 @@ def _deployments(client: ControlPlaneClient, name: str | None) -> list[cp.Deploy
 
 def _replica_state(replica: cp.Replica) -> str:
     return cp.ReplicaState.Name(replica.state).removeprefix("REPLICA_STATE_")
-
-
-def _as_dict(deployment: cp.Deployment) -> dict:
-    """The deployment as the API has it, without pickled code."""
-    # SDK payloads (pickles) mean nothing to a reader, and their types are
-    # not known here, so proto JSON could not print them anyway.
-    shown = cp.Deployment()
-    shown.CopyFrom(deployment)
-    shown.spec.code.ClearField("sdk_object")
-    shown.spec.ClearField("sdk_init_arguments")
-    return json_format.MessageToDict(shown, preserving_proto_field_name=True)

@@ -6,7 +6,7 @@ Serve applies it to a replica actor:
   replica, deployment); "TEXT" keeps the process's text lines;
 - additional_log_standard_attrs: those LogRecord attributes added to each
   line, JSON or text;
-- enable_access_log false: no per-request line (`access_log`);
+- enable_access_log true: one line per request (`access_log`); off unless set;
 - logs_dir: the replica also writes its log to
   `<logs_dir>/replica_<app>_<deployment>_<replica_id>.log` on its own
   machine, as Ray Serve writes its replica log file in logs_dir on the
